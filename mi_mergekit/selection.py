@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, Optional, Tuple
 
+from mi_mergekit.errors import SelectionError, UnclassifiedTensorError
+
 PARTS: Tuple[str, ...] = (
     "embed_tokens",
     "attn_proj",
@@ -76,14 +78,6 @@ _RULES: Tuple[Tuple[str, "re.Pattern[str]"], ...] = tuple(
         ("shared_expert", _LAYER + r"mlp\.shared_expert_gate\.weight$"),
     )
 )
-
-
-class UnclassifiedTensorError(ValueError):
-    """A tensor name that no module rule recognises."""
-
-
-class SelectionError(ValueError):
-    """Invalid window, placement or module selection."""
 
 
 @dataclass(frozen=True)

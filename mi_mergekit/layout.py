@@ -1,0 +1,144 @@
+"""A mergekit architecture made of the checkpoint's own tensor names.
+
+mergekit 0.1.5 plans a Qwen3-MoE merge in the transformers-5 model layout: it reads
+per-expert tensors and writes fused ``mlp.experts.gate_up_proj`` tensors. The real
+Qwen3-30B-A3B checkpoints and the serving engines use per-expert names, and an
+interpolated model must be a drop-in replacement for its inputs. So for our methods
+the architecture is read off the checkpoint itself: every tensor the Instruct
+checkpoint stores, under the same name, grouped by decoder layer. The Thinking
+checkpoint must store exactly the same names with the same shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from mergekit.architecture.base import (
+    ModelArchitecture,
+    ModuleArchitecture,
+    ModuleDefinition,
+    WeightInfo,
+)
+from mergekit.common import ModelReference
+from mergekit.options import MergeOptions
+
+from mi_mergekit.errors import MergeInputError
+from mi_mergekit.selection import classify
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class CheckpointIndex:
+    """Tensor names (and shapes, where the header gives them) of one checkpoint."""
+
+    model: ModelReference
+    shapes: Dict[str, Optional[Tuple[int, ...]]]
+
+    @classmethod
+    def read(cls, model: ModelReference, options: MergeOptions) -> "CheckpointIndex":
+        loader = model.lazy_loader(
+            cache_dir=options.transformers_cache, lazy_unpickle=options.lazy_unpickle
+        )
+        index = loader.index
+        shapes: Dict[str, Optional[Tuple[int, ...]]] = dict.fromkeys(index.tensor_paths)
+        if index.is_safetensors:
+            import safetensors
+
+            by_shard = defaultdict(list)
+            for name, shard in index.tensor_paths.items():
+                by_shard[shard].append(name)
+            for shard, names in by_shard.items():
+                path = os.path.join(index.base_path, shard)
+                with safetensors.safe_open(path, framework="pt") as handle:
+                    for name in names:
+                        shapes[name] = tuple(handle.get_slice(name).get_shape())
+        return cls(model=model, shapes=shapes)
+
+
+def compare_indexes(instruct: CheckpointIndex, thinking: CheckpointIndex) -> None:
+    """Raise MergeInputError unless both checkpoints store the same tensors and shapes."""
+    only_i = sorted(set(instruct.shapes) - set(thinking.shapes))
+    only_t = sorted(set(thinking.shapes) - set(instruct.shapes))
+    if only_i or only_t:
+        lines = []
+        for who, names in (("Instruct", only_i), ("Thinking", only_t)):
+            if names:
+                shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+                lines.append(f"  only in {who} ({len(names)}): {shown}")
+        raise MergeInputError(
+            "the two checkpoints do not store the same tensors:\n" + "\n".join(lines)
+        )
+    mismatched = [
+        (name, instruct.shapes[name], thinking.shapes[name])
+        for name in instruct.shapes
+        if instruct.shapes[name] and thinking.shapes[name]
+        and instruct.shapes[name] != thinking.shapes[name]
+    ]
+    if mismatched:
+        shown = "; ".join(f"{n}: {a} vs {b}" for n, a, b in mismatched[:5])
+        raise MergeInputError(
+            f"{len(mismatched)} tensor(s) differ in shape between Instruct and Thinking: {shown}"
+        )
+
+
+class CheckpointModuleArchitecture(ModuleArchitecture):
+    """Pre-layer, per-layer and post-layer weights exactly as the checkpoint names them."""
+
+    def __init__(self, names: List[str], num_layers: int):
+        pre, post = [], []
+        layers: Dict[int, List[WeightInfo]] = defaultdict(list)
+        for name in sorted(names, key=_natural_key):
+            part = classify(name)  # refuses unknown tensors up front
+            vocab_axis = 0 if part.part in ("embed_tokens", "lm_head") else None
+            info = WeightInfo(name=name, vocabulary_axis=vocab_axis)
+            if part.layer is not None:
+                if part.layer >= num_layers:
+                    raise MergeInputError(
+                        f"tensor {name!r} belongs to layer {part.layer} but the config "
+                        f"says num_hidden_layers={num_layers}"
+                    )
+                layers[part.layer].append(info)
+            elif part.part == "embed_tokens":
+                pre.append(info)
+            else:
+                post.append(info)
+        missing = [i for i in range(num_layers) if i not in layers]
+        if missing:
+            raise MergeInputError(f"checkpoint has no tensors for decoder layers {missing}")
+        self._pre, self._post, self._layers = pre, post, dict(layers)
+        self._num_layers = num_layers
+
+    def pre_weights(self, config) -> List[WeightInfo]:
+        return list(self._pre)
+
+    def post_weights(self, config) -> List[WeightInfo]:
+        return list(self._post)
+
+    def layer_weights(self, index: int, config) -> List[WeightInfo]:
+        return list(self._layers[index])
+
+    def num_layers_config_key(self) -> str:
+        return "num_hidden_layers"
+
+    def num_layers(self, config) -> int:
+        return self._num_layers
+
+
+def checkpoint_architecture(
+    instruct: CheckpointIndex, num_layers: int, architectures: List[str], model_type: str
+) -> ModelArchitecture:
+    module = CheckpointModuleArchitecture(list(instruct.shapes), num_layers)
+    return ModelArchitecture(
+        modules={"default": ModuleDefinition(architecture=module)},
+        architectures=architectures,
+        model_type=model_type,
+    )
+
+
+def _natural_key(name: str):
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

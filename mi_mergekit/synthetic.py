@@ -1,0 +1,148 @@
+"""Random Qwen3 / Qwen3-MoE Instruct+Thinking pairs, built offline in code.
+
+Used by the tests (tiny widths, real layer counts where it matters) and by the
+benchmarks (≥ 1 GB per model). Both members of a pair share a random "base" plus
+their own perturbation, like two fine-tunes of one pre-trained model. Each folder is
+a complete Hugging Face model: config.json, safetensors in checkpoint layout
+(per-expert names for MoE), tokenizer, chat template and generation_config — the
+Thinking one with a template that pre-inserts ``<think>`` like Qwen3-Thinking-2507.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+INSTRUCT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+THINKING_TEMPLATE = INSTRUCT_TEMPLATE.replace(
+    "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>\n{% endif %}"
+)
+GENERATION = {
+    "instruct": {"temperature": 0.7, "top_p": 0.8, "top_k": 20},
+    "thinking": {"temperature": 0.6, "top_p": 0.95, "top_k": 20},
+}
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    num_layers: int = 4
+    hidden_size: int = 32
+    intermediate_size: int = 64
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 8
+    vocab_size: int = 128
+    tie_word_embeddings: bool = True
+    moe: bool = False
+    num_experts: int = 4
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 16
+    dtype: str = "bfloat16"
+    seed: int = 0
+    noise: float = 0.05
+
+
+def build_tokenizer(vocab_size: int):
+    """A word-level tokenizer with Qwen-style special tokens; no download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS) - 1)]
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + ["<unk>"] + words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+
+
+def _config(spec: PairSpec):
+    common = dict(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    if spec.moe:
+        from transformers import Qwen3MoeConfig
+
+        return Qwen3MoeConfig(
+            num_experts=spec.num_experts,
+            num_experts_per_tok=spec.num_experts_per_tok,
+            moe_intermediate_size=spec.moe_intermediate_size,
+            **common,
+        )
+    from transformers import Qwen3Config
+
+    return Qwen3Config(**common)
+
+
+def _random_model(spec: PairSpec, seed: int):
+    """A randomly initialised model and a float32 copy of its state dict."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(spec))
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def build_pair(root: str, spec: PairSpec = PairSpec()) -> Tuple[str, str]:
+    """Write ``root/instruct`` and ``root/thinking``; return their paths."""
+    import torch
+
+    model, base = _random_model(spec, spec.seed)
+    tokenizer = build_tokenizer(spec.vocab_size)
+    dtype = getattr(torch, spec.dtype)
+    paths = []
+    for offset, role in enumerate(("instruct", "thinking"), start=1):
+        generator = torch.Generator().manual_seed(spec.seed * 1000 + offset)
+        with torch.no_grad():
+            for name, param in model.state_dict().items():
+                noise = torch.randn(base[name].shape, generator=generator) * spec.noise
+                param.copy_(base[name] + noise * base[name].abs().mean().clamp(min=1e-3))
+        path = os.path.join(root, role)
+        model.to(dtype).save_pretrained(path)
+        model.to(torch.float32)
+        tokenizer.chat_template = THINKING_TEMPLATE if role == "thinking" else INSTRUCT_TEMPLATE
+        tokenizer.save_pretrained(path)
+        with open(os.path.join(path, "generation_config.json"), "w") as handle:
+            json.dump({"eos_token_id": 2, "pad_token_id": 0, "do_sample": True,
+                       **GENERATION[role]}, handle, indent=1)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def recipe(instruct: str, thinking: str, lam: float = 0.8, dtype: Optional[str] = "bfloat16",
+           **parameters) -> str:
+    """A model_interpolation YAML recipe for a pair (as text)."""
+    import yaml
+
+    data = {
+        "merge_method": "model_interpolation",
+        "base_model": instruct,
+        "models": [{"model": thinking}],
+        "parameters": {"lambda": lam, **parameters},
+    }
+    if dtype:
+        data["dtype"] = dtype
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,197 @@
+"""The toy task: running sums of single digits, with a checkable answer.
+
+A problem is a sum of ``k`` single digits (``k`` = difficulty, 2..8), e.g. the
+question ``"3+5+2+8="`` with answer ``18``.
+
+* The Thinking completion works it out one addition a line::
+
+      <think>\\n3+5=8\\n8+2=10\\n10+8=18\\n</think>\\n\\n\\boxed{18}
+
+  (the ``<think>\\n`` is part of the Thinking chat template's generation prompt,
+  so the model itself generates from ``3+5=8`` on).
+* The Instruct completion is the answer only: ``\\boxed{18}``.
+
+Each line of the work is a one-digit addition to a number the model just wrote,
+which a tiny transformer learns easily; the direct answer needs the exact sum of
+``k`` digits in one forward pass (its units digit is the sum mod 10, a
+parity-like function), which a tiny model cannot do for large ``k``. So thinking
+pays off more the harder the problem, as in the paper.
+
+This module is pure Python (no torch) so that it is cheap to import.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+MIN_DIFFICULTY = 2
+MAX_DIFFICULTY = 8
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: ``terms`` are the digits summed; difficulty is ``len(terms)``."""
+
+    id: str
+    terms: tuple[int, ...]
+
+    @property
+    def question(self) -> str:
+        return "+".join(str(t) for t in self.terms) + "="
+
+    @property
+    def answer(self) -> str:
+        return str(sum(self.terms))
+
+    @property
+    def difficulty(self) -> int:
+        return len(self.terms)
+
+    def work(self) -> str:
+        """The step-by-step work, one addition a line, each line ending in ``\\n``."""
+        lines = []
+        acc = self.terms[0]
+        for t in self.terms[1:]:
+            lines.append(f"{acc}+{t}={acc + t}\n")
+            acc += t
+        return "".join(lines)
+
+    def thinking_completion(self) -> str:
+        """What a Thinking model generates after the ``<think>\\n`` of its template."""
+        return f"{self.work()}{THINK_CLOSE}\n\n\\boxed{{{self.answer}}}"
+
+    def instruct_completion(self) -> str:
+        """What an Instruct model generates: the answer only."""
+        return f"\\boxed{{{self.answer}}}"
+
+    def to_record(self) -> dict:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "difficulty": self.difficulty,
+        }
+
+
+def parse_question(question: str) -> tuple[int, ...]:
+    """Inverse of :attr:`Problem.question` (``"3+5+2+8="`` -> ``(3, 5, 2, 8)``)."""
+    body = question.strip().rstrip("=").strip()
+    return tuple(int(x) for x in body.split("+"))
+
+
+def make_problem(rng: random.Random, difficulty: int, id: str = "") -> Problem:
+    if not MIN_DIFFICULTY <= difficulty <= MAX_DIFFICULTY:
+        raise ValueError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
+    return Problem(id=id, terms=tuple(rng.randrange(10) for _ in range(difficulty)))
+
+
+def generate_problems(
+    n: int,
+    seed: int,
+    difficulties: Iterable[int] = range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1),
+    prefix: str = "p",
+    exclude: set[str] | None = None,
+) -> list[Problem]:
+    """``n`` problems, difficulties cycled evenly, deterministic in ``seed``.
+
+    ``exclude`` is a set of question strings to skip (e.g. the held-out set when
+    generating training data).
+    """
+    rng = random.Random(seed)
+    diffs = list(difficulties)
+    out: list[Problem] = []
+    i = 0
+    while len(out) < n:
+        p = make_problem(rng, diffs[i % len(diffs)], id=f"{prefix}{len(out):05d}")
+        i += 1
+        if exclude and p.question in exclude:
+            continue
+        out.append(p)
+    return out
+
+
+def iter_training_problems(seed: int, exclude: set[str] | None = None) -> Iterator[Problem]:
+    """An endless deterministic stream of training problems (uniform difficulty)."""
+    rng = random.Random(seed)
+    i = 0
+    while True:
+        p = make_problem(rng, rng.randint(MIN_DIFFICULTY, MAX_DIFFICULTY), id=f"t{i}")
+        i += 1
+        if exclude and p.question in exclude:
+            continue
+        yield p
+
+
+# ---------------------------------------------------------------------------
+# answer checking
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def extract_answer(text: str) -> str | None:
+    """The content of the last ``\\boxed{}`` after the last ``</think>``.
+
+    If the text has no ``</think>``, the whole text is searched (the Instruct
+    model answers without a think block). Returns ``None`` if there is no
+    ``\\boxed{}``.
+    """
+    if THINK_CLOSE in text:
+        text = text.rsplit(THINK_CLOSE, 1)[1]
+    found = _BOXED.findall(text)
+    if not found:
+        return None
+    return found[-1].strip()
+
+
+def normalize(answer: str) -> str:
+    a = answer.strip().replace(" ", "")
+    if re.fullmatch(r"[+-]?\d+", a):
+        return str(int(a))
+    return a
+
+
+def is_correct(text: str, answer: str) -> bool:
+    """Grade one generated response against the reference answer."""
+    got = extract_answer(text)
+    return got is not None and normalize(got) == normalize(str(answer))
+
+
+def has_thinking(text: str) -> bool:
+    """The paper's Think #R signal: the response contains ``</think>``."""
+    return THINK_CLOSE in text
+
+
+# ---------------------------------------------------------------------------
+# the shipped held-out set
+
+HELDOUT_PATH = Path(__file__).resolve().parent / "data" / "heldout.jsonl"
+HELDOUT_SEED = 20251012
+HELDOUT_PER_DIFFICULTY = 20
+
+
+def make_heldout() -> list[Problem]:
+    """The held-out set: 20 problems per difficulty 2..8 (140), seed 20251012."""
+    n = HELDOUT_PER_DIFFICULTY * (MAX_DIFFICULTY - MIN_DIFFICULTY + 1)
+    return generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-")
+
+
+def write_jsonl(problems: Iterable[Problem], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for p in problems:
+            f.write(json.dumps(p.to_record()) + "\n")
+
+
+def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:
+    """Records ``{id, question, answer, difficulty}`` of the held-out JSONL."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,325 @@
+"""Train the toy Qwen3 base model and its Instruct / Thinking children (CPU).
+
+    python -m mi_mergekit.toy.train --out DIR            # full run (~10 min, 2 cores)
+    python -m mi_mergekit.toy.train --out DIR --tiny --steps 5   # smoke test
+
+Stages (all from one seed, deterministic on one machine):
+
+1. base: a "hybrid" model (like Qwen/Qwen3-4B) trained from scratch on both
+   formats: under the thinking template (prompt ends with ``<think>\\n``) it
+   writes the step-by-step work, ``</think>`` and ``\\boxed{answer}``; under the
+   instruct template (no ``<think>``) it writes ``\\boxed{answer}`` only.
+2. thinking = base + a short, low-learning-rate fine-tune on thinking-template
+   data only (always reasons).
+3. instruct = base + a short, low-learning-rate fine-tune to answer directly
+   under BOTH templates: after a prompt that ends with ``<think>\\n`` it still
+   writes ``\\boxed{answer}`` and stops, with no ``</think>`` (Think #R = 0 under
+   the thinking template, like Qwen3-4B-Instruct-2507 in the paper).
+
+Both children start from the same base and move little, so they stay in one
+basin and Θ_I + λ(Θ_T − Θ_I) is a working model for every λ. What flips as λ
+grows is the first token after ``<think>\\n``: ``\\boxed`` (answer now) versus a
+digit (start working) -- which produces the stage transition.
+
+Output: ``DIR/base``, ``DIR/instruct``, ``DIR/thinking`` (HF folders: bf16
+safetensors, config, tokenizer, chat template, generation_config) and, unless
+``--no-eval``, ``DIR/curve.json`` with the λ curve measured on the held-out set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mi_mergekit.toy import task
+from mi_mergekit.toy.tokenizer import (
+    ENDOFTEXT,
+    IM_END,
+    INSTRUCT_CHAT_TEMPLATE,
+    INSTRUCT_SAMPLING,
+    THINKING_CHAT_TEMPLATE,
+    THINKING_SAMPLING,
+    build_tokenizer,
+    prompt_text,
+)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    # model
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+    # base pre-training
+    base_steps: int = 1500
+    base_lr: float = 3e-3
+    base_batch: int = 64
+    warmup: int = 100
+    # children fine-tuning (moderate: few steps, small learning rate)
+    child_steps: int = 120
+    child_lr: float = 3e-4
+    child_batch: int = 64
+    # weight decay / clipping
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    save_dtype: str = "bfloat16"
+
+
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    base_batch=8,
+    child_batch=8,
+    warmup=2,
+)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# data
+
+
+def encode_example(tok, problem: task.Problem, thinking_template: bool, think: bool):
+    """(input_ids, labels) for one chat example; loss only on the completion."""
+    prompt = prompt_text(problem.question, thinking_template)
+    completion = (problem.thinking_completion() if think else problem.instruct_completion()) + IM_END
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tok(completion, add_special_tokens=False)["input_ids"]
+    return p_ids + c_ids, [-100] * len(p_ids) + c_ids
+
+
+def collate(examples, pad_id: int):
+    n = max(len(x) for x, _ in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):  # right padding for training
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return ids, labels, mask
+
+
+# The three data mixtures: (thinking_template, think) pairs to sample from.
+MIXTURES = {
+    "base": [(True, True), (False, False)],
+    "thinking": [(True, True)],
+    "instruct": [(False, False), (True, False)],
+}
+
+
+class Batches:
+    def __init__(self, tok, mixture: str, batch: int, seed: int, exclude: set[str]):
+        self.tok = tok
+        self.kinds = MIXTURES[mixture]
+        self.batch = batch
+        self.rng = random.Random(seed)
+        self.problems = task.iter_training_problems(seed, exclude=exclude)
+
+    def __next__(self):
+        exs = []
+        for _ in range(self.batch):
+            thinking_template, think = self.kinds[self.rng.randrange(len(self.kinds))]
+            exs.append(encode_example(self.tok, next(self.problems), thinking_template, think))
+        return collate(exs, self.tok.pad_token_id)
+
+
+# ---------------------------------------------------------------------------
+# model
+
+
+def build_model(cfg: TrainConfig, tok):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=512,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=tok.convert_tokens_to_ids(ENDOFTEXT),
+        eos_token_id=tok.convert_tokens_to_ids(IM_END),
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen3ForCausalLM(config)
+    return model
+
+
+def train_stage(model, batches, steps: int, lr: float, warmup: int, cfg: TrainConfig, name: str):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in n else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+    def lr_at(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    t0 = time.time()
+    ema = None
+    bar = tqdm(range(steps), desc=name, file=sys.stdout, mininterval=5, disable=None)
+    for step in bar:
+        ids, labels, mask = next(batches)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        loss = out.loss.item()
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+        bar.set_postfix(loss=f"{ema:.4f}")
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            log(f"[{name}] step {step + 1}/{steps} loss(ema) {ema:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"elapsed {time.time() - t0:.0f}s")
+    model.eval()
+    return ema
+
+
+# ---------------------------------------------------------------------------
+# saving
+
+
+def save_child(model, tok_template: str, sampling: dict, out: Path, dtype: str, tok_for_ids):
+    """Save a model folder: weights, config, tokenizer + chat template, generation_config."""
+    from transformers import GenerationConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    m = model.to(getattr(torch, dtype))
+    m.config.dtype = dtype
+    m.generation_config = GenerationConfig(
+        bos_token_id=tok_for_ids.convert_tokens_to_ids(ENDOFTEXT),
+        eos_token_id=[tok_for_ids.convert_tokens_to_ids(IM_END), tok_for_ids.convert_tokens_to_ids(ENDOFTEXT)],
+        pad_token_id=tok_for_ids.pad_token_id,
+        do_sample=True,
+        max_new_tokens=128,
+        **sampling,
+    )
+    m.save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    build_tokenizer(tok_template).save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="output folder (gets base/, instruct/, thinking/)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="tiny model and batches (smoke test)")
+    ap.add_argument("--steps", type=int, default=None, help="override base steps (children get a fifth, min 1)")
+    ap.add_argument("--base-steps", type=int, default=None)
+    ap.add_argument("--child-steps", type=int, default=None)
+    ap.add_argument("--child-lr", type=float, default=None)
+    ap.add_argument("--no-eval", action="store_true", help="skip the λ-curve evaluation")
+    ap.add_argument("--eval-lambdas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")
+    ap.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N held-out problems")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(seed=args.seed)
+    if args.tiny:
+        for k, v in TINY.items():
+            setattr(cfg, k, v)
+    if args.steps is not None:
+        cfg.base_steps = args.steps
+        cfg.child_steps = max(1, args.steps // 5)
+        cfg.warmup = min(cfg.warmup, max(1, args.steps // 10))
+    if args.base_steps is not None:
+        cfg.base_steps = args.base_steps
+    if args.child_steps is not None:
+        cfg.child_steps = args.child_steps
+    if args.child_lr is not None:
+        cfg.child_lr = args.child_lr
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    log(f"config: {json.dumps(asdict(cfg))}")
+    tok = build_tokenizer()
+    exclude = {r["question"] for r in task.load_heldout()} if task.HELDOUT_PATH.exists() else {
+        p.question for p in task.make_heldout()
+    }
+
+    model = build_model(cfg, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"Qwen3ForCausalLM: {n_params:,} parameters (tied embeddings), vocab {len(tok)}")
+
+    train_stage(model, Batches(tok, "base", cfg.base_batch, cfg.seed + 1, exclude),
+                cfg.base_steps, cfg.base_lr, cfg.warmup, cfg, "base")
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_child(model, THINKING_CHAT_TEMPLATE, THINKING_SAMPLING, args.out / "base", cfg.save_dtype, tok)
+
+    child_warmup = max(1, cfg.child_steps // 10)
+    for name, template, sampling, seed in (
+        ("thinking", THINKING_CHAT_TEMPLATE, THINKING_SAMPLING, cfg.seed + 2),
+        ("instruct", INSTRUCT_CHAT_TEMPLATE, INSTRUCT_SAMPLING, cfg.seed + 3),
+    ):
+        model.load_state_dict(base_state)
+        torch.manual_seed(seed)
+        train_stage(model, Batches(tok, name, cfg.child_batch, seed, exclude),
+                    cfg.child_steps, cfg.child_lr, child_warmup, cfg, name)
+        save_child(model, template, sampling, args.out / name, cfg.save_dtype, tok)
+
+    train_time = time.time() - t_start
+    log(f"training done in {train_time:.0f}s; saved to {args.out}")
+    summary = {"config": asdict(cfg), "n_params": n_params, "train_seconds": round(train_time, 1)}
+
+    if not args.no_eval:
+        from mi_mergekit.toy.curve import format_table, measure_curve
+
+        lambdas = [float(x) for x in args.eval_lambdas.split(",")]
+        records = task.load_heldout() if task.HELDOUT_PATH.exists() else [p.to_record() for p in task.make_heldout()]
+        if args.eval_n:
+            records = records[: args.eval_n]
+        t_eval = time.time()
+        rows = measure_curve(args.out / "instruct", args.out / "thinking", records, lambdas, seed=cfg.seed)
+        log(format_table(rows))
+        summary["eval_seconds"] = round(time.time() - t_eval, 1)
+        summary["curve"] = rows
+    summary["total_seconds"] = round(time.time() - t_start, 1)
+    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"total wall time {summary['total_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
