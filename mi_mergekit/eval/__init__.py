@@ -1,0 +1,40 @@
+"""Evaluation harness: the paper's metrics for any model, on any backend.
+
+The pipe, one module per arrow::
+
+    datasets.py (file / hub)  ->  prompts.py (chat template)  ->  backends/ (transformers, vllm, openai)
+      ->  store.py (append-only samples.jsonl)  ->  graders/ (math, ifeval, gpqa)  ->  metrics.py  ->  report.py
+
+Python API::
+
+    from mi_mergekit.eval import evaluate, grade_run, load_run, write_report
+
+    run_dir = evaluate(
+        model_path,                 # model folder with a chat template
+        "toy.jsonl",                # dataset file: JSONL/CSV/Parquet, or "hf:NAME"
+        grader="math",              # math | ifeval | gpqa   (default: the benchmark's)
+        decoding="thinking",        # thinking | instruct | greedy, or a Decoding
+        n_samples=8,
+        max_new_tokens=256,
+        seed=0,
+        out_dir="runs/toy-0.5",
+        backend="transformers",     # or "vllm", "openai" (+ backend_options), or a Backend
+        benchmark="boxed",          # aime25 | ifeval | gpqa | boxed (id, prompt|question, answer)
+        lambda_=0.5,                # recorded for report plots (default: model's mi_plan.json)
+    )
+    metrics = load_run(run_dir)["metrics"]
+    # metrics: mean, pass@k / mean@k / vote@k {k: value} for k = 1..n, think_ratio,
+    # tokens_mean, tokens_median, truncation_rate, unterminated_rate, scores (extra grader
+    # scores, e.g. IFEval loose), n_questions, n_samples, label, lambda, benchmark
+
+    write_report([run_a, run_b], "report/")   # report.md, report.csv, lambda_<benchmark>.png
+
+All fractions are in [0, 1]; the report prints percent. See each module's
+docstring for definitions (metrics.py) and file formats (store.py, datasets.py).
+"""
+
+from mi_mergekit.eval.decoding import PRESETS, Decoding, resolve_decoding
+from mi_mergekit.eval.report import write_report
+from mi_mergekit.eval.runner import evaluate, grade_run, load_run
+
+__all__ = ["PRESETS", "Decoding", "evaluate", "grade_run", "load_run", "resolve_decoding", "write_report"]

@@ -1,0 +1,62 @@
+"""The backend interface: generate the samples of chunks.
+
+A :class:`Chunk` is the unit of generation work: consecutive sample indices of
+one question, with one seed (:func:`mi_mergekit.eval.decoding.chunk_seed`). A
+backend generates ``len(chunk.indices)`` completions of ``chunk.prompt`` seeded
+with ``chunk.seed`` and yields each chunk's completions as soon as they are
+done, so the runner can store them before starting anything else. Chunk sizes
+are fixed by the backend (``chunk_size``) and recorded in the run, so a resumed
+run regenerates exactly the chunks that were lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+from mi_mergekit.eval.decoding import Decoding
+
+
+@dataclass(frozen=True)
+class Chunk:
+    question_id: str
+    prompt: Optional[str]  # rendered chat prompt (None for chat-endpoint backends)
+    messages: list
+    indices: Tuple[int, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+class Backend:
+    """Base class of generation backends."""
+
+    name: str = ""
+    #: samples per chunk; fixed for a run
+    chunk_size: int = 1
+    #: the model's tokenizer (renders prompts with its chat template), or None
+    tokenizer = None
+
+    def generate(
+        self, chunks: Iterable[Chunk], decoding: Decoding, max_new_tokens: int
+    ) -> Iterator[Tuple[Chunk, List[Completion]]]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Settings recorded in run.json (those that change samples must be stable across resumes)."""
+        return {"name": self.name, "chunk_size": self.chunk_size}
+
+    def close(self) -> None:
+        """Release resources (model memory, thread pools)."""
+
+
+def load_tokenizer(path: str):
+    """The model's tokenizer via transformers (local folder or hub id)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,160 @@
+"""``mi-mergekit eval`` and ``mi-mergekit report`` (click commands).
+
+Examples::
+
+    mi-mergekit eval --model out/mi-0.8 --benchmark aime25 --dataset aime25.jsonl \\
+        --decoding thinking -n 64 --out runs/mi-0.8-aime --lambda 0.8
+    mi-mergekit eval --model Qwen/Qwen3-4B-Thinking-2507 --benchmark gpqa --dataset gpqa_diamond.csv \\
+        --backend openai --base-url http://gpu-box:8000/v1 --concurrency 32 --out runs/thinking-gpqa
+    mi-mergekit eval --out runs/mi-0.8-aime --grade-only       # re-grade, never regenerates
+    mi-mergekit report runs/* --out report/
+
+Re-running an interrupted ``eval`` with the same arguments resumes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mi_mergekit.eval.backends import BACKENDS
+from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
+from mi_mergekit.eval.decoding import PRESETS
+from mi_mergekit.eval.graders import GRADERS
+
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError)
+
+
+def _parse_columns(values) -> dict:
+    columns = {}
+    for value in values:
+        role, sep, column = value.partition("=")
+        if not sep or not role or not column:
+            raise click.BadParameter(f"expected ROLE=COLUMN, got {value!r}", param_hint="--column")
+        columns[role.strip()] = column.strip()
+    return columns
+
+
+@click.command("eval")
+@click.option("--model", "model_path", help="Model folder (or hub id) to evaluate; its chat template renders prompts.")
+@click.option("--dataset", help="Dataset file (.jsonl/.csv/.parquet) or hf:NAME[:CONFIG] (needs `datasets`).")
+@click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
+              show_default=True, help="Dataset kind, prompt and defaults.")
+@click.option("--grader", type=click.Choice(sorted(GRADERS)), help="Grader (default: the benchmark's).")
+@click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking", show_default=True)
+@click.option("--temperature", type=float, help="Override the preset's temperature.")
+@click.option("--top-p", type=float, help="Override the preset's top_p.")
+@click.option("--top-k", type=int, help="Override the preset's top_k.")
+@click.option("--min-p", type=float, help="min_p (default: unset).")
+@click.option("-n", "--n-samples", type=int, help="Samples per question (default: aime25 64, others 8).")
+@click.option("--max-new-tokens", type=int, help="Token budget (default: aime25 81920, others 65536).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per-chunk seeds derive from it).")
+@click.option("--shuffle-seed", type=int, default=0, show_default=True, help="GPQA option shuffling seed.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
+@click.option("--device", help="transformers: device (default cuda if available, else cpu).")
+@click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype.")
+@click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's.")
+@click.option("--base-url", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1")
+@click.option("--served-model", help="openai: model name the server knows (default: --model).")
+@click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
+              help="openai: endpoint; completions renders the chat template locally.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="openai: requests in flight.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="openai: seconds per request.")
+@click.option("--retries", type=int, default=3, show_default=True, help="openai: retries per request.")
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm: GPUs per model.")
+@click.option("--samples-per-request", type=int, default=8, show_default=True, help="vllm: n per request.")
+@click.option("--max-model-len", type=int, help="vllm: context length.")
+@click.option("--column", "columns", multiple=True, metavar="ROLE=COLUMN", help="Map a dataset column (repeatable).")
+@click.option("--split", default="train", show_default=True, help="Split for hf: datasets.")
+@click.option("--limit", type=int, help="Only the first N questions.")
+@click.option("--label", help="Row name in reports (default: model folder name).")
+@click.option("--lambda", "lambda_", type=float, help="λ of this model, for plots (default: model's mi_plan.json).")
+@click.option("--system-prompt", help="Optional system message.")
+@click.option("--grade-only", is_flag=True, help="Re-grade the samples stored in --out; never generates.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def eval_command(**opts):
+    """Generate k samples per question, grade them and write per-run metrics (resumable)."""
+    from mi_mergekit.eval.runner import evaluate, grade_run, load_run
+
+    try:
+        if opts["grade_only"]:
+            summary = grade_run(opts["out_dir"], grader=opts["grader"])
+            _echo_summary(summary, Path(opts["out_dir"]))
+            return
+        if not opts["model_path"] or not opts["dataset"]:
+            raise click.UsageError("--model and --dataset are required (unless --grade-only)")
+        run_dir = evaluate(
+            opts["model_path"],
+            opts["dataset"],
+            grader=opts["grader"],
+            decoding=_decoding(opts),
+            n_samples=opts["n_samples"],
+            max_new_tokens=opts["max_new_tokens"],
+            seed=opts["seed"],
+            out_dir=opts["out_dir"],
+            backend=opts["backend"],
+            benchmark=opts["benchmark"],
+            backend_options=_backend_options(opts),
+            columns=_parse_columns(opts["columns"]),
+            split=opts["split"],
+            limit=opts["limit"],
+            label=opts["label"],
+            lambda_=opts["lambda_"],
+            shuffle_seed=opts["shuffle_seed"],
+            system_prompt=opts["system_prompt"],
+            progress=not opts["no_progress"],
+        )
+        _echo_summary(load_run(run_dir)["metrics"], run_dir)
+    except click.ClickException:
+        raise
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _decoding(opts):
+    from mi_mergekit.eval.decoding import resolve_decoding
+
+    return resolve_decoding(opts["decoding"], opts["temperature"], opts["top_p"], opts["top_k"], opts["min_p"])
+
+
+def _backend_options(opts) -> dict:
+    backend = opts["backend"]
+    if backend == "transformers":
+        return dict(batch_size=opts["batch_size"], device=opts["device"], dtype=opts["dtype"],
+                    tokenizer_path=opts["tokenizer_path"])
+    if backend == "vllm":
+        return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
+                    dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],
+                    seed=opts["seed"])
+    return dict(base_url=opts["base_url"], served_model=opts["served_model"], api=opts["api"],
+                concurrency=opts["concurrency"], timeout=opts["timeout"], retries=opts["retries"],
+                tokenizer_path=opts["tokenizer_path"])
+
+
+def _echo_summary(m: dict, run_dir: Path) -> None:
+    n = m["n_samples"]
+    click.echo(
+        f"{m['label']} / {m['benchmark']}: Mean@{n} {100 * m['mean']:.1f}  Pass@{n} {100 * m['pass@k'][n]:.1f}  "
+        f"Vote@{n} {100 * m['vote@k'][n]:.1f}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
+        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  -> {run_dir}"
+    )
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Where report.md, report.csv and lambda_*.png go.")
+def report_command(runs, out_dir):
+    """Put eval runs side by side (paper Table 2 layout; Markdown + CSV) and plot metrics against λ."""
+    from mi_mergekit.eval.report import write_report
+
+    try:
+        result = write_report(runs, out_dir)
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(result["markdown"], nl=False)
+    for path in [result["md"], result["csv"], *result["plots"]]:
+        click.echo(f"wrote {path}", err=True)

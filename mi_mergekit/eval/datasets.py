@@ -1,0 +1,224 @@
+"""Benchmark datasets from local files (JSONL / CSV / Parquet) or the hub.
+
+Benchmarks are not vendored. Point ``--dataset`` at a file, or at
+``hf:<name>`` (optionally ``hf:<name>:<config>``) to load through the
+``datasets`` library where you have hub access (``--split``, default ``train``;
+needs ``pip install 'mi-mergekit[hub]'``).
+
+Columns, per benchmark (the first alias present is used; override any role
+with ``--column ROLE=COLUMN``):
+
+========== ========== ================================================================
+benchmark  role       aliases
+========== ========== ================================================================
+aime25     id         id, ID, problem_id, idx            (default: row number)
+           question   problem, question, Problem, Question
+           answer     answer, Answer
+boxed      id         id, ID                              (default: row number)
+           question   prompt, question, problem
+           answer     answer
+ifeval     id         key, id                             (default: row number)
+           prompt     prompt
+           instruction_id_list / kwargs (JSON strings accepted in CSV)
+gpqa       id         Record ID, id, record_id            (default: row number)
+           question   Question, question
+           correct    Correct Answer, correct_answer
+           incorrect1..3  Incorrect Answer 1..3, incorrect_answer_1..3
+========== ========== ================================================================
+
+``boxed`` is the generic custom task: any question whose answer is checked with
+math-verify (the prompt is used verbatim). Each loader returns a list of
+:class:`Example`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be read or lacks a required column."""
+
+
+@dataclass
+class Example:
+    """One question: its id, the user message content, the gold answer and grader data."""
+
+    id: str
+    question: str
+    answer: str
+    grader_data: dict = field(default_factory=dict)
+
+
+ROLES: Dict[str, Dict[str, Sequence[str]]] = {
+    "aime25": {
+        "id": ("id", "ID", "problem_id", "idx"),
+        "question": ("problem", "question", "Problem", "Question"),
+        "answer": ("answer", "Answer"),
+    },
+    "boxed": {"id": ("id", "ID"), "question": ("prompt", "question", "problem"), "answer": ("answer",)},
+    "ifeval": {
+        "id": ("key", "id"),
+        "prompt": ("prompt",),
+        "instruction_id_list": ("instruction_id_list",),
+        "kwargs": ("kwargs",),
+    },
+    "gpqa": {
+        "id": ("Record ID", "id", "record_id"),
+        "question": ("Question", "question"),
+        "correct": ("Correct Answer", "correct_answer"),
+        "incorrect1": ("Incorrect Answer 1", "incorrect_answer_1"),
+        "incorrect2": ("Incorrect Answer 2", "incorrect_answer_2"),
+        "incorrect3": ("Incorrect Answer 3", "incorrect_answer_3"),
+    },
+}
+OPTIONAL_ROLES = {"id"}
+
+
+def read_rows(source: str, split: str = "train") -> List[dict]:
+    """Rows of a local file (by suffix) or of ``hf:<name>[:<config>]``."""
+    if source.startswith("hf:"):
+        return _read_hub(source[3:], split)
+    path = Path(source)
+    kind = FILE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DatasetError(
+            f"cannot read {source!r}: use a .jsonl, .csv or .parquet file, or hf:<dataset name> for the hub"
+        )
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {source}")
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    if kind == "csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise DatasetError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+    return pq.read_table(path).to_pylist()
+
+
+def _read_jsonl(path: Path) -> List[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{number}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def _read_hub(name: str, split: str) -> List[dict]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DatasetError("loading from the hub needs `datasets`: pip install 'mi-mergekit[hub]'") from exc
+    name, _, config = name.partition(":")
+    return list(datasets.load_dataset(name, config or None, split=split))
+
+
+def dataset_fingerprint(source: str) -> str:
+    """sha256 of a local dataset file (recorded in the run), or the hub name."""
+    path = Path(source)
+    if source.startswith("hf:") or not path.is_file():
+        return source
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_columns(benchmark: str, available: Sequence[str], overrides: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Map each role of ``benchmark`` to a column name, or raise DatasetError naming what is missing."""
+    roles = ROLES[benchmark]
+    overrides = dict(overrides or {})
+    unknown_roles = sorted(set(overrides) - set(roles))
+    if unknown_roles:
+        raise DatasetError(f"unknown column role(s) {unknown_roles} for {benchmark}; roles are {sorted(roles)}")
+    mapping = {}
+    for role, aliases in roles.items():
+        if role in overrides:
+            if overrides[role] not in available:
+                raise DatasetError(
+                    f"column {overrides[role]!r} (for {role}) is not in the dataset; columns are {sorted(available)}"
+                )
+            mapping[role] = overrides[role]
+            continue
+        found = next((alias for alias in aliases if alias in available), None)
+        if found is None and role not in OPTIONAL_ROLES:
+            raise DatasetError(
+                f"{benchmark} dataset has no {role!r} column (looked for {list(aliases)}); "
+                f"columns are {sorted(available)}; map one with --column {role}=NAME"
+            )
+        if found is not None:
+            mapping[role] = found
+    return mapping
+
+
+def load_examples(
+    source: str,
+    benchmark: str,
+    columns: Optional[Dict[str, str]] = None,
+    split: str = "train",
+    limit: Optional[int] = None,
+) -> List[Example]:
+    """Load ``source`` as ``benchmark`` examples (see the module docstring for columns)."""
+    if benchmark not in ROLES:
+        raise DatasetError(f"unknown dataset kind {benchmark!r}; choose from {sorted(ROLES)}")
+    rows = read_rows(source, split)
+    if not rows:
+        raise DatasetError(f"dataset {source} has no rows")
+    mapping = resolve_columns(benchmark, list(rows[0].keys()), columns)
+    examples = [_ADAPTERS[benchmark](row, mapping, number) for number, row in enumerate(rows)]
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise DatasetError(f"dataset {source} has duplicate ids, e.g. {duplicates}")
+    return examples[:limit] if limit else examples
+
+
+def _id(row: dict, mapping: dict, number: int) -> str:
+    return str(row[mapping["id"]]) if "id" in mapping else str(number)
+
+
+def _answer_example(row: dict, mapping: dict, number: int) -> Example:
+    return Example(_id(row, mapping, number), str(row[mapping["question"]]), str(row[mapping["answer"]]).strip())
+
+
+def _ifeval_example(row: dict, mapping: dict, number: int) -> Example:
+    ids = _maybe_json(row[mapping["instruction_id_list"]])
+    kwargs = _maybe_json(row[mapping["kwargs"]])
+    if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+        raise DatasetError(f"ifeval row {number}: instruction_id_list and kwargs must be lists of equal length")
+    kwargs = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs]
+    prompt = str(row[mapping["prompt"]])
+    data = {"prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}
+    return Example(_id(row, mapping, number), prompt, "", data)
+
+
+def _gpqa_example(row: dict, mapping: dict, number: int) -> Example:
+    options = [str(row[mapping[r]]).strip() for r in ("correct", "incorrect1", "incorrect2", "incorrect3")]
+    return Example(_id(row, mapping, number), str(row[mapping["question"]]).strip(), "", {"options": options})
+
+
+def _maybe_json(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"expected a JSON list, got {value[:60]!r}") from exc
+    return value
+
+
+_ADAPTERS = {"aime25": _answer_example, "boxed": _answer_example, "ifeval": _ifeval_example, "gpqa": _gpqa_example}

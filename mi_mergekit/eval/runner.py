@@ -1,0 +1,302 @@
+"""Run an evaluation: dataset -> prompts -> backend -> sample store -> graders -> metrics.
+
+Python API (also what ``mi-mergekit eval`` calls)::
+
+    from mi_mergekit.eval import evaluate, grade_run, load_run
+
+    run_dir = evaluate("out/mi-0.8", "data/aime25.jsonl", benchmark="aime25",
+                       decoding="thinking", n_samples=64, seed=0, out_dir="runs/mi-0.8-aime")
+    run = load_run(run_dir)
+    run["metrics"]["mean"], run["metrics"]["pass@k"][64], run["metrics"]["think_ratio"]
+
+Resuming: calling :func:`evaluate` again with the same ``out_dir`` and settings
+generates only the chunks whose samples are missing from ``samples.jsonl``.
+Settings that change the samples (model, dataset contents, decoding, budget,
+seeds, chunk size, prompt) must match the stored ``run.json`` or the call
+fails. Re-grading (:func:`grade_run`) never loads a model or generates.
+
+λ: ``lambda_`` is recorded in ``run.json`` for the report's plots; if it is
+not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when present.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from mi_mergekit.eval import store as st
+from mi_mergekit.eval.backends import Backend, Chunk, make_backend
+from mi_mergekit.eval.benchmarks import get_benchmark
+from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
+from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
+from mi_mergekit.eval.graders import get_grader
+from mi_mergekit.eval.metrics import run_metrics
+from mi_mergekit.eval.prompts import prompt_record
+from mi_mergekit.eval.thinking import split_response
+
+FORMAT_VERSION = 1
+#: run.json keys that determine the samples; a resume must not change them
+GENERATION_KEYS = (
+    "model",
+    "benchmark",
+    "dataset_fingerprint",
+    "decoding",
+    "n_samples",
+    "max_new_tokens",
+    "seed",
+    "shuffle_seed",
+    "system_prompt",
+    "backend_name",
+    "chunk_size",
+)
+
+
+class RunMismatchError(ValueError):
+    """``out_dir`` holds a run with different generation settings."""
+
+
+def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
+    """λ from ``<model_path>/mi_plan.json`` (written by mi-mergekit merges), if present."""
+    plan = Path(model_path) / "mi_plan.json"
+    if plan.is_file():
+        value = json.loads(plan.read_text(encoding="utf-8")).get("lambda")
+        return float(value) if isinstance(value, (int, float)) else None
+    return None
+
+
+def evaluate(
+    model_path: Union[str, Path],
+    dataset: Union[str, Path],
+    grader: Optional[str] = None,
+    decoding: Union[str, Decoding] = "thinking",
+    n_samples: Optional[int] = None,
+    max_new_tokens: Optional[int] = None,
+    seed: int = 0,
+    out_dir: Union[str, Path] = "eval_run",
+    backend: Union[str, Backend] = "transformers",
+    *,
+    benchmark: str = "boxed",
+    backend_options: Optional[dict] = None,
+    columns: Optional[Dict[str, str]] = None,
+    split: str = "train",
+    limit: Optional[int] = None,
+    label: Optional[str] = None,
+    lambda_: Optional[float] = None,
+    shuffle_seed: int = 0,
+    system_prompt: Optional[str] = None,
+    progress: bool = True,
+) -> Path:
+    """Generate (or resume) and grade one (model, benchmark) run; returns the run directory.
+
+    ``benchmark`` is one of aime25 / ifeval / gpqa / boxed and sets the dataset
+    columns, the prompt and the defaults of ``grader``, ``n_samples`` and
+    ``max_new_tokens``. ``backend`` is a name (``transformers``, ``vllm``,
+    ``openai``) with ``backend_options`` for its constructor, or a ready
+    :class:`~mi_mergekit.eval.backends.Backend`.
+    """
+    bench = get_benchmark(benchmark)
+    grader_name = grader or bench.grader
+    get_grader(grader_name)  # fail early on unknown names
+    decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
+    n_samples = int(n_samples or bench.n_samples)
+    max_new_tokens = int(max_new_tokens or bench.max_new_tokens)
+    if n_samples < 1 or max_new_tokens < 1:
+        raise ValueError("n_samples and max_new_tokens must be >= 1")
+    examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if isinstance(backend, str):
+        backend = make_backend(backend, str(model_path), **(backend_options or {}))
+    try:
+        config = _run_config(
+            model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
+            split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
+            shuffle_seed=shuffle_seed, system_prompt=system_prompt,
+        )
+        _check_resume(out, config)
+        st.write_json(out / st.RUN_FILE, config)
+        prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt) for e in examples]
+        st.write_jsonl(out / st.PROMPTS_FILE, prompts)
+        generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed, str(model_path), progress)
+    finally:
+        backend.close()
+    grade_run(out)
+    return out
+
+
+def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend, **extra) -> dict:
+    described = backend.describe()
+    lambda_ = extra.pop("lambda_")
+    if lambda_ is None:
+        lambda_ = model_lambda(model_path)
+    label = extra.pop("label") or Path(str(model_path)).name
+    return {
+        "format": FORMAT_VERSION,
+        "model": str(model_path),
+        "label": label,
+        "lambda": lambda_,
+        "benchmark": bench.name,
+        "dataset": str(dataset),
+        "dataset_fingerprint": dataset_fingerprint(str(dataset)),
+        "grader": grader_name,
+        "decoding": decoding.to_dict(),
+        "n_samples": n_samples,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "backend": described,
+        "backend_name": described["name"],
+        "chunk_size": described["chunk_size"],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        **extra,
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("mi-mergekit", "transformers", "torch", "math-verify", "lm_eval", "vllm"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _check_resume(out: Path, config: dict) -> None:
+    path = out / st.RUN_FILE
+    if not path.exists():
+        return
+    old = st.read_json(path)
+    diffs = [k for k in GENERATION_KEYS if old.get(k) != config.get(k)]
+    if diffs:
+        details = "; ".join(f"{k}: stored {old.get(k)!r}, now {config.get(k)!r}" for k in diffs)
+        raise RunMismatchError(f"{out} holds a run with other settings ({details}); use a new --out directory")
+    config["created"] = old.get("created", config["created"])
+
+
+def plan_chunks(prompts: List[dict], n_samples: int, chunk_size: int, seed: int, have) -> List[Chunk]:
+    """The chunks with at least one sample missing from ``have`` (a container of (qid, index))."""
+    chunks = []
+    for record in prompts:
+        qid = record["question_id"]
+        for start in range(0, n_samples, chunk_size):
+            indices = tuple(range(start, min(start + chunk_size, n_samples)))
+            if any((qid, i) not in have for i in indices):
+                chunks.append(Chunk(qid, record["prompt"], record["messages"], indices, chunk_seed(seed, qid, start)))
+    return chunks
+
+
+def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n_samples: int,
+                     max_new_tokens: int, seed: int, model: str, progress: bool = True) -> int:
+    """Generate every missing sample into ``out/samples.jsonl``; returns how many were added."""
+    from tqdm.auto import tqdm
+
+    store = st.SampleStore(out / st.SAMPLES_FILE)
+    total = len(prompts) * n_samples
+    done_before = sum((p["question_id"], i) in store for p in prompts for i in range(n_samples))
+    chunks = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store)
+    added = 0
+    with tqdm(total=total, initial=done_before, desc="generating", unit="sample", disable=not progress) as bar:
+        for chunk, completions in backend.generate(chunks, decoding, max_new_tokens):
+            if len(completions) != len(chunk.indices):
+                raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk.indices)} samples")
+            records = [
+                {
+                    "question_id": chunk.question_id,
+                    "sample_index": index,
+                    "text": c.text,
+                    "n_tokens": c.n_tokens,
+                    "finish_reason": c.finish_reason,
+                    "seed": chunk.seed,
+                    "decoding": decoding.to_dict(),
+                    "model": model,
+                }
+                for index, c in zip(chunk.indices, completions)
+            ]
+            written = store.append(records)
+            added += written
+            bar.update(written)
+    return added
+
+
+def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
+    """Grade all stored samples of a complete run and write grades.jsonl, metrics.json, questions.json.
+
+    Never generates. ``grader`` overrides the run's grader (recorded in metrics.json).
+    """
+    out = Path(run_dir)
+    if not (out / st.RUN_FILE).is_file():
+        raise FileNotFoundError(f"{out} is not a run directory (no {st.RUN_FILE})")
+    config = st.read_json(out / st.RUN_FILE)
+    grader_name = grader or config["grader"]
+    grader_obj = get_grader(grader_name)
+    prompts = {p["question_id"]: p for p in st.read_jsonl(out / st.PROMPTS_FILE)}
+    store = st.SampleStore(out / st.SAMPLES_FILE)
+    n = config["n_samples"]
+    missing = [(q, i) for q in prompts for i in range(n) if (q, i) not in store]
+    if missing:
+        raise ValueError(
+            f"{out} is incomplete: {len(missing)} of {len(prompts) * n} samples missing; "
+            "run the same `mi-mergekit eval` command again to resume"
+        )
+    grades = []
+    for qid, item in prompts.items():
+        samples = [store.get(qid, i) for i in range(n)]
+        graded = [_grade_sample(grader_obj, s, item) for s in samples]
+        keys = grader_obj.vote_keys([g["extracted"] for g in graded])
+        for g, key in zip(graded, keys):
+            g["vote_key"] = key
+        grades.extend(graded)
+    st.write_jsonl(out / st.GRADES_FILE, grades)
+    metrics = run_metrics(grades)
+    summary = {
+        "label": config["label"],
+        "lambda": config.get("lambda"),
+        "benchmark": config["benchmark"],
+        "grader": grader_name,
+        "model": config["model"],
+        "decoding": config["decoding"]["name"],
+        **metrics["run"],
+    }
+    st.write_json(out / st.METRICS_FILE, summary)
+    st.write_json(out / st.QUESTIONS_FILE, metrics["questions"])
+    return summary
+
+
+def _grade_sample(grader, sample: dict, item: dict) -> dict:
+    split = split_response(sample["text"], item.get("prompt_opens_think", False))
+    grade = grader.no_answer() if split.answer is None else grader.grade(split.answer, item)
+    return {
+        "question_id": sample["question_id"],
+        "sample_index": sample["sample_index"],
+        "correct": bool(grade.correct),
+        "extracted": grade.extracted,
+        "scores": grade.scores,
+        "has_think_close": split.has_think_close,
+        "unterminated": split.unterminated,
+        "n_tokens": sample["n_tokens"],
+        "finish_reason": sample["finish_reason"],
+    }
+
+
+def _int_keys(mapping: dict) -> dict:
+    return {int(k): v for k, v in mapping.items()}
+
+
+def load_run(run_dir: Union[str, Path]) -> dict:
+    """A graded run as a dict: ``path``, ``config`` (run.json), ``metrics`` (metrics.json),
+    ``questions`` (questions.json). ``pass@k`` / ``mean@k`` / ``vote@k`` maps have int keys."""
+    out = Path(run_dir)
+    if not (out / st.METRICS_FILE).is_file():
+        raise FileNotFoundError(f"{out} has no {st.METRICS_FILE}; is it a finished (graded) run directory?")
+    metrics = st.read_json(out / st.METRICS_FILE)
+    questions = st.read_json(out / st.QUESTIONS_FILE)
+    for block in [metrics, *questions]:
+        for key in ("pass@k", "mean@k", "vote@k"):
+            block[key] = _int_keys(block[key])
+    return {"path": out, "config": st.read_json(out / st.RUN_FILE), "metrics": metrics, "questions": questions}
