@@ -28,7 +28,7 @@ from mergekit.merge_methods.base import (
     ParameterSpec,
     TensorGroup,
 )
-from mi_mergekit.errors import NonFiniteTensorError
+from mi_mergekit.errors import MergeInputError, NonFiniteTensorError
 from mi_mergekit.selection import Selection
 
 LOG = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ _warned_lambdas: set = set()
 
 def check_lambda(lam: float) -> None:
     if not math.isfinite(lam):
-        raise ValueError(f"lambda must be a finite number, got {lam}")
+        raise MergeInputError(f"lambda must be a finite number, got {lam}")
     if not 0.0 <= lam <= 1.0 and lam not in _warned_lambdas:
         _warned_lambdas.add(lam)
         LOG.warning(

@@ -1,0 +1,54 @@
+"""Helpers in the style of mergekit's tests/common.py: run a merge, read the result."""
+
+import os
+from typing import Dict, Optional
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mergekit.config import MergeConfiguration
+from mergekit.merge import MergeOptions, run_merge
+
+
+def load_model(path: str) -> Dict[str, torch.Tensor]:
+    tensors = {}
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(path, name)))
+    return tensors
+
+
+def config_from(data: dict) -> MergeConfiguration:
+    return MergeConfiguration.model_validate(yaml.safe_load(yaml.safe_dump(data)))
+
+
+def mi_config(instruct: str, thinking: str, lam=0.8, dtype: Optional[str] = "float32",
+              out_dtype: Optional[str] = None, **parameters) -> dict:
+    data = {
+        "merge_method": "model_interpolation",
+        "base_model": instruct,
+        "models": [{"model": thinking}],
+        "parameters": {"lambda": lam, **parameters},
+    }
+    if dtype:
+        data["dtype"] = dtype
+    if out_dtype:
+        data["out_dtype"] = out_dtype
+    return data
+
+
+def merge(data: dict, out_path: str, **options) -> Dict[str, torch.Tensor]:
+    """Run mergekit's own run_merge (as its Python API users do) and load the output."""
+    run_merge(
+        config_from(data),
+        str(out_path),
+        options=MergeOptions(quiet=True, **options),
+    )
+    return load_model(str(out_path))
+
+
+def oracle(instruct: torch.Tensor, thinking: torch.Tensor, lam: float) -> torch.Tensor:
+    """I + λ(T − I) in float32, written the obvious way."""
+    i, t = instruct.to(torch.float32), thinking.to(torch.float32)
+    return i + (t - i) * lam

@@ -1,0 +1,105 @@
+"""model_interpolation against independent oracles: stock mergekit methods and the formula."""
+
+import pytest
+import torch
+
+from common import load_model, merge, mi_config, oracle
+from mi_mergekit.methods.interpolation import interpolate
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.8, 1.0])
+def test_equals_stock_task_arithmetic_bitwise(dense_pair, tmp_path, lam):
+    instruct, thinking = dense_pair
+    ours = merge(mi_config(instruct, thinking, lam=lam, dtype="float32"), tmp_path / "mi")
+    stock = merge(
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": instruct,
+            "models": [{"model": thinking, "parameters": {"weight": lam}}],
+            "dtype": "float32",
+        },
+        tmp_path / "ta",
+    )
+    assert set(ours) == set(stock)
+    for name in ours:
+        assert ours[name].dtype == torch.float32
+        assert torch.equal(ours[name], stock[name]), name
+
+
+def test_equals_stock_linear_within_2e7(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    lam = 0.8
+    ours = merge(mi_config(instruct, thinking, lam=lam, dtype="float32"), tmp_path / "mi")
+    stock = merge(
+        {
+            "merge_method": "linear",
+            "models": [
+                {"model": instruct, "parameters": {"weight": 1 - lam}},
+                {"model": thinking, "parameters": {"weight": lam}},
+            ],
+            "dtype": "float32",
+        },
+        tmp_path / "linear",
+    )
+    # (1-λ)·I + λ·T and I + λ(T-I) round differently: equal up to the last bit
+    for name in ours:
+        assert torch.allclose(ours[name], stock[name], rtol=0, atol=2e-7), name
+
+
+def test_matches_formula_and_lambda_endpoints(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    for lam in (0.0, 1.0, 0.5):
+        out = merge(mi_config(instruct, thinking, lam=lam, dtype="float32"), tmp_path / f"l{lam}")
+        for name in i:
+            assert torch.allclose(out[name], oracle(i[name], t[name], lam), rtol=0, atol=1e-6)
+            if lam == 0.0:
+                assert torch.equal(out[name], i[name].float()), name
+            if lam == 1.0:
+                assert torch.equal(out[name], t[name].float()), name
+
+
+def test_bf16_output_is_float32_result_rounded_once(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    full = merge(mi_config(instruct, thinking, lam=0.8, dtype="float32"), tmp_path / "fp32")
+    rounded = merge(
+        mi_config(instruct, thinking, lam=0.8, dtype="float32", out_dtype="bfloat16"),
+        tmp_path / "bf16",
+    )
+    native = merge(mi_config(instruct, thinking, lam=0.8, dtype=None), tmp_path / "native")
+    for name in full:
+        assert rounded[name].dtype == torch.bfloat16
+        assert torch.equal(rounded[name], full[name].to(torch.bfloat16)), name
+        # bf16 checkpoints merged without a dtype: computed in fp32, rounded once
+        assert native[name].dtype == torch.bfloat16
+        assert torch.equal(native[name], full[name].to(torch.bfloat16)), name
+
+
+def test_kernel_does_not_touch_its_inputs():
+    a = torch.randn(8, 8)
+    b = torch.randn(8, 8)
+    a0, b0 = a.clone(), b.clone()
+    out = interpolate(a, b, 0.25)
+    assert torch.equal(a, a0) and torch.equal(b, b0)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, (b - a) * 0.25 + a)
+
+
+def test_extrapolation_is_allowed_and_logged(dense_pair, tmp_path, caplog):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    with caplog.at_level("WARNING"):
+        out = merge(mi_config(instruct, thinking, lam=1.25, dtype="float32"), tmp_path / "x")
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert torch.allclose(out[name], oracle(i[name], t[name], 1.25), rtol=0, atol=1e-6)
+    assert any("outside [0, 1]" in r.getMessage() for r in caplog.records)
+
+
+def test_lambda_gradient_across_layers(dense_pair, tmp_path):
+    """λ can vary by layer the way every mergekit parameter can (a gradient list)."""
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(mi_config(instruct, thinking, lam=[0.0, 0.9], dtype="float32"), tmp_path / "g")
+    for layer, lam in enumerate([0.0, 0.3, 0.6, 0.9]):
+        name = f"model.layers.{layer}.self_attn.q_proj.weight"
+        assert torch.allclose(out[name], oracle(i[name], t[name], lam), rtol=0, atol=1e-6), layer

@@ -1,0 +1,131 @@
+"""Layer windows, module groups and depth placement, checked tensor by tensor."""
+
+import pytest
+import torch
+
+from common import load_model, merge, mi_config, oracle
+from mi_mergekit.selection import classify
+
+LAM = 0.8
+
+
+def _check(out, i, t, expect_interpolated):
+    merged = kept = 0
+    for name in i:
+        if expect_interpolated(name):
+            assert torch.equal(out[name], oracle(i[name], t[name], LAM)), name
+            merged += 1
+        else:
+            assert torch.equal(out[name], i[name].float()), name  # Instruct, bit for bit
+            kept += 1
+    return merged, kept
+
+
+@pytest.mark.parametrize("window", [(1, 2), (0, 1), (2, 3), (3, 3)])
+def test_window_keeps_outside_layers_bitwise(untied_pair, tmp_path, window):
+    instruct, thinking = untied_pair
+    i, t = load_model(instruct), load_model(thinking)
+    a, b = window
+    out = merge(mi_config(instruct, thinking, LAM, layer_start=a, layer_end=b), tmp_path / "w")
+
+    def inside(name):
+        c = classify(name)
+        depth = {"embed_tokens": 0, "final_norm": 3, "lm_head": 3}.get(c.part, c.layer)
+        return a <= depth <= b
+
+    merged, kept = _check(out, i, t, inside)
+    assert merged and (kept or window == (0, 3))
+
+
+def test_full_window_equals_whole_model_bitwise(untied_pair, tmp_path):
+    instruct, thinking = untied_pair
+    whole = merge(mi_config(instruct, thinking, LAM), tmp_path / "whole")
+    window = merge(mi_config(instruct, thinking, LAM, layer_start=0, layer_end=3), tmp_path / "win")
+    assert set(whole) == set(window)
+    for name in whole:
+        assert torch.equal(whole[name], window[name]), name
+
+
+def test_negative_window_bounds_count_from_the_end(untied_pair, tmp_path):
+    instruct, thinking = untied_pair
+    a = merge(mi_config(instruct, thinking, LAM, layer_start=-2), tmp_path / "neg")
+    b = merge(mi_config(instruct, thinking, LAM, layer_start=2, layer_end=3), tmp_path / "pos")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_depth_placement_is_overridable(untied_pair, tmp_path):
+    """Window [0, 1] with embeddings moved out of it and lm_head moved into it."""
+    instruct, thinking = untied_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(
+        mi_config(instruct, thinking, LAM, layer_start=0, layer_end=1, embed_layer=3, lm_head_layer=1),
+        tmp_path / "p",
+    )
+    assert torch.equal(out["model.embed_tokens.weight"], i["model.embed_tokens.weight"].float())
+    assert torch.equal(
+        out["lm_head.weight"], oracle(i["lm_head.weight"], t["lm_head.weight"], LAM)
+    )
+    assert torch.equal(out["model.norm.weight"], i["model.norm.weight"].float())
+
+
+def test_tied_embedding_follows_the_input_side(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    assert "lm_head.weight" not in i  # tied, like Qwen3-4B
+    last = merge(mi_config(instruct, thinking, LAM, layer_start=2), tmp_path / "last")
+    first = merge(mi_config(instruct, thinking, LAM, layer_end=1), tmp_path / "first")
+    name = "model.embed_tokens.weight"
+    assert torch.equal(last[name], i[name].float())
+    assert torch.equal(first[name], oracle(i[name], t[name], LAM))
+    assert "lm_head.weight" not in last  # output keeps the checkpoint's own tensors
+
+
+MLP_PARTS = {"mlp_proj", "router", "experts", "shared_expert", "post_attention_layernorm"}
+ATTENTION_PARTS = {"attn_proj", "qk_norm", "input_layernorm"}
+
+
+@pytest.mark.parametrize("pair_name", ["dense_pair", "moe_pair"])
+def test_excluding_mlp_keeps_every_mlp_tensor(request, tmp_path, pair_name):
+    instruct, thinking = request.getfixturevalue(pair_name)
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(mi_config(instruct, thinking, LAM, exclude_modules="mlp"), tmp_path / "nomlp")
+    merged, kept = _check(out, i, t, lambda n: classify(n).part not in MLP_PARTS)
+    kept_parts = {classify(n).part for n in i if classify(n).part in MLP_PARTS}
+    assert kept_parts == ({"router", "experts", "post_attention_layernorm"} if "moe" in pair_name
+                          else {"mlp_proj", "post_attention_layernorm"})
+
+
+@pytest.mark.parametrize("pair_name", ["dense_pair", "moe_pair"])
+def test_excluding_attention_keeps_every_attention_tensor(request, tmp_path, pair_name):
+    instruct, thinking = request.getfixturevalue(pair_name)
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(mi_config(instruct, thinking, LAM, exclude_modules="attention"), tmp_path / "noattn")
+    _check(out, i, t, lambda n: classify(n).part not in ATTENTION_PARTS)
+
+
+def test_only_attention_selected(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(mi_config(instruct, thinking, LAM, modules="attention"), tmp_path / "attn")
+    _check(out, i, t, lambda n: classify(n).part in ATTENTION_PARTS)
+
+
+def test_norm_placement_overridden_by_naming_parts(dense_pair, tmp_path):
+    """Exclude the MLP but keep its pre-norm interpolated."""
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(
+        mi_config(instruct, thinking, LAM, exclude_modules="mlp_proj,router,experts,shared_expert"),
+        tmp_path / "n",
+    )
+    _check(out, i, t, lambda n: classify(n).part != "mlp_proj")
+
+
+def test_window_and_modules_combine(moe_pair, tmp_path):
+    instruct, thinking = moe_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(
+        mi_config(instruct, thinking, LAM, layer_start=1, modules="mlp"), tmp_path / "c"
+    )
+    _check(out, i, t, lambda n: classify(n).layer is not None and classify(n).layer >= 1
+           and classify(n).part in MLP_PARTS)
