@@ -1,0 +1,158 @@
+"""The whole pipe through evaluate(): a scripted backend (exact metrics), the transformers
+backend on a tiny random model (determinism per chunk), and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mi_mergekit.eval import evaluate, grade_run, load_run, write_report
+from mi_mergekit.eval.backends import Backend, Completion
+from mi_mergekit.eval.runner import RunMismatchError
+
+SCRIPT = {
+    "add": ["</think>\\boxed{3}", "</think>\\boxed{3}", "</think>\\boxed{5}", "still thinking \\boxed{3}"],
+    "half": ["</think>\\boxed{0.5}", "</think>\\boxed{2}", "</think>\\boxed{2}", "</think>\\boxed{\\frac12}"],
+    "sq": ["</think>\\boxed{8}"] * 4,
+}
+
+
+class ScriptedBackend(Backend):
+    """Returns fixed texts per (question, sample index); counts the chunks it was asked for."""
+
+    name = "scripted"
+    chunk_size = 2
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.chunks = []
+
+    def generate(self, chunks, decoding, max_new_tokens):
+        for chunk in chunks:
+            self.chunks.append(chunk)
+            texts = [SCRIPT[chunk.question_id][i] for i in chunk.indices]
+            yield chunk, [Completion(t, 100 + 10 * i, "length" if "still" in t else "stop")
+                          for t, i in zip(texts, chunk.indices)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tiny_model import build_tokenizer
+
+    return build_tokenizer()
+
+
+def test_scripted_run_metrics_are_exact(tmp_path, fixtures, tokenizer):
+    backend = ScriptedBackend(tokenizer)
+    run_dir = evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
+                       out_dir=tmp_path / "run", backend=backend, lambda_=0.5, progress=False)
+    assert len(backend.chunks) == 6 and {c.indices for c in backend.chunks} == {(0, 1), (2, 3)}
+    m = load_run(run_dir)["metrics"]
+    assert m["mean"] == pytest.approx(1 / 3)
+    assert m["pass@k"][4] == pytest.approx(2 / 3)
+    assert m["vote@k"][4] == pytest.approx((1 + 0.5 + 0) / 3)  # half: {1/2: 2, 2: 2} is a tie
+    assert m["think_ratio"] == pytest.approx(11 / 12)
+    assert m["truncation_rate"] == pytest.approx(1 / 12) and m["unterminated_rate"] == pytest.approx(1 / 12)
+    assert m["tokens_mean"] == pytest.approx(115.0)
+    assert m["lambda"] == 0.5 and m["label"] == "scripted"
+    questions = {q["question_id"]: q for q in load_run(run_dir)["questions"]}
+    assert questions["add"]["correct"] == 2 and questions["sq"]["pass@k"][4] == 0.0
+    grades = [json.loads(line) for line in (run_dir / "grades.jsonl").read_text().splitlines()]
+    half = [g["vote_key"] for g in grades if g["question_id"] == "half"]
+    assert half[0] == half[3] and half[1] == half[2] and half[0] != half[1]
+
+    # resuming a complete run generates nothing; re-grading never generates
+    again = ScriptedBackend(tokenizer)
+    evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
+             out_dir=run_dir, backend=again, lambda_=0.5, progress=False)
+    assert again.chunks == []
+    assert grade_run(run_dir)["mean"] == pytest.approx(1 / 3)
+
+    # other generation settings in the same directory are refused
+    with pytest.raises(RunMismatchError, match="n_samples"):
+        evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=64,
+                 out_dir=run_dir, backend=ScriptedBackend(tokenizer), progress=False)
+
+
+def test_partial_store_regenerates_only_missing_chunks(tmp_path, fixtures, tokenizer):
+    run_dir = tmp_path / "run"
+    evaluate("m", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=run_dir,
+             backend=ScriptedBackend(tokenizer), progress=False)
+    samples = (run_dir / "samples.jsonl").read_text().splitlines()
+    kept = [line for line in samples if not (json.loads(line)["question_id"] == "half" and json.loads(line)["sample_index"] == 3)]
+    (run_dir / "samples.jsonl").write_text("\n".join(kept) + "\n")
+    with pytest.raises(ValueError, match="incomplete: 1 of 12 samples missing"):
+        grade_run(run_dir)
+    backend = ScriptedBackend(tokenizer)
+    evaluate("m", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=run_dir, backend=backend, progress=False)
+    assert [(c.question_id, c.indices) for c in backend.chunks] == [("half", (2, 3))]
+    assert sorted((run_dir / "samples.jsonl").read_text().splitlines()) == sorted(samples)
+
+
+def sample_tuples(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    return sorted((r["question_id"], r["sample_index"], r["text"], r["n_tokens"], r["finish_reason"], r["seed"]) for r in rows)
+
+
+def test_transformers_backend_end_to_end(tmp_path, fixtures, tiny_model):
+    common = dict(n_samples=4, max_new_tokens=12, seed=3, backend="transformers",
+                  backend_options={"batch_size": 2}, progress=False)
+    run_a = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "a", **common)
+    samples = sample_tuples(run_a)
+    assert len(samples) == 12
+    for qid, index, text, n_tokens, finish, seed in samples:
+        assert 1 <= n_tokens <= 12 and finish in ("stop", "length")
+        assert finish == "stop" or n_tokens == 12
+    config = json.loads((run_a / "run.json").read_text())
+    assert config["backend"]["name"] == "transformers" and config["chunk_size"] == 2
+    assert config["decoding"]["name"] == "thinking" and config["seed"] == 3
+    prompts = [json.loads(line) for line in (run_a / "prompts.jsonl").read_text().splitlines()]
+    assert all(p["prompt"].endswith("<think>\n") and p["prompt_opens_think"] for p in prompts)
+    m = load_run(run_a)["metrics"]
+    assert m["n_questions"] == 3 and m["n_samples"] == 4
+    # Think #R from the stored texts
+    texts = [s[2] for s in samples]
+    assert m["think_ratio"] == pytest.approx(sum("</think>" in t for t in texts) / 12)
+
+    # a chunk's samples depend only on (seed, question, first index): the first question
+    # alone reproduces exactly; another seed gives other samples
+    run_b = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "b", limit=1, **common)
+    assert sample_tuples(run_b) == [s for s in samples if s[0] == "add"]
+    run_c = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "c", limit=1,
+                     **{**common, "seed": 4})
+    assert [s[2] for s in sample_tuples(run_c)] != [s[2] for s in samples if s[0] == "add"]
+
+
+def test_report_table_csv_and_lambda_plot(tmp_path, fixtures, tokenizer):
+    runs = []
+    for lam in (0.8, 0.2):
+        runs.append(evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
+                             out_dir=tmp_path / f"mi-{lam}", backend=ScriptedBackend(tokenizer),
+                             label=f"MI-{lam}", lambda_=lam, progress=False))
+    result = write_report(runs, tmp_path / "report")
+    lines = result["markdown"].splitlines()
+    assert lines[0] == ("| Model | λ | Boxed Mean@4 | Boxed Pass@4 | Boxed #N | Boxed #R | Boxed Trunc |")
+    assert lines[2] == "| MI-0.8 | 0.8 | 33.3 | 66.7 | 115 | 91.7 | 8.3 |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| MI-0.8", "| MI-0.2"]
+    csv_text = (tmp_path / "report" / "report.csv").read_text()
+    assert csv_text.splitlines()[1] == "MI-0.8,0.8,33.3,66.7,115,91.7,8.3"
+    (png,) = result["plots"]
+    assert png.name == "lambda_boxed.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_refuses_two_runs_of_one_model_on_one_benchmark(tmp_path, fixtures, tokenizer):
+    runs = [evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8,
+                     out_dir=tmp_path / name, backend=ScriptedBackend(tokenizer), label="same", progress=False)
+            for name in ("x", "y")]
+    with pytest.raises(ValueError, match="two runs of 'same' on boxed"):
+        write_report(runs, tmp_path / "report")
+
+
+def test_lambda_from_mi_plan(tmp_path, fixtures, tokenizer):
+    model_dir = tmp_path / "merged"
+    model_dir.mkdir()
+    (model_dir / "mi_plan.json").write_text(json.dumps({"lambda": 0.6}))
+    run = evaluate(model_dir, fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "r",
+                   backend=ScriptedBackend(tokenizer), progress=False)
+    assert load_run(run)["metrics"]["lambda"] == 0.6
