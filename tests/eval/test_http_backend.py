@@ -1,0 +1,76 @@
+"""The OpenAI-compatible HTTP backend against a real local server (127.0.0.1, bounded)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from mi_mergekit.eval import evaluate
+from mi_mergekit.eval.backends import Chunk
+from mi_mergekit.eval.backends.openai_http import HTTPBackendError, OpenAIHTTPBackend
+from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
+from mi_mergekit.eval.decoding import PRESETS
+from openai_server import CompletionServer
+
+
+def samples(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    return sorted((r["question_id"], r["sample_index"], r["text"], r["n_tokens"], r["finish_reason"]) for r in rows)
+
+
+def test_http_run_equals_transformers_run(tmp_path, fixtures, tiny_model):
+    common = dict(n_samples=2, max_new_tokens=10, seed=11, progress=False)
+    local = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "local", backend="transformers",
+                     backend_options={"batch_size": 1}, **common)
+    with CompletionServer(TransformersBackend(str(tiny_model)), fail_first=1, max_requests=20) as server:
+        remote = evaluate(
+            tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "remote", backend="openai",
+            backend_options={"base_url": server.base_url, "served_model": "tiny", "concurrency": 2,
+                             "timeout": 60, "retries": 2, "backoff": 0.05}, **common)
+        requests = list(server.requests)
+    assert samples(remote) == samples(local)
+    # 6 samples + 1 refused with 503 and retried
+    assert len(requests) == 7
+    first = requests[1]
+    assert first["model"] == "tiny" and first["n"] == 1 and first["max_tokens"] == 10
+    assert (first["temperature"], first["top_p"], first["top_k"]) == (0.6, 0.95, 20)
+    assert first["prompt"].endswith("<|im_start|>assistant\n<think>\n")
+    config = json.loads((remote / "run.json").read_text())
+    assert config["backend"] == {"name": "openai", "chunk_size": 1, "api": "completions", "served_model": "tiny"}
+
+
+def test_non_retryable_error_stops_the_run(tiny_model):
+    from tiny_model import build_tokenizer
+
+    chunk = Chunk("q", "hello", [], (0,), 5)
+    with CompletionServer(TransformersBackend(str(tiny_model)), max_requests=0) as server:
+        backend = OpenAIHTTPBackend("tiny", server.base_url, tokenizer=build_tokenizer(), retries=3, backoff=0.01)
+        with pytest.raises(HTTPBackendError, match="HTTP 400.*refused request 1"):
+            list(backend.generate([chunk], PRESETS["thinking"], 4))
+        assert len(server.requests) == 1  # no retries on a 400
+
+
+def test_unreachable_server_gives_up_after_retries():
+    with socket.socket() as sock:  # a free loopback port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = OpenAIHTTPBackend("m", f"http://127.0.0.1:{port}/v1", api="chat", retries=2, backoff=0.01, timeout=2)
+    with pytest.raises(HTTPBackendError, match="giving up after 3 attempts"):
+        list(backend.generate([Chunk("q", None, [{"role": "user", "content": "hi"}], (0,), 1)], PRESETS["thinking"], 4))
+
+
+def test_chat_api_payload_and_reasoning_field():
+    backend = OpenAIHTTPBackend("m", "http://127.0.0.1:9/v1", api="chat")
+    body = backend.payload(Chunk("q", None, [{"role": "user", "content": "hi"}], (0,), 42), PRESETS["instruct"], 7)
+    assert body == {"model": "m", "n": 1, "seed": 42, "max_tokens": 7, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                    "messages": [{"role": "user", "content": "hi"}]}
+    response = {"choices": [{"message": {"content": "\\boxed{3}", "reasoning_content": "hmm"}, "finish_reason": "stop"}],
+                "usage": {"completion_tokens": 9}}
+    completion = backend.parse(response)
+    assert (completion.text, completion.n_tokens, completion.finish_reason) == ("hmm</think>\\boxed{3}", 9, "stop")
+    truncated = {"choices": [{"message": {"content": "abc"}, "finish_reason": "length"}], "usage": {"completion_tokens": 5}}
+    assert backend.parse(truncated).finish_reason == "length"
+    with pytest.raises(HTTPBackendError, match="no usage.completion_tokens"):
+        backend.parse({"choices": [{"message": {"content": "abc"}, "finish_reason": "stop"}]})
