@@ -1,0 +1,409 @@
+"""``mi-mergekit recipes``: write families of model_interpolation recipes.
+
+The files in ``recipes/`` are produced by this generator (one command line per
+family in ``recipes/families.txt``), so contributors add a family by adding a
+command, not by copying YAML. Regenerate everything with::
+
+    mi-mergekit recipes --families recipes/families.txt -o recipes/
+
+Naming scheme (one file per configuration)::
+
+    mi_<λ>[_<window>][_<modules>][_<model>].yaml
+
+    <λ>        the interpolation weight, shortest decimal form: 0.3, 0.55, 1.0
+    <window>   decoder-layer window (0-based, inclusive), in thirds of the model:
+               first1of3, mid1of3, last1of3, first2of3, last2of3 — or
+               layers<a>to<b> for any other window; omitted for the whole model
+    <modules>  <group> for ``--modules <group>`` (only that group interpolated),
+               no<group> for ``--exclude-modules <group>`` (that group kept at
+               Instruct, everything else interpolated); omitted for all modules
+    <model>    omitted for Qwen3-4B-2507, ``30b`` for Qwen3-30B-A3B-2507, or
+               ``--suffix`` for a custom pair
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import List, Optional, Sequence, Tuple
+
+import click
+
+from mi_mergekit.selection import GROUPS
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    key: Optional[str]  # the --model-pair value, None for a custom pair
+    instruct: str
+    thinking: str
+    num_layers: Optional[int]
+    suffix: str  # file-name suffix without the underscore ("" = none)
+    label: str
+
+
+MODEL_PAIRS = {
+    "4b": ModelPair(
+        "4b", "Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507", 36, "", "Qwen3-4B-2507"
+    ),
+    "30b": ModelPair(
+        "30b",
+        "Qwen/Qwen3-30B-A3B-Instruct-2507",
+        "Qwen/Qwen3-30B-A3B-Thinking-2507",
+        48,
+        "30b",
+        "Qwen3-30B-A3B-2507",
+    ),
+}
+
+#: Named windows in thirds of the decoder stack: name -> (first third, end third).
+THIRDS = {
+    "first1of3": (0, 1),
+    "mid1of3": (1, 2),
+    "last1of3": (2, 3),
+    "first2of3": (0, 2),
+    "last2of3": (1, 3),
+}
+THIRDS_TEXT = {
+    "first1of3": "first third",
+    "mid1of3": "middle third",
+    "last1of3": "last third",
+    "first2of3": "first two thirds",
+    "last2of3": "last two thirds",
+}
+
+
+# --------------------------------------------------------------------------- λ values
+
+
+def format_lambda(value: Decimal) -> str:
+    """Shortest plain decimal: 0.3 (never 0.30000000000000004), 0.55, 1.0, -0.2."""
+    text = format(value.normalize(), "f")
+    if "." not in text:
+        text += ".0"
+    if text.startswith("-0") and Decimal(text) == 0:
+        text = text[1:]
+    return text
+
+
+def parse_lambdas(spec: str) -> List[Decimal]:
+    """``0.1:0.9:0.1`` (inclusive range), ``0.4,0.5,0.8`` or a mix, in exact decimals."""
+    values: List[Decimal] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        try:
+            fields = [Decimal(f) for f in item.split(":")]
+        except InvalidOperation:
+            raise click.BadParameter(
+                f"{item!r} is not a number or START:STOP:STEP", param_hint="--lambdas"
+            ) from None
+        if any(not f.is_finite() for f in fields):
+            raise click.BadParameter(f"{item!r} is not finite", param_hint="--lambdas")
+        if len(fields) == 1:
+            values.append(fields[0])
+        elif len(fields) == 3:
+            start, stop, step = fields
+            if step <= 0 or start > stop:
+                raise click.BadParameter(
+                    f"range {item!r} needs START <= STOP and STEP > 0", param_hint="--lambdas"
+                )
+            value = start
+            while value <= stop:
+                values.append(value)
+                value += step
+        else:
+            raise click.BadParameter(
+                f"{item!r}: use a number or START:STOP:STEP", param_hint="--lambdas"
+            )
+    unique: List[Decimal] = []
+    for value in values:
+        if value not in unique:
+            unique.append(value)
+    if not unique:
+        raise click.BadParameter("no λ values given", param_hint="--lambdas")
+    return unique
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def third_bounds(name: str, num_layers: int) -> Tuple[int, int]:
+    first, last = THIRDS[name]
+    return first * num_layers // 3, last * num_layers // 3 - 1
+
+
+def parse_window(spec: str, num_layers: Optional[int]) -> Tuple[int, int]:
+    """``12,35`` or a thirds name (``last2of3``; needs the layer count)."""
+    spec = spec.strip()
+    if spec in THIRDS:
+        if not num_layers:
+            raise click.BadParameter(
+                f"window {spec!r} needs the layer count: pass --num-layers for a custom pair",
+                param_hint="--window",
+            )
+        return third_bounds(spec, num_layers)
+    match = re.fullmatch(r"(\d+)\s*[,:]\s*(\d+)", spec)
+    if not match:
+        raise click.BadParameter(
+            f"{spec!r}: use START,END (0-based, inclusive) or one of {', '.join(THIRDS)}",
+            param_hint="--window",
+        )
+    start, end = int(match.group(1)), int(match.group(2))
+    if start > end:
+        raise click.BadParameter(f"empty window {spec!r} (START > END)", param_hint="--window")
+    if num_layers and end >= num_layers:
+        raise click.BadParameter(
+            f"window {spec!r} ends past the last layer ({num_layers - 1})", param_hint="--window"
+        )
+    return start, end
+
+
+def window_name(window: Tuple[int, int], num_layers: Optional[int]) -> Optional[str]:
+    """The thirds name of a window, None for the whole model, else ``layers<a>to<b>``."""
+    if num_layers:
+        if window == (0, num_layers - 1):
+            return None
+        for name in THIRDS:
+            if third_bounds(name, num_layers) == window:
+                return name
+    return f"layers{window[0]}to{window[1]}"
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _modules_token(spec: str) -> str:
+    tokens = [t for t in re.split(r"[,\s]+", spec.strip()) if t]
+    for token in tokens:
+        if token not in GROUPS:
+            raise click.BadParameter(
+                f"unknown module group {token!r}: choose from {', '.join(sorted(GROUPS))}"
+            )
+    if not tokens:
+        raise click.BadParameter("empty module list")
+    return "-".join(tokens)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lam: Decimal
+    pair: ModelPair
+    window: Optional[Tuple[int, int]] = None  # None = whole model
+    modules: Optional[str] = None  # "attention" or "attention-norms" (canonical, '-' joined)
+    exclude_modules: Optional[str] = None
+    dtype: str = "bfloat16"
+
+    @property
+    def window_label(self) -> Optional[str]:
+        return None if self.window is None else window_name(self.window, self.pair.num_layers)
+
+    @property
+    def name(self) -> str:
+        parts = ["mi", format_lambda(self.lam)]
+        if self.window_label:
+            parts.append(self.window_label)
+        if self.modules:
+            parts.append(self.modules)
+        if self.exclude_modules:
+            parts.append("no" + self.exclude_modules)
+        if self.pair.suffix:
+            parts.append(self.pair.suffix)
+        return "_".join(parts)
+
+    def command(self) -> str:
+        """The generator arguments that write exactly this file."""
+        args = ["--lambdas", format_lambda(self.lam)]
+        if self.window_label:
+            label = self.window_label
+            args += ["--window", label if label in THIRDS else f"{self.window[0]},{self.window[1]}"]
+        if self.modules:
+            args += ["--modules", self.modules.replace("-", ",")]
+        if self.exclude_modules:
+            args += ["--exclude-modules", self.exclude_modules.replace("-", ",")]
+        if self.pair.key:
+            args += ["--model-pair", self.pair.key]
+        else:
+            args += ["--instruct", self.pair.instruct, "--thinking", self.pair.thinking]
+            if self.pair.num_layers:
+                args += ["--num-layers", str(self.pair.num_layers)]
+            if self.pair.suffix:
+                args += ["--suffix", self.pair.suffix]
+        if self.dtype != "bfloat16":
+            args += ["--dtype", self.dtype]
+        return "mi-mergekit recipes " + " ".join(shlex.quote(a) for a in args)
+
+    def title(self) -> str:
+        what = f"Model interpolation λ={format_lambda(self.lam)}"
+        label = self.window_label
+        if label is None:
+            where = "all decoder layers"
+        else:
+            where = f"decoder layers [{self.window[0]}, {self.window[1]}]"
+            if label in THIRDS:
+                where += f" ({THIRDS_TEXT[label]} of {self.pair.num_layers})"
+        if self.modules:
+            which = f"only module group(s) {self.modules.replace('-', ', ')}"
+        elif self.exclude_modules:
+            which = (
+                f"all modules except {self.exclude_modules.replace('-', ', ')} "
+                "(kept at Instruct weights)"
+            )
+        else:
+            which = "all modules"
+        return f"{what}, {where}, {which}: {self.pair.label}"
+
+    def render(self) -> str:
+        lam = format_lambda(self.lam)
+        lines = [
+            f"# {self.title()}",
+            '# Wu et al., "Revisiting Model Interpolation for Efficient Reasoning", arXiv 2510.10977.',
+            f"# Generated by `{self.command()}`;",
+            "# change the generator or recipes/families.txt, not this file (see recipes/README.md).",
+            f"# Run: mergekit-yaml {self.name}.yaml OUT/",
+            f"#  or: mi-mergekit merge {self.name}.yaml OUT/ --model {self.pair.instruct}=/local/instruct \\",
+            f"#        --model {self.pair.thinking}=/local/thinking",
+            "merge_method: model_interpolation",
+            f"base_model: {self.pair.instruct}  # Instruct: the λ=0 end",
+            "models:",
+            f"  - model: {self.pair.thinking}  # Thinking: the λ=1 end",
+            "parameters:",
+            f"  lambda: {lam}",
+        ]
+        if self.window_label is not None:
+            lines += [
+                f"  layer_start: {self.window[0]}  # 0-based, inclusive",
+                f"  layer_end: {self.window[1]}",
+            ]
+        if self.modules:
+            lines.append(f"  modules: {self.modules.replace('-', ',')}")
+        if self.exclude_modules:
+            lines.append(f"  exclude_modules: {self.exclude_modules.replace('-', ',')}")
+        lines.append(f"dtype: {self.dtype}  # read and written in this dtype; the kernel computes in float32")
+        return "\n".join(lines) + "\n"
+
+
+def family(
+    lambdas: str,
+    windows: Sequence[str] = (),
+    modules: Optional[str] = None,
+    exclude_modules: Optional[str] = None,
+    model_pair: Optional[str] = None,
+    instruct: Optional[str] = None,
+    thinking: Optional[str] = None,
+    num_layers: Optional[int] = None,
+    suffix: Optional[str] = None,
+    dtype: str = "bfloat16",
+) -> List[Recipe]:
+    """All recipes of one family: every λ × every window (or the whole model)."""
+    if modules and exclude_modules:
+        raise click.UsageError("--modules and --exclude-modules are mutually exclusive")
+    if instruct or thinking:
+        if model_pair:
+            raise click.UsageError("use either --model-pair or --instruct/--thinking")
+        if not (instruct and thinking):
+            raise click.UsageError("a custom pair needs both --instruct and --thinking")
+        if suffix is not None and not re.fullmatch(r"[A-Za-z0-9.-]*", suffix):
+            raise click.BadParameter("letters, digits, '.' and '-' only", param_hint="--suffix")
+        pair = ModelPair(None, instruct, thinking, num_layers, suffix or "", f"{instruct} + {thinking}")
+    else:
+        if num_layers is not None or suffix is not None:
+            raise click.UsageError("--num-layers/--suffix are for custom --instruct/--thinking pairs")
+        pair = MODEL_PAIRS[model_pair or "4b"]
+    parsed = [parse_window(w, pair.num_layers) for w in windows] or [None]
+    mod = _modules_token(modules) if modules else None
+    exc = _modules_token(exclude_modules) if exclude_modules else None
+    return [
+        Recipe(lam, pair, window, mod, exc, dtype)
+        for window in parsed
+        for lam in parse_lambdas(lambdas)
+    ]
+
+
+def write(recipes: Sequence[Recipe], out_dir: str) -> List[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for recipe in recipes:
+        path = os.path.join(out_dir, recipe.name + ".yaml")
+        with open(path, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(recipe.render())
+        paths.append(path)
+    return paths
+
+
+def read_families(path: str) -> List[List[str]]:
+    """Argument lists, one per non-comment line of a families file."""
+    with open(path, "r", encoding="utf-8") as handle:
+        return [
+            shlex.split(line)
+            for line in handle
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+
+
+@click.command("recipes")
+@click.option("--lambdas", help="λ values: START:STOP:STEP (inclusive) and/or a comma list, e.g. 0.1:0.9:0.1 or 0.5,0.8.")
+@click.option("--window", "windows", multiple=True, metavar="A,B|NAME",
+              help="Layer window, 0-based inclusive (12,35) or a thirds name "
+              f"({', '.join(THIRDS)}); repeatable. Default: whole model.")
+@click.option("--modules", help="Interpolate only these module groups (e.g. attention).")
+@click.option("--exclude-modules", help="Keep these module groups at Instruct weights (e.g. mlp).")
+@click.option("--model-pair", type=click.Choice(sorted(MODEL_PAIRS)),
+              help="4b = Qwen3-4B-Instruct/Thinking-2507 (default), 30b = Qwen3-30B-A3B-Instruct/Thinking-2507.")
+@click.option("--instruct", help="Custom pair: the Instruct model (base_model, λ=0).")
+@click.option("--thinking", help="Custom pair: the Thinking model (λ=1).")
+@click.option("--num-layers", type=click.IntRange(min=1), help="Custom pair: decoder layer count (for thirds windows and names).")
+@click.option("--suffix", help="Custom pair: file-name suffix, e.g. 8b -> mi_0.5_8b.yaml.")
+@click.option("--dtype", default="bfloat16", show_default=True, help="Output dtype written into the recipes.")
+@click.option("--families", "families_file", type=click.Path(dir_okay=False, exists=True),
+              help="Run every family listed in this file (one argument line each) instead.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the recipes into.")
+def recipes_command(lambdas, windows, modules, exclude_modules, model_pair, instruct, thinking,
+                    num_layers, suffix, dtype, families_file, out_dir):
+    """Write model_interpolation recipes: every λ × every window, one YAML each.
+
+    Names follow mi_<λ>[_<window>][_<modules>][_<model>].yaml (see recipes/README.md).
+    Examples:
+
+      mi-mergekit recipes --lambdas 0.1:0.9:0.1 -o recipes/
+
+      mi-mergekit recipes --lambdas 0.8 --window last2of3 --model-pair 30b -o recipes/
+    """
+    if families_file:
+        if lambdas or windows or modules or exclude_modules or model_pair or instruct or thinking:
+            raise click.UsageError("--families replaces the per-family options")
+        recipes: List[Recipe] = []
+        for args in read_families(families_file):
+            context = recipes_command.make_context("recipes", args + ["-o", out_dir])
+            params = dict(context.params)
+            if params.pop("families_file"):
+                raise click.UsageError("a families file cannot include another one")
+            params.pop("out_dir")
+            recipes += _family_from_params(**params)
+    else:
+        if not lambdas:
+            raise click.UsageError("--lambdas is required (or --families FILE)")
+        recipes = family(lambdas, windows, modules, exclude_modules, model_pair, instruct,
+                         thinking, num_layers, suffix, dtype)
+    names = [r.name for r in recipes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise click.UsageError(f"two recipes would get the same name: {', '.join(duplicates)}")
+    for path in write(recipes, out_dir):
+        click.echo(path)
+
+
+def _family_from_params(lambdas, windows, modules, exclude_modules, model_pair, instruct,
+                        thinking, num_layers, suffix, dtype) -> List[Recipe]:
+    if not lambdas:
+        raise click.UsageError("every family line needs --lambdas")
+    return family(lambdas, windows, modules, exclude_modules, model_pair, instruct, thinking,
+                  num_layers, suffix, dtype)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    recipes_command()
