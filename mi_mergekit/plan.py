@@ -69,8 +69,14 @@ class MergePlan:
             {**{k: v for k, v in t.items() if k != "lam"}, "lambda": t["lam"]}
             for t in data["tensors"]
         ]
+        data["whole_model"] = self.whole_model
         data["summary"] = self.grid()
         return data
+
+    @property
+    def whole_model(self) -> bool:
+        """True when every tensor is interpolated with one λ (no window, no module selection)."""
+        return all(t.interpolated for t in self.tensors) and len({t.lam for t in self.tensors}) == 1
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as handle:
