@@ -1,8 +1,9 @@
 """mi_mergekit's merge methods, one concept a file (like mergekit's merge_methods/)."""
 
 from mi_mergekit.methods.interpolation import METHOD_NAME, model_interpolation
+from mi_mergekit.methods.nway import nway_interpolation
 
-METHODS = (model_interpolation,)
+METHODS = (model_interpolation, nway_interpolation)
 
 
 def register_all() -> None:
@@ -23,4 +24,4 @@ def register_all() -> None:
 
 register_all()
 
-__all__ = ["METHODS", "METHOD_NAME", "model_interpolation", "register_all"]
+__all__ = ["METHODS", "METHOD_NAME", "model_interpolation", "nway_interpolation", "register_all"]
