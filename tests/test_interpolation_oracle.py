@@ -103,3 +103,13 @@ def test_lambda_gradient_across_layers(dense_pair, tmp_path):
     for layer, lam in enumerate([0.0, 0.3, 0.6, 0.9]):
         name = f"model.layers.{layer}.self_attn.q_proj.weight"
         assert torch.allclose(out[name], oracle(i[name], t[name], lam), rtol=0, atol=1e-6), layer
+
+
+def test_lambda_by_filter_like_any_mergekit_parameter(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    lam = [{"filter": "mlp", "value": 0.25}, {"value": 0.75}]
+    out = merge(mi_config(instruct, thinking, lam=lam, dtype="float32"), tmp_path / "f")
+    for name in i:
+        expected = 0.25 if ".mlp." in name else 0.75
+        assert torch.equal(out[name], oracle(i[name], t[name], expected)), name
