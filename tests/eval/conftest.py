@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread, here and in the subprocesses the tests start: the machine is shared,
+# and tiny models gain nothing from more.
+os.environ["OMP_NUM_THREADS"] = "1"
+
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 sys.path.insert(0, str(HERE))
@@ -17,6 +21,14 @@ sys.path.insert(0, str(HERE))
 def _offline_nltk(tmp_path_factory):
     """Point the punkt_tab writer at a fresh directory, so the tests do not depend on ~/.cache."""
     os.environ["MI_MERGEKIT_NLTK_DATA"] = str(tmp_path_factory.mktemp("nltk_data"))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
     yield
 
 

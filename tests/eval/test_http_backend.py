@@ -70,6 +70,9 @@ def test_chat_api_payload_and_reasoning_field():
                 "usage": {"completion_tokens": 9}}
     completion = backend.parse(response)
     assert (completion.text, completion.n_tokens, completion.finish_reason) == ("hmm</think>\\boxed{3}", 9, "stop")
+    unterminated = {"choices": [{"message": {"content": None, "reasoning_content": "hmm \\boxed{3}"},
+                                 "finish_reason": "length"}], "usage": {"completion_tokens": 9}}
+    assert backend.parse(unterminated).text == "<think>hmm \\boxed{3}"
     truncated = {"choices": [{"message": {"content": "abc"}, "finish_reason": "length"}], "usage": {"completion_tokens": 5}}
     assert backend.parse(truncated).finish_reason == "length"
     with pytest.raises(HTTPBackendError, match="no usage.completion_tokens"):

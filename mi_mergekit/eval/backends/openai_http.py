@@ -10,7 +10,9 @@ This is how a model served elsewhere (e.g. a GPU box running
 - ``api="chat"``: ``POST {base_url}/chat/completions`` with the messages; the
   server applies its template. A separate ``reasoning_content``/``reasoning``
   field (vLLM/SGLang reasoning parsers) is re-joined as
-  ``reasoning + "</think>" + content`` so Think #R still counts.
+  ``reasoning + "</think>" + content`` so Think #R still counts; reasoning
+  with no content at all (``content: null``) is unterminated thinking and
+  becomes ``"<think>" + reasoning``.
 
 Each request asks for one sample (``n=1``) with its own ``seed``, so the chunk
 size is 1 and ``usage.completion_tokens`` is that sample's exact token count.
@@ -127,10 +129,14 @@ class OpenAIHTTPBackend(Backend):
             text = choice["text"]
         else:
             message = choice["message"]
-            text = message.get("content") or ""
+            content = message.get("content")
             reasoning = message.get("reasoning_content") or message.get("reasoning")
-            if reasoning:
-                text = reasoning + "</think>" + text
+            if reasoning and content is None:
+                text = "<think>" + reasoning  # the reasoning never ended: unterminated thinking
+            elif reasoning:
+                text = reasoning + "</think>" + content
+            else:
+                text = content or ""
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         usage = response.get("usage") or {}
         n_tokens = usage.get("completion_tokens")

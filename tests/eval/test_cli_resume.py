@@ -1,0 +1,106 @@
+"""The console commands as subprocesses: eval / report, bad input, and a SIGKILLed run resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mi_mergekit.eval import evaluate
+
+CLI = [sys.executable, "-m", "mi_mergekit.cli"]
+
+
+def run_cli(*args, timeout=240):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def sample_set(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    return sorted((r["question_id"], r["sample_index"], r["text"], r["n_tokens"], r["finish_reason"], r["seed"]) for r in rows)
+
+
+def test_eval_and_report_commands(tmp_path, fixtures, tiny_model):
+    run_dir = tmp_path / "run"
+    result = run_cli("eval", "--model", tiny_model, "--dataset", fixtures / "aime_sample.jsonl", "--benchmark", "aime25",
+                     "-n", "2", "--max-new-tokens", "8", "--batch-size", "2", "--out", run_dir, "--label", "tiny",
+                     "--lambda", "0.4", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "tiny / aime25: Mean@2" in result.stdout
+    for name in ("run.json", "prompts.jsonl", "samples.jsonl", "grades.jsonl", "metrics.json", "questions.json"):
+        assert (run_dir / name).is_file()
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["max_new_tokens"] == 8 and config["lambda"] == 0.4 and config["grader"] == "math"
+    prompt = json.loads((run_dir / "prompts.jsonl").read_text().splitlines()[0])
+    assert "Please reason step by step, and put your final answer within \\boxed{}." in prompt["prompt"]
+
+    regrade = run_cli("eval", "--out", run_dir, "--grade-only")
+    assert regrade.returncode == 0, regrade.stderr
+    assert len(sample_set(run_dir)) == 4
+
+    report = run_cli("report", run_dir, "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("| Model | λ | AIME'25 Mean@2 | AIME'25 Pass@2 | AIME'25 #N | AIME'25 #R |")
+    assert "| tiny | 0.4 |" in report.stdout
+    assert (tmp_path / "report" / "lambda_aime25.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--dataset", "{tmp}/missing.jsonl"], 1, "dataset file not found"),
+        (["--dataset", "{fixtures}/boxed.jsonl", "--column", "question=nope"], 1, "column 'nope' (for question) is not in the dataset"),
+        (["--dataset", "{fixtures}/boxed.jsonl", "--column", "oops"], 2, "expected ROLE=COLUMN"),
+        (["--dataset", "{fixtures}/boxed.jsonl", "--grader", "regex"], 2, "Invalid value for '--grader'"),
+        (["--dataset", "{fixtures}/boxed.jsonl", "--benchmark", "gpqa"], 1, "gpqa dataset has no 'question' column"),
+    ],
+)
+def test_eval_bad_input_fails_clearly(tmp_path, fixtures, args, code, message):
+    args = [a.format(tmp=tmp_path, fixtures=fixtures) for a in args]
+    result = run_cli("eval", "--model", tmp_path / "no-model", *args, "--out", tmp_path / "run")
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_grade_only_and_report_on_non_runs_fail_clearly(tmp_path):
+    result = run_cli("eval", "--out", tmp_path, "--grade-only")
+    assert result.returncode == 1 and "is not a run directory" in result.stderr
+    result = run_cli("report", tmp_path / "nothing")
+    assert result.returncode == 1 and "run directory not found" in result.stderr
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, fixtures, tiny_model):
+    n, budget = 4, 16
+    args = ["eval", "--model", tiny_model, "--dataset", fixtures / "boxed.jsonl", "-n", n, "--max-new-tokens", budget,
+            "--batch-size", "1", "--seed", "7", "--no-progress"]
+    run_dir = tmp_path / "killed"
+    samples_file = run_dir / "samples.jsonl"
+    process = subprocess.Popen([*CLI, *map(str, args), "--out", str(run_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if samples_file.exists() and len(samples_file.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    stored = len(samples_file.read_text().splitlines())
+    assert 2 <= stored < 3 * n, "the run was not interrupted mid-way"
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = run_cli(*args, "--out", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = evaluate(tiny_model, fixtures / "boxed.jsonl", n_samples=n, max_new_tokens=budget, seed=7,
+                         out_dir=tmp_path / "uninterrupted", backend_options={"batch_size": 1}, progress=False)
+    assert sample_set(run_dir) == sample_set(reference)
+    assert len(sample_set(run_dir)) == 3 * n
+    assert json.loads((run_dir / "metrics.json").read_text())["n_responses"] == 3 * n
