@@ -1,0 +1,304 @@
+"""Where do Instruct and Thinking differ? ``mi-mergekit diverge INSTRUCT THINKING``.
+
+For every tensor, and aggregated per decoder layer × module part (and per
+module group, per non-layer tensor and for the whole model):
+
+- relative distance ``‖Θ_T − Θ_I‖_F / ‖Θ_I‖_F`` (the paper's Table 1 reports the
+  weight distance of its model pairs), and
+- cosine similarity ``⟨Θ_I, Θ_T⟩ / (‖Θ_I‖_F ‖Θ_T‖_F)``.
+
+Aggregates are over the concatenation of the tensors in a cell (sums of squares
+add up), not means of per-tensor ratios, so large tensors weigh by their size.
+
+Streaming: tensors are read one at a time through mergekit's lazy loader (the
+same reader as a merge), and each tensor is reduced in row chunks of at most
+``chunk_elements`` values in float64, so memory is one input tensor of each
+model plus a small float64 chunk — never a whole model.
+
+Outputs: a JSON document (schema below) and a heatmap PNG (layers × module
+parts, colour = relative distance; a second panel plots per-layer distance of
+the attention / mlp groups; matplotlib with the Agg backend)::
+
+    {"instruct", "thinking", "num_layers", "definitions",
+     "model":     {"relative_distance", "cosine", "n_params", "n_tensors"},
+     "layers":    [{"layer", "parts": {part: stats}, "groups": {group: stats}}],
+     "non_layer": {"embed_tokens": stats, "final_norm": stats, "lm_head": stats},
+     "tensors":   [{"name", "part", "layer", "shape", "relative_distance", "cosine"}]}
+
+Tensor names are classified with :mod:`mi_mergekit.selection`; names no rule
+knows are reported under the part ``other`` rather than failing the analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import click
+
+from mi_mergekit.selection import GROUPS, PARTS, classify
+
+NON_LAYER_PARTS = ("embed_tokens", "final_norm", "lm_head")
+LAYER_GROUPS = ("attention", "mlp", "all")
+DEFAULT_CHUNK = 1 << 24  # 16M values (128 MB of float64 per operand)
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+
+
+@dataclass
+class Sums:
+    """Sufficient statistics of a set of (I, T) value pairs."""
+
+    ii: float = 0.0
+    tt: float = 0.0
+    dd: float = 0.0
+    it: float = 0.0
+    n: int = 0
+
+    def add(self, other: "Sums") -> None:
+        self.ii += other.ii
+        self.tt += other.tt
+        self.dd += other.dd
+        self.it += other.it
+        self.n += other.n
+
+    def stats(self) -> Dict[str, Optional[float]]:
+        norm_i, norm_t, norm_d = math.sqrt(self.ii), math.sqrt(self.tt), math.sqrt(self.dd)
+        if norm_i > 0:
+            rel = norm_d / norm_i
+        else:
+            rel = 0.0 if norm_d == 0 else None  # undefined: Instruct is all zeros
+        if norm_i > 0 and norm_t > 0:
+            cos = max(-1.0, min(1.0, self.it / (norm_i * norm_t)))
+        else:
+            cos = 1.0 if norm_d == 0 else None
+        return {
+            "relative_distance": rel,
+            "cosine": cos,
+            "distance": norm_d,
+            "norm_instruct": norm_i,
+            "norm_thinking": norm_t,
+            "n_params": self.n,
+        }
+
+
+def tensor_sums(instruct, thinking, chunk_elements: int = DEFAULT_CHUNK) -> Sums:
+    """Reduce one tensor pair in float64, ``chunk_elements`` values at a time."""
+    import torch
+
+    if instruct.shape != thinking.shape:
+        raise ValueError(f"shape mismatch {tuple(instruct.shape)} vs {tuple(thinking.shape)}")
+    a, b = instruct.reshape(-1), thinking.reshape(-1)
+    sums = Sums(n=a.numel())
+    step = max(1, int(chunk_elements))
+    for start in range(0, a.numel(), step):
+        x = a[start:start + step].to(torch.float64)
+        y = b[start:start + step].to(torch.float64)
+        sums.ii += float(torch.dot(x, x))
+        sums.tt += float(torch.dot(y, y))
+        sums.it += float(torch.dot(x, y))
+        y.sub_(x)
+        sums.dd += float(torch.dot(y, y))
+        del x, y
+    return sums
+
+
+def _classify(name: str) -> Tuple[str, Optional[int]]:
+    try:
+        c = classify(name)
+        return c.part, c.layer
+    except ValueError:
+        m = _LAYER.search(name)
+        return "other", int(m.group(1)) if m else None
+
+
+def _loader(path: str):
+    from mergekit.common import ModelReference
+
+    return ModelReference.model_validate(path).lazy_loader(cache_dir=None, lazy_unpickle=True)
+
+
+def _natural(name: str):
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK,
+               progress: bool = False) -> dict:
+    """Compute the divergence document (see the module docstring) for two checkpoints."""
+    import tqdm
+
+    from mi_mergekit.errors import MergeInputError
+
+    li, lt = _loader(instruct), _loader(thinking)
+    names_i, names_t = set(li.index.tensor_paths), set(lt.index.tensor_paths)
+    if names_i != names_t:
+        only_i, only_t = sorted(names_i - names_t), sorted(names_t - names_i)
+        raise MergeInputError(
+            "the checkpoints do not store the same tensors: "
+            f"only in Instruct {only_i[:5]}, only in Thinking {only_t[:5]}"
+        )
+    cells: Dict[Tuple[Optional[int], str], Sums] = {}
+    tensors: List[dict] = []
+    total = Sums()
+    for name in tqdm.tqdm(sorted(names_i, key=_natural), desc="Divergence", unit="tensor",
+                          disable=not progress):
+        a, b = li.get_tensor(name), lt.get_tensor(name)
+        if not a.is_floating_point():
+            continue
+        if a.shape != b.shape:
+            raise MergeInputError(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
+        sums = tensor_sums(a, b, chunk_elements)
+        del a, b
+        part, layer = _classify(name)
+        key = (layer, part)
+        cells.setdefault(key, Sums()).add(sums)
+        total.add(sums)
+        stats = sums.stats()
+        tensors.append({"name": name, "part": part, "layer": layer, "n_params": sums.n,
+                        "relative_distance": stats["relative_distance"], "cosine": stats["cosine"]})
+    li.flush()
+    lt.flush()
+
+    layer_ids = sorted({layer for layer, _ in cells if layer is not None})
+    num_layers = layer_ids[-1] + 1 if layer_ids else 0
+    layers = []
+    for layer in range(num_layers):
+        parts = {part: cells[(layer, part)] for (l, part) in cells if l == layer}
+        groups = {}
+        for group in LAYER_GROUPS:
+            members = GROUPS[group] if group != "all" else set(parts)
+            agg = Sums()
+            for part, sums in parts.items():
+                if part in members:
+                    agg.add(sums)
+            if agg.n:
+                groups[group] = agg.stats()
+        layers.append({
+            "layer": layer,
+            "parts": {p: parts[p].stats() for p in _ordered(parts)},
+            "groups": groups,
+        })
+    non_layer = {part: sums.stats() for (layer, part), sums in cells.items() if layer is None}
+    return {
+        "instruct": str(instruct),
+        "thinking": str(thinking),
+        "num_layers": num_layers,
+        "definitions": {
+            "relative_distance": "||T - I||_F / ||I||_F over all values of the cell",
+            "cosine": "<I, T> / (||I||_F ||T||_F) over all values of the cell",
+        },
+        "model": {**total.stats(), "n_tensors": len(tensors)},
+        "layers": layers,
+        "non_layer": {p: non_layer[p] for p in _ordered(non_layer)},
+        "tensors": tensors,
+    }
+
+
+def _ordered(parts) -> List[str]:
+    known = [p for p in PARTS if p in parts]
+    return known + sorted(p for p in parts if p not in PARTS)
+
+
+def write_json(doc: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle, indent=1)
+        handle.write("\n")
+
+
+def plot_heatmap(doc: dict, path: str, metric: str = "relative_distance") -> str:
+    """Layers × module parts heatmap of ``metric`` plus per-layer group curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    parts = _ordered({p for layer in doc["layers"] for p in layer["parts"]})
+    grid = np.full((max(1, doc["num_layers"]), max(1, len(parts))), np.nan)
+    for layer in doc["layers"]:
+        for j, part in enumerate(parts):
+            value = layer["parts"].get(part, {}).get(metric)
+            if value is not None:
+                grid[layer["layer"], j] = value
+    height = min(14.0, max(4.5, 2.5 + 0.22 * grid.shape[0]))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, height),
+                                  gridspec_kw={"width_ratios": [max(2, len(parts)), 3]})
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xticks(range(len(parts)))
+    ax.set_xticklabels(parts, rotation=45, ha="right")
+    ax.set_ylabel("decoder layer")
+    step = max(1, grid.shape[0] // 24)
+    ax.set_yticks(range(0, grid.shape[0], step))
+    ax2.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"{metric.replace('_', ' ')} by layer × module")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    for group, style in (("attention", "o-"), ("mlp", "s-"), ("all", "k--")):
+        ys = [layer["groups"].get(group, {}).get(metric) for layer in doc["layers"]]
+        xs = [i for i, y in enumerate(ys) if y is not None]
+        if xs:
+            ax2.plot([ys[i] for i in xs], xs, style, label=group, markersize=3)
+    ax2.invert_yaxis()
+    ax2.set_xlabel(metric.replace("_", " "))
+    ax2.set_title("per layer")
+    ax2.grid(alpha=0.3)
+    ax2.legend()
+    extra = ", ".join(
+        f"{p}={v[metric]:.3g}" for p, v in doc["non_layer"].items() if v.get(metric) is not None
+    )
+    model = doc["model"].get(metric)
+    fig.suptitle(
+        f"{os.path.basename(doc['thinking'].rstrip('/'))} vs {os.path.basename(doc['instruct'].rstrip('/'))}"
+        f" — model {metric.replace('_', ' ')} {model:.4g}" + (f"; {extra}" if extra else ""),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_table(doc: dict) -> str:
+    """A short text table: per-layer relative distance of attention / mlp / all."""
+    lines = [f"model: relative distance {doc['model']['relative_distance']:.6g}, "
+             f"cosine {doc['model']['cosine']:.6g} ({doc['model']['n_params']} params)",
+             "layer  attention    mlp          all"]
+    for layer in doc["layers"]:
+        cells = []
+        for group in LAYER_GROUPS:
+            value = layer["groups"].get(group, {}).get("relative_distance")
+            cells.append(f"{value:<12.6g}" if value is not None else f"{'-':<12}")
+        lines.append(f"{layer['layer']:<6} " + " ".join(cells))
+    for part, stats in doc["non_layer"].items():
+        lines.append(f"{part}: {stats['relative_distance']:.6g}")
+    return "\n".join(lines)
+
+
+@click.command("diverge")
+@click.argument("instruct", type=click.Path(exists=True, file_okay=False))
+@click.argument("thinking", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the heatmap PNG here.")
+@click.option("--metric", type=click.Choice(["relative_distance", "cosine"]), default="relative_distance",
+              show_default=True, help="What the heatmap shows.")
+@click.option("--chunk-elements", type=int, default=DEFAULT_CHUNK, show_default=True,
+              help="Values reduced at a time (memory knob).")
+def diverge_command(instruct, thinking, json_path, png_path, metric, chunk_elements):
+    """Per-layer × per-module weight distance between INSTRUCT and THINKING (local folders).
+
+    Streams one tensor at a time; prints a per-layer table, optionally writes JSON and a PNG.
+    """
+    doc = divergence(instruct, thinking, chunk_elements=chunk_elements, progress=True)
+    click.echo(summary_table(doc))
+    if json_path:
+        write_json(doc, json_path)
+        click.echo(f"JSON written to {json_path}")
+    if png_path:
+        plot_heatmap(doc, png_path, metric=metric)
+        click.echo(f"heatmap written to {png_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    diverge_command()

@@ -1,0 +1,135 @@
+"""mi-mergekit diverge on a constructed pair whose differences are known exactly."""
+
+import json
+import math
+import os
+import sys
+import weakref
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from common import load_model
+from conftest import run
+from mergekit.io.lazy_tensor_loader import LazyTensorLoader
+from mi_mergekit.analysis.divergence import divergence, tensor_sums
+from mi_mergekit.synthetic import PairSpec, build_pair
+
+MLP_FACTOR = 0.5  # Thinking layer-2 MLP projections = 0.5 × Instruct (exact in bf16)
+
+
+@pytest.fixture(scope="module")
+def known_pair(tmp_path_factory):
+    """Thinking = Instruct except layer 2's mlp (× 0.5) and layer 0's q_proj (negated)."""
+    root = tmp_path_factory.mktemp("diverge")
+    instruct, _ = build_pair(str(root / "src"), PairSpec(num_layers=4, tie_word_embeddings=False))
+    tensors = load_model(instruct)
+    changed = {}
+    for name, value in tensors.items():
+        if name.startswith("model.layers.2.mlp.") and name.endswith("_proj.weight"):
+            changed[name] = value * MLP_FACTOR
+        elif name == "model.layers.0.self_attn.q_proj.weight":
+            changed[name] = -value
+    thinking = root / "thinking"
+    thinking.mkdir()
+    for fname in os.listdir(instruct):
+        if not fname.endswith(".safetensors"):
+            (thinking / fname).write_bytes((open(os.path.join(instruct, fname), "rb")).read())
+    # split into two shards with an index, unlike Instruct's single file
+    names = sorted(tensors)
+    half = len(names) // 2
+    out = {**tensors, **changed}
+    save_file({n: out[n].contiguous() for n in names[:half]}, str(thinking / "model-00001-of-00002.safetensors"))
+    save_file({n: out[n].contiguous() for n in names[half:]}, str(thinking / "model-00002-of-00002.safetensors"))
+    (thinking / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {}, "weight_map": {n: f"model-0000{1 + (i >= half)}-of-00002.safetensors"
+                                       for i, n in enumerate(names)}}))
+    return instruct, str(thinking), tensors, changed
+
+
+def test_known_differences(known_pair, monkeypatch):
+    instruct, thinking, tensors, changed = known_pair
+    live = []
+    original = LazyTensorLoader.get_tensor
+
+    def tracking(self, key, *args, **kwargs):
+        alive = [r for r in live if r() is not None]
+        assert len(alive) <= 1, "more than one tensor pair held at once"
+        tensor = original(self, key, *args, **kwargs)
+        live.append(weakref.ref(tensor))
+        return tensor
+
+    monkeypatch.setattr(LazyTensorLoader, "get_tensor", tracking)
+    doc = divergence(instruct, thinking, chunk_elements=1000)
+    assert doc["num_layers"] == 4 and len(doc["tensors"]) == len(tensors)
+
+    per_tensor = {t["name"]: t for t in doc["tensors"]}
+    for name, t in per_tensor.items():
+        if name.startswith("model.layers.2.mlp."):
+            assert t["relative_distance"] == pytest.approx(1 - MLP_FACTOR, abs=1e-12) and t["cosine"] == pytest.approx(1.0)
+        elif name == "model.layers.0.self_attn.q_proj.weight":
+            assert t["relative_distance"] == pytest.approx(2.0, abs=1e-12) and t["cosine"] == pytest.approx(-1.0)
+        else:
+            assert t["relative_distance"] == 0.0 and t["cosine"] == pytest.approx(1.0), name
+
+    layers = {layer["layer"]: layer for layer in doc["layers"]}
+    assert layers[2]["parts"]["mlp_proj"]["relative_distance"] == pytest.approx(0.5, abs=1e-12)
+    assert layers[2]["parts"]["attn_proj"]["relative_distance"] == 0.0
+    assert layers[2]["parts"]["post_attention_layernorm"]["relative_distance"] == 0.0
+    assert layers[2]["groups"]["attention"]["relative_distance"] == 0.0
+    for layer in (1, 3):
+        assert all(v["relative_distance"] == 0.0 for v in layers[layer]["parts"].values())
+        assert layers[layer]["groups"]["all"]["relative_distance"] == 0.0
+    assert all(v["relative_distance"] == 0.0 for v in doc["non_layer"].values())
+    assert set(doc["non_layer"]) == {"embed_tokens", "final_norm", "lm_head"}
+
+    # aggregates are over all values of a cell (sums of squares), computed independently
+    def sq(names):
+        return sum(float((tensors[n].double() ** 2).sum()) for n in names)
+
+    mlp2 = [n for n in tensors if n.startswith("model.layers.2.") and classify_group(n) == "mlp"]
+    proj2 = [n for n in mlp2 if n.endswith("_proj.weight")]
+    expected = math.sqrt((1 - MLP_FACTOR) ** 2 * sq(proj2) / sq(mlp2))
+    assert layers[2]["groups"]["mlp"]["relative_distance"] == pytest.approx(expected, rel=1e-9)
+    q0 = "model.layers.0.self_attn.q_proj.weight"
+    total = math.sqrt(((1 - MLP_FACTOR) ** 2 * sq(proj2) + 4 * sq([q0])) / sq(tensors))
+    assert doc["model"]["relative_distance"] == pytest.approx(total, rel=1e-9)
+    assert doc["model"]["n_params"] == sum(t.numel() for t in tensors.values())
+
+
+def classify_group(name):
+    from mi_mergekit.selection import GROUPS, classify
+
+    part = classify(name).part
+    return "mlp" if part in GROUPS["mlp"] else "attention" if part in GROUPS["attention"] else part
+
+
+def test_chunked_reduction_matches_whole_tensor():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(37, 11, generator=g).to(torch.bfloat16)
+    b = torch.randn(37, 11, generator=g).to(torch.bfloat16)
+    whole, chunked = tensor_sums(a, b, chunk_elements=10 ** 9), tensor_sums(a, b, chunk_elements=5)
+    for field in ("ii", "tt", "dd", "it"):
+        assert getattr(chunked, field) == pytest.approx(getattr(whole, field), rel=1e-12)
+    x, y = a.double(), b.double()
+    assert whole.stats()["relative_distance"] == pytest.approx(float((y - x).norm() / x.norm()), rel=1e-12)
+    assert whole.stats()["cosine"] == pytest.approx(float((x * y).sum() / x.norm() / y.norm()), rel=1e-12)
+
+
+def test_diverge_command_writes_json_and_png(known_pair, tmp_path):
+    instruct, thinking, _, _ = known_pair
+    result = run([sys.executable, "-m", "mi_mergekit.analysis.divergence", instruct, thinking,
+                  "--json", str(tmp_path / "d.json"), "--png", str(tmp_path / "d.png")])
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["layers"][2]["parts"]["mlp_proj"]["relative_distance"] == pytest.approx(0.5)
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "layer  attention" in result.stdout
+
+
+def test_mismatched_checkpoints_are_refused(known_pair, tmp_path):
+    instruct, _, _, _ = known_pair
+    other, _ = build_pair(str(tmp_path / "other"), PairSpec(num_layers=2))
+    with pytest.raises(ValueError, match="same tensors"):
+        divergence(instruct, other)
