@@ -16,7 +16,8 @@ seeds, chunk size, prompt) must match the stored ``run.json`` or the call
 fails. Re-grading (:func:`grade_run`) never loads a model or generates.
 
 λ: ``lambda_`` is recorded in ``run.json`` for the report's plots; if it is
-not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when present.
+not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when present
+(unless that plan says ``"whole_model": false``).
 """
 
 from __future__ import annotations
@@ -58,12 +59,19 @@ class RunMismatchError(ValueError):
 
 
 def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
-    """λ from ``<model_path>/mi_plan.json`` (written by mi-mergekit merges), if present."""
-    plan = Path(model_path) / "mi_plan.json"
-    if plan.is_file():
-        value = json.loads(plan.read_text(encoding="utf-8")).get("lambda")
-        return float(value) if isinstance(value, (int, float)) else None
-    return None
+    """λ from ``<model_path>/mi_plan.json`` (written by mi-mergekit merges), if present.
+
+    Only whole-model merges count: a layer-window or module-selective merge
+    (``"whole_model": false``) is not a point on the λ curve, so it gets None.
+    """
+    path = Path(model_path) / "mi_plan.json"
+    if not path.is_file():
+        return None
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    value = plan.get("lambda")
+    if plan.get("whole_model") is False or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def evaluate(

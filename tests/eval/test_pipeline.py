@@ -156,3 +156,13 @@ def test_lambda_from_mi_plan(tmp_path, fixtures, tokenizer):
     run = evaluate(model_dir, fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "r",
                    backend=ScriptedBackend(tokenizer), progress=False)
     assert load_run(run)["metrics"]["lambda"] == 0.6
+
+
+def test_windowed_merge_is_not_on_the_lambda_curve(tmp_path):
+    from mi_mergekit.eval.runner import model_lambda
+
+    (tmp_path / "mi_plan.json").write_text(json.dumps({"lambda": 0.8, "whole_model": False}))
+    assert model_lambda(tmp_path) is None
+    (tmp_path / "mi_plan.json").write_text(json.dumps({"lambda": 0.8, "whole_model": True}))
+    assert model_lambda(tmp_path) == 0.8
+    assert model_lambda(tmp_path / "nowhere") is None
