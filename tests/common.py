@@ -1,7 +1,11 @@
 """Helpers in the style of mergekit's tests/common.py: run a merge, read the result."""
 
 import os
+import subprocess
+import sys
 from typing import Dict, Optional
+
+import pytest
 
 import torch
 import yaml
@@ -52,3 +56,20 @@ def oracle(instruct: torch.Tensor, thinking: torch.Tensor, lam: float) -> torch.
     """I + λ(T − I) in float32, written the obvious way."""
     i, t = instruct.to(torch.float32), thinking.to(torch.float32)
     return i + (t - i) * lam
+
+
+BIN = os.path.dirname(sys.executable)
+
+
+def console(name: str) -> str:
+    """Path of a console script installed next to this interpreter."""
+    path = os.path.join(BIN, name)
+    if not os.path.exists(path):
+        pytest.fail(f"console script {name} is not installed next to {sys.executable}")
+    return path
+
+
+def run(args, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command the way a user would; capture output for assertions."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kwargs)

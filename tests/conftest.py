@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -11,23 +9,6 @@ import mi_mergekit
 from mi_mergekit.synthetic import PairSpec, build_pair
 
 mi_mergekit.register()
-
-BIN = os.path.dirname(sys.executable)
-
-
-def console(name: str) -> str:
-    """Path of a console script installed next to this interpreter."""
-    path = os.path.join(BIN, name)
-    if not os.path.exists(path):
-        pytest.fail(f"console script {name} is not installed next to {sys.executable}")
-    return path
-
-
-def run(args, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command the way a user would; capture output for assertions."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
-
 
 @pytest.fixture(scope="session")
 def dense_pair(tmp_path_factory):

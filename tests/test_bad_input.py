@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import mi_mergekit.methods.interpolation as kernel
 from common import merge, mi_config
-from conftest import console, run
+from common import console, run
 from mi_mergekit.errors import MergeInputError, NonFiniteTensorError
 from mi_mergekit.synthetic import PairSpec, build_pair
 

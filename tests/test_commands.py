@@ -7,7 +7,7 @@ import os
 import torch
 
 from common import load_model
-from conftest import console, run
+from common import console, run
 from mi_mergekit.synthetic import recipe
 
 

@@ -13,7 +13,7 @@ import sysconfig
 
 import pytest
 
-from conftest import run
+from common import run
 from mi_mergekit.synthetic import recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

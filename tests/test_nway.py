@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from common import config_from, load_model
-from conftest import console, run
+from common import console, run
 from mergekit import merge_methods
 from mergekit.merge import MergeOptions, run_merge
 from mergekit.merge_methods.base import TensorGroup

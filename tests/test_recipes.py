@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from common import load_model, oracle
-from conftest import console, run
+from common import console, run
 from recipes_fixtures import (  # noqa: F401  (session fixtures)
     BASELINES,
     NAMES_4B,

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from common import config_from, load_model, merge, mi_config
-from conftest import run
+from common import run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mergekit.options import MergeOptions
 from mi_mergekit.sweep import format_lambda, output_name, parse_lambdas, run_sweep

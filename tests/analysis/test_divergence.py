@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from common import load_model
-from conftest import run
+from common import run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mi_mergekit.analysis.divergence import divergence, tensor_sums
 from mi_mergekit.synthetic import PairSpec, build_pair

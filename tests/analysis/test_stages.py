@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run
+from common import run
 from mi_mergekit.analysis.stages import Point, Thresholds, analyse, find_stages
 
 GRID = [round(0.1 * i, 1) for i in range(11)]
