@@ -136,9 +136,10 @@ def _backend_options(opts) -> dict:
 
 def _echo_summary(m: dict, run_dir: Path) -> None:
     n = m["n_samples"]
+    vote = f"{100 * m['vote@k'][n]:.1f}" if m["vote@k"] else "n/a"
     click.echo(
         f"{m['label']} / {m['benchmark']}: Mean@{n} {100 * m['mean']:.1f}  Pass@{n} {100 * m['pass@k'][n]:.1f}  "
-        f"Vote@{n} {100 * m['vote@k'][n]:.1f}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
+        f"Vote@{n} {vote}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
         f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  -> {run_dir}"
     )
 

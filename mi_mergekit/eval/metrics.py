@@ -13,7 +13,8 @@ Definitions (fractions in [0, 1] in the JSON files; the report prints percent):
   question scores ``1/t`` -- the expected score of breaking the tie uniformly at
   random, which keeps Vote@k independent of sample order within the tie. No
   votes at all scores 0. Answers are grouped by the grader's ``vote_key``
-  (math answers equivalent under math-verify share a key).
+  (math answers equivalent under math-verify share a key). Graders for which a
+  majority answer means nothing (IFEval) leave ``vote@k`` empty.
 - **Think #R** -- fraction of responses containing ``</think>``.
 - **Token #N** -- generated tokens per response, mean and median.
 - **Truncation rate** -- fraction of responses that stopped at the token budget

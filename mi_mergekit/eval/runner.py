@@ -262,6 +262,9 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
         grades.extend(graded)
     st.write_jsonl(out / st.GRADES_FILE, grades)
     metrics = run_metrics(grades)
+    if not grader_obj.votes:  # e.g. IFEval: a majority answer means nothing; vote@k is left empty
+        for block in [metrics["run"], *metrics["questions"]]:
+            block["vote@k"] = {}
     summary = {
         "label": config["label"],
         "lambda": config.get("lambda"),

@@ -166,3 +166,66 @@ def test_windowed_merge_is_not_on_the_lambda_curve(tmp_path):
     (tmp_path / "mi_plan.json").write_text(json.dumps({"lambda": 0.8, "whole_model": True}))
     assert model_lambda(tmp_path) == 0.8
     assert model_lambda(tmp_path / "nowhere") is None
+
+
+class FunctionBackend(Backend):
+    """Answers every sample with ``respond(chunk)``; chunk size 1."""
+
+    name = "function"
+    chunk_size = 1
+
+    def __init__(self, tokenizer, respond):
+        self.tokenizer, self.respond = tokenizer, respond
+
+    def generate(self, chunks, decoding, max_new_tokens):
+        for chunk in chunks:
+            yield chunk, [Completion(self.respond(chunk), 5, "stop")]
+
+
+def test_gpqa_pipeline_grades_against_the_shuffled_gold_letter(tmp_path, fixtures, tokenizer):
+    import re
+
+    correct = {"rec1": "Carbon dioxide", "rec2": "Negative"}
+
+    def respond(chunk):  # answer correctly for sample 0, with the first other letter for sample 1
+        letter = re.search(rf"([A-D])\) {correct[chunk.question_id]}\n?", chunk.prompt).group(1)
+        if chunk.indices[0] == 1:
+            letter = next(x for x in "ABCD" if x != letter)
+        return f"Thinking.</think>Reasoning done.\nANSWER: {letter}"
+
+    run = evaluate("m", fixtures / "gpqa_sample.csv", benchmark="gpqa", n_samples=2, max_new_tokens=8,
+                   out_dir=tmp_path / "gpqa", backend=FunctionBackend(tokenizer, respond), shuffle_seed=5, progress=False)
+    m = load_run(run)["metrics"]
+    assert m["grader"] == "gpqa" and m["mean"] == 0.5 and m["pass@k"][2] == 1.0 and m["vote@k"][2] == 0.5
+
+
+def test_ifeval_pipeline_reports_strict_and_loose(tmp_path, fixtures, tokenizer):
+    responses = {"1001": "</think>**Note**\nthe sea is calm. the waves are small.", "1002": "</think>A cat purrs softly."}
+    run = evaluate("m", fixtures / "ifeval_sample.jsonl", benchmark="ifeval", n_samples=1, max_new_tokens=8,
+                   out_dir=tmp_path / "ifeval", backend=FunctionBackend(tokenizer, lambda c: responses[c.question_id]),
+                   progress=False)
+    m = load_run(run)["metrics"]
+    # 1001 fails strict lowercase (**Note**) but passes loose (first line removed); 1002 passes both
+    assert m["mean"] == 0.5 and m["scores"]["prompt_level_loose"] == 1.0
+    assert m["vote@k"] == {} and all(q["vote@k"] == {} for q in load_run(run)["questions"])  # no vote for IFEval
+
+
+def test_hub_datasets_are_loaded_by_name(monkeypatch):
+    import sys
+    import types
+
+    from mi_mergekit.eval.datasets import load_examples
+
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return [{"problem": "p", "answer": "1", "id": 0}]
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    (example,) = load_examples("hf:math-ai/aime25", "aime25", split="test")
+    load_examples("hf:Idavidrein/gpqa:gpqa_diamond", "aime25")
+    assert calls == [("math-ai/aime25", None, "test"), ("Idavidrein/gpqa", "gpqa_diamond", "train")]
+    assert example.question == "p"
