@@ -1,0 +1,507 @@
+"""Search λ for a target on a calibration set: ``mi-mergekit find-lambda``.
+
+Targets (``--target``):
+
+- ``think_ratio>=0.95`` — Think #R at least 0.95 at the fewest tokens. Think #R
+  grows monotonically with λ (the paper's stage 1 → 2 → 3), so the search is a
+  **bisection** for the smallest λ in ``[lo, hi]`` that meets the threshold,
+  down to ``tol``; the answer is the feasible probe with the fewest mean tokens
+  (ties: smaller λ). With sampled metrics the response is only monotone up to
+  noise — use enough samples on the calibration set.
+- ``tokens<=12000`` (``mean_tokens``/``tokens_mean``) — mean tokens within a
+  budget at the best accuracy. Tokens are not monotone in λ (they dip in stage
+  2), so this is a **grid, then refine** search: ``grid`` evenly spaced probes,
+  then probes halfway to the neighbours of the best feasible probe, halving the
+  spacing until it is below ``tol`` or ``max_probes`` is spent. The answer is
+  the feasible probe with the best accuracy (ties: fewer tokens).
+- ``accuracy>=0.7`` (``mean``) — the fewest tokens with accuracy at least the
+  value (grid, then refine, like the budget target).
+
+The search talks to the model only through an **evaluator**: a callable
+``λ -> metrics`` whose dict has ``think_ratio``, ``tokens_mean`` and ``mean``
+(accuracy), the keys of the eval harness's ``metrics.json``. So it can be run
+against synthetic responses, the real harness, or anything else. Every probe
+is appended (and flushed) to a JSONL log: ``{"probe", "lambda", "phase",
+"feasible", "metrics", "seconds", ...}``.
+
+Evaluators provided here:
+
+- :class:`InMemoryInterpolation` — loads the Instruct and Thinking tensors
+  once (mergekit's loader) and a live transformers model, and re-materialises
+  ``Θ_I + λ(Θ_T − Θ_I)`` into the model's parameters for each λ, with the
+  recipe's window / module selection and the same dtype steps as a merge, so
+  the live weights equal the on-disk merge bit for bit. Memory: both inputs
+  plus the live model (about 3× one model). Needs the checkpoint's tensor
+  names to be the model's parameter names (dense Qwen3/Llama-style models; not
+  the fused-expert MoE layout of transformers 5 — use ``--materialize disk``).
+- :class:`HarnessEvaluator` — runs ``mi_mergekit.eval.evaluate`` for each λ,
+  on the live model (``memory``, transformers backend) or on a merge written to
+  ``OUT/models/lambda_<λ>`` (``disk``, any backend; deleted after evaluation
+  unless ``--keep-models``). Eval runs go to ``OUT/runs/lambda_<λ>``;
+  re-running the same command resumes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import click
+
+LOG = logging.getLogger("mi_mergekit.find_lambda")
+
+Metrics = Dict[str, Any]
+Evaluator = Callable[[float], Metrics]
+
+_METRIC_ALIASES = {
+    "think_ratio": "think_ratio", "think": "think_ratio",
+    "tokens": "tokens_mean", "tokens_mean": "tokens_mean", "mean_tokens": "tokens_mean",
+    "accuracy": "mean", "mean": "mean",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str  # think_ratio | tokens_mean | mean
+    op: str  # ">=" or "<="
+    value: float
+
+    @classmethod
+    def parse(cls, spec: str) -> "Target":
+        match = re.fullmatch(r"\s*([A-Za-z_#@]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*(%?)\s*", spec or "")
+        if not match or match.group(1).lower() not in _METRIC_ALIASES:
+            raise click.BadParameter(
+                f"{spec!r}: expected think_ratio>=0.95, tokens<=12000 or accuracy>=0.7",
+                param_hint="--target")
+        metric = _METRIC_ALIASES[match.group(1).lower()]
+        value = float(match.group(3)) / (100.0 if match.group(4) else 1.0)
+        target = cls(metric, match.group(2), value)
+        if (metric, target.op) not in (("think_ratio", ">="), ("tokens_mean", "<="), ("mean", ">=")):
+            raise click.BadParameter(f"{spec!r}: supported are think_ratio>=, tokens<=, accuracy>=",
+                                     param_hint="--target")
+        return target
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+    @property
+    def strategy(self) -> str:
+        return "bisect" if self.metric == "think_ratio" else "grid"
+
+    def feasible(self, metrics: Metrics) -> bool:
+        value = metrics.get(self.metric)
+        if value is None:
+            raise KeyError(f"evaluator returned no {self.metric!r}: {sorted(metrics)}")
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+    def rank(self, probe: "Probe") -> Tuple:
+        """Sort key among feasible probes: smaller is better."""
+        m = probe.metrics
+        if self.metric == "tokens_mean":  # best accuracy, then fewer tokens, then smaller λ
+            return (-(m.get("mean") or 0.0), m.get("tokens_mean", math.inf), probe.lam)
+        return (m.get("tokens_mean", math.inf), probe.lam)  # fewest tokens, then smaller λ
+
+
+@dataclass
+class Probe:
+    index: int
+    lam: float
+    phase: str
+    metrics: Metrics
+    feasible: bool
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    target: str
+    best: Optional[Probe]
+    probes: List[Probe] = field(default_factory=list)
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "lambda": self.best.lam if self.best else None,
+            "best": asdict(self.best) if self.best else None,
+            "reason": self.reason,
+            "n_probes": len(self.probes),
+            "probes": [asdict(p) for p in self.probes],
+        }
+
+
+def _round(lam: float) -> float:
+    return round(lam, 6)
+
+
+class Search:
+    """Probe bookkeeping: cache by λ, budget, JSONL log."""
+
+    def __init__(self, evaluator: Evaluator, target: Target, max_probes: int,
+                 log_path: Optional[str] = None):
+        if max_probes < 1:
+            raise ValueError("max_probes must be >= 1")
+        self.evaluator, self.target, self.max_probes = evaluator, target, max_probes
+        self.log_path = log_path
+        self.probes: List[Probe] = []
+        self._cache: Dict[float, Probe] = {}
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.probes) >= self.max_probes
+
+    def probe(self, lam: float, phase: str) -> Probe:
+        lam = _round(lam)
+        if lam in self._cache:
+            return self._cache[lam]
+        start = time.perf_counter()
+        metrics = dict(self.evaluator(lam))
+        probe = Probe(len(self.probes), lam, phase, metrics, self.target.feasible(metrics),
+                      round(time.perf_counter() - start, 3))
+        self.probes.append(probe)
+        self._cache[lam] = probe
+        LOG.info("probe %d: λ=%g %s -> %s", probe.index, lam,
+                 {k: metrics.get(k) for k in ("think_ratio", "tokens_mean", "mean")},
+                 "feasible" if probe.feasible else "not feasible")
+        if self.log_path:
+            with open(self.log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"probe": probe.index, "lambda": lam, "phase": phase,
+                                         "feasible": probe.feasible, "target": str(self.target),
+                                         "metrics": _jsonable(metrics), "seconds": probe.seconds}) + "\n")
+                handle.flush()
+        return probe
+
+    def best(self) -> Optional[Probe]:
+        feasible = [p for p in self.probes if p.feasible]
+        return min(feasible, key=self.target.rank) if feasible else None
+
+
+def _jsonable(metrics: Metrics) -> Metrics:
+    return json.loads(json.dumps(metrics, default=str))
+
+
+def bisect(search: Search, lo: float, hi: float, tol: float) -> str:
+    """Smallest λ in [lo, hi] meeting a threshold on a response increasing in λ."""
+    low = search.probe(lo, "bracket")
+    if low.feasible:
+        return f"already met at lo={lo:g}"
+    if search.exhausted:
+        return "probe budget spent"
+    high = search.probe(hi, "bracket")
+    if not high.feasible:
+        return f"not met even at hi={hi:g}: widen [lo, hi] or relax the target"
+    a, b = lo, hi  # invariant: a infeasible, b feasible
+    while b - a > tol and not search.exhausted:
+        mid = _round((a + b) / 2)
+        if mid in (a, b):
+            break
+        if search.probe(mid, "bisect").feasible:
+            b = mid
+        else:
+            a = mid
+    return f"bracketed in ({a:g}, {b:g}]" + ("" if b - a <= tol else " (probe budget spent)")
+
+
+def grid_refine(search: Search, lo: float, hi: float, tol: float, grid: int) -> str:
+    """Grid over [lo, hi], then halve the spacing around the best feasible probe."""
+    grid = max(2, grid)
+    spacing = (hi - lo) / (grid - 1)
+    for k in range(grid):
+        if search.exhausted:
+            return "probe budget spent during the grid"
+        search.probe(lo + k * spacing, "grid")
+    while spacing / 2 >= tol and not search.exhausted:
+        best = search.best()
+        if best is None:
+            return "no feasible λ on the grid: widen [lo, hi] or relax the target"
+        spacing /= 2
+        for lam in (best.lam - spacing, best.lam + spacing):
+            if lo <= lam <= hi and not search.exhausted:
+                search.probe(lam, "refine")
+    return "refined to spacing %.3g" % spacing
+
+
+def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float = 1.0,
+                tol: float = 0.02, max_probes: int = 12, grid: int = 5,
+                log_path: Optional[str] = None) -> SearchResult:
+    """Search λ in [lo, hi] for ``target``; every probe goes to ``log_path`` (JSONL)."""
+    if not lo < hi:
+        raise ValueError(f"need lo < hi, got [{lo}, {hi}]")
+    if tol <= 0:
+        raise ValueError("tol must be positive")
+    search = Search(evaluator, target, max_probes, log_path)
+    if target.strategy == "bisect":
+        reason = bisect(search, lo, hi, tol)
+    else:
+        reason = grid_refine(search, lo, hi, tol, grid)
+    return SearchResult(target=str(target), best=search.best(), probes=search.probes, reason=reason)
+
+
+# ------------------------------------------------------------ materialisation
+
+
+class InMemoryInterpolation:
+    """A live transformers model whose weights are set to the merge at any λ."""
+
+    def __init__(self, merge_config, options=None, device: Optional[str] = None):
+        import torch
+        from mergekit.common import dtype_from_name
+        from mergekit.io.tasks import LoaderCache
+        from mergekit.options import MergeOptions
+        from transformers import AutoModelForCausalLM
+
+        from mi_mergekit.errors import MergeInputError
+        from mi_mergekit.plan import build_plan
+        from mi_mergekit.sweep import with_lambda
+
+        self.options = options or MergeOptions()
+        self.config = merge_config
+        plan, _ = build_plan(with_lambda(merge_config, 1.0), self.options)
+        self.plan = plan
+        in_dtype = dtype_from_name(merge_config.dtype) if merge_config.dtype else None
+        self.out_dtype = dtype_from_name(merge_config.out_dtype) if merge_config.out_dtype else None
+
+        cache = LoaderCache()
+        cache.setup(self.options)
+        instruct_ref, thinking_ref = merge_config.base_model, None
+        for entry in merge_config.models:
+            if entry.model != merge_config.base_model:
+                thinking_ref = entry.model
+        li, lt = cache.get(instruct_ref), cache.get(thinking_ref)
+        self.instruct: Dict[str, Any] = {}
+        self.thinking: Dict[str, Any] = {}
+        self.selected: Dict[str, bool] = {}
+        for tensor in plan.tensors:
+            i = li.get_tensor(tensor.name)
+            if in_dtype is not None:
+                i = i.to(in_dtype)
+            t = lt.get_tensor(tensor.name)
+            if in_dtype is not None:
+                t = t.to(in_dtype)
+            # mergekit aligns both inputs to their promoted dtype before the kernel
+            common = torch.promote_types(i.dtype, t.dtype)
+            self.instruct[tensor.name] = i.to(common)
+            self.selected[tensor.name] = tensor.interpolated
+            if tensor.interpolated:  # unselected tensors keep Instruct: Thinking not needed
+                self.thinking[tensor.name] = t.to(common)
+            del t
+        li.flush()
+        lt.flush()
+
+        path = instruct_ref.merged(cache_dir=self.options.lora_merge_cache,
+                                   trust_remote_code=self.options.trust_remote_code
+                                   ).local_path(cache_dir=self.options.transformers_cache)
+        model_dtype = self.out_dtype or in_dtype or "auto"
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype)
+        if device:
+            self.model.to(device)
+        self.model.eval()
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers()))
+        missing = [n for n in self.instruct if n not in state]
+        if missing:
+            raise MergeInputError(
+                f"{len(missing)} checkpoint tensor(s) have no parameter of that name in the "
+                f"transformers model (e.g. {missing[:3]}; fused MoE experts?): use --materialize disk")
+        self._targets = {n: state[n] for n in self.instruct}
+        self.lam: Optional[float] = None
+        self._donor = thinking_ref if plan.template_from == "thinking" else instruct_ref
+        self._set_generation_config()
+
+    def donor_path(self) -> str:
+        return self._donor.merged(cache_dir=self.options.lora_merge_cache,
+                                  trust_remote_code=self.options.trust_remote_code
+                                  ).local_path(cache_dir=self.options.transformers_cache)
+
+    def _set_generation_config(self) -> None:
+        from transformers import GenerationConfig
+
+        donor = self.donor_path()
+        if os.path.exists(os.path.join(donor, "generation_config.json")):
+            self.model.generation_config = GenerationConfig.from_pretrained(donor)
+
+    def merged_tensor(self, name: str, lam: float):
+        """The tensor a merge at λ writes for ``name`` (same dtype steps as mergekit)."""
+        from mi_mergekit.methods.interpolation import check_lambda, interpolate
+
+        i = self.instruct[name]
+        if self.selected[name]:
+            check_lambda(lam)
+            value = interpolate(i, self.thinking[name], lam).to(i.dtype)
+        else:
+            value = i
+        return value.to(self.out_dtype) if self.out_dtype is not None else value
+
+    def set_lambda(self, lam: float):
+        """Write the merge at λ into the live model's parameters; returns the model."""
+        import torch
+
+        with torch.no_grad():
+            for name, target in self._targets.items():
+                target.copy_(self.merged_tensor(name, lam))
+        self.lam = lam
+        return self.model
+
+
+class HarnessEvaluator:
+    """λ -> metrics with mi_mergekit.eval, materialising in memory or on disk."""
+
+    def __init__(self, merge_config, out_dir: str, dataset: str, *, materialize: str = "memory",
+                 backend: str = "transformers", backend_options: Optional[dict] = None,
+                 options=None, keep_models: bool = False, eval_options: Optional[dict] = None):
+        from mergekit.options import MergeOptions
+
+        self.config, self.out_dir, self.dataset = merge_config, out_dir, dataset
+        self.materialize, self.backend = materialize, backend
+        self.backend_options = dict(backend_options or {})
+        self.options = options or MergeOptions(quiet=True)
+        self.keep_models = keep_models
+        self.eval_options = dict(eval_options or {})
+        self.live: Optional[InMemoryInterpolation] = None
+        self.tokenizer = None
+        if materialize == "memory":
+            if backend != "transformers":
+                raise click.UsageError("--materialize memory needs the transformers backend")
+            self.live = InMemoryInterpolation(merge_config, self.options,
+                                              device=self.backend_options.get("device"))
+            from mi_mergekit.eval.backends.base import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.live.donor_path())
+        elif materialize != "disk":
+            raise click.BadParameter(f"materialize must be memory or disk, got {materialize!r}")
+
+    def run_dir(self, lam: float) -> str:
+        from mi_mergekit.sweep import output_name
+
+        return os.path.join(self.out_dir, "runs", output_name(lam))
+
+    def __call__(self, lam: float) -> Metrics:
+        from mi_mergekit.eval import evaluate, load_run
+        from mi_mergekit.sweep import output_name, with_lambda
+
+        label = output_name(lam)
+        common = dict(out_dir=self.run_dir(lam), lambda_=lam, label=label, progress=False,
+                      **self.eval_options)
+        if self.live is not None:
+            from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
+
+            model = self.live.set_lambda(lam)
+            backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
+                                          **{k: v for k, v in self.backend_options.items()
+                                             if k in ("batch_size", "device")})
+            run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
+                           backend=backend, **common)
+        else:
+            import mergekit.merge
+
+            from mi_mergekit import register
+
+            register()
+            path = os.path.join(self.out_dir, "models", label)
+            if not os.path.exists(os.path.join(path, "mi_plan.json")):
+                mergekit.merge.run_merge(with_lambda(self.config, lam), path, self.options)
+            try:
+                run = evaluate(path, self.dataset, backend=self.backend,
+                               backend_options=self.backend_options, **common)
+            finally:
+                if not self.keep_models:
+                    shutil.rmtree(path, ignore_errors=True)
+        metrics = load_run(run)["metrics"]
+        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate")
+                if k in metrics} | {"run_dir": str(run)}
+
+
+# ------------------------------------------------------------ CLI
+
+
+def _table(result: SearchResult) -> str:
+    lines = ["probe  λ          phase    think_ratio  tokens_mean  accuracy  feasible"]
+    for p in result.probes:
+        m = p.metrics
+
+        def fmt(key, spec):
+            return format(m[key], spec) if m.get(key) is not None else "-"
+
+        lines.append(f"{p.index:<6} {p.lam:<10g} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
+                     f"{fmt('tokens_mean', '<12.1f')} {fmt('mean', '<9.4f')} {'yes' if p.feasible else 'no'}")
+    if result.best:
+        lines.append(f"best λ = {result.best.lam:g} ({result.target}); {result.reason}")
+    else:
+        lines.append(f"no λ meets {result.target}: {result.reason}")
+    return "\n".join(lines)
+
+
+@click.command("find-lambda")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--dataset", required=True, help="Calibration set (file or hf:NAME), as for `mi-mergekit eval`.")
+@click.option("--target", "target_spec", default="think_ratio>=0.95", show_default=True,
+              help="think_ratio>=X (bisection), tokens<=N or accuracy>=X (grid, then refine).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for probes.jsonl, result.json and the eval runs.")
+@click.option("--lo", type=float, default=0.0, show_default=True)
+@click.option("--hi", type=float, default=1.0, show_default=True)
+@click.option("--tol", type=float, default=0.02, show_default=True, help="Stop when λ is bracketed this tightly.")
+@click.option("--max-probes", type=int, default=10, show_default=True, help="At most this many evaluations.")
+@click.option("--grid", type=int, default=5, show_default=True, help="Grid points for tokens/accuracy targets.")
+@click.option("--benchmark", default="boxed", show_default=True, help="As for `mi-mergekit eval`.")
+@click.option("--grader", help="Grader (default: the benchmark's).")
+@click.option("--decoding", default="thinking", show_default=True)
+@click.option("-n", "--n-samples", type=int, default=4, show_default=True)
+@click.option("--max-new-tokens", type=int, help="Token budget per response (default: the benchmark's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, help="Only the first N questions.")
+@click.option("--backend", default="transformers", show_default=True, help="transformers | vllm | openai.")
+@click.option("--device", help="transformers: device.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
+@click.option("--base-url", help="openai backend: server URL (disk materialisation; the server must load each model).")
+@click.option("--materialize", type=click.Choice(["auto", "memory", "disk"]), default="auto", show_default=True,
+              help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models.")
+@click.option("--keep-models", is_flag=True, help="disk: keep the merged candidates.")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH",
+              help="Use a local copy of a model named in the recipe (repeatable).")
+def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_probes, grid, benchmark,
+                        grader, decoding, n_samples, max_new_tokens, seed, limit, backend, device,
+                        batch_size, base_url, materialize, keep_models, models):
+    """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set.
+
+    Alternates merge and eval; every probe is logged to OUT/probes.jsonl and the
+    answer written to OUT/result.json.
+    """
+    from mergekit.options import MergeOptions
+
+    from mi_mergekit import register
+    from mi_mergekit.commands import load_recipe
+
+    register()
+    logging.getLogger("mi_mergekit").setLevel(logging.INFO)
+    target = Target.parse(target_spec)
+    config, _ = load_recipe(recipe, models)
+    if materialize == "auto":
+        materialize = "memory" if backend == "transformers" else "disk"
+    os.makedirs(out_dir, exist_ok=True)
+    backend_options = {"device": device, "batch_size": batch_size} if backend == "transformers" else {}
+    if base_url:
+        backend_options["base_url"] = base_url
+    eval_options = {"benchmark": benchmark, "grader": grader, "decoding": decoding, "n_samples": n_samples,
+                    "max_new_tokens": max_new_tokens, "seed": seed, "limit": limit}
+    evaluator = HarnessEvaluator(config, out_dir, dataset, materialize=materialize, backend=backend,
+                                 backend_options={k: v for k, v in backend_options.items() if v is not None},
+                                 options=MergeOptions(quiet=True), keep_models=keep_models,
+                                 eval_options=eval_options)
+    result = find_lambda(evaluator, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                         log_path=os.path.join(out_dir, "probes.jsonl"))
+    with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as handle:
+        json.dump(result.to_json(), handle, indent=1, default=str)
+        handle.write("\n")
+    click.echo(_table(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    find_lambda_command()
