@@ -357,7 +357,8 @@ def read_families(path: str) -> List[List[str]]:
 @click.option("--thinking", help="Custom pair: the Thinking model (λ=1).")
 @click.option("--num-layers", type=click.IntRange(min=1), help="Custom pair: decoder layer count (for thirds windows and names).")
 @click.option("--suffix", help="Custom pair: file-name suffix, e.g. 8b -> mi_0.5_8b.yaml.")
-@click.option("--dtype", default="bfloat16", show_default=True, help="Output dtype written into the recipes.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16",
+              show_default=True, help="dtype written into the recipes (the kernel computes in float32).")
 @click.option("--families", "families_file", type=click.Path(dir_okay=False, exists=True),
               help="Run every family listed in this file (one argument line each) instead.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -374,7 +375,8 @@ def recipes_command(lambdas, windows, modules, exclude_modules, model_pair, inst
       mi-mergekit recipes --lambdas 0.8 --window last2of3 --model-pair 30b -o recipes/
     """
     if families_file:
-        if lambdas or windows or modules or exclude_modules or model_pair or instruct or thinking:
+        if (lambdas or windows or modules or exclude_modules or model_pair or instruct or thinking
+                or num_layers or suffix is not None or dtype != "bfloat16"):
             raise click.UsageError("--families replaces the per-family options")
         recipes: List[Recipe] = []
         for args in read_families(families_file):

@@ -334,6 +334,8 @@ def test_custom_pair_modules_and_suffix(tmp_path):
     (["--lambdas", "0.8", "--instruct", "a/b"], "both --instruct and --thinking"),
     (["--lambdas", "0.8", "--instruct", "a", "--thinking", "b", "--window", "last2of3"], "--num-layers"),
     ([], "--lambdas is required"),
+    (["--families", os.path.join(RECIPES, "families.txt"), "--lambdas", "0.5"], "replaces"),
+    (["--lambdas", "0.8", "--dtype", "bf16"], "bf16"),
 ])
 def test_generator_rejects_bad_input(tmp_path, args, message):
     result = CliRunner().invoke(recipes_command, args + ["-o", str(tmp_path / "o")])
