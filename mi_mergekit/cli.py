@@ -16,6 +16,7 @@ import click
 SUBCOMMANDS = {
     "plan": "mi_mergekit.commands:plan_command",
     "merge": "mi_mergekit.commands:merge_command",
+    "recipes": "mi_mergekit.recipes:recipes_command",
     "eval": "mi_mergekit.eval.cli:eval_command",
     "report": "mi_mergekit.eval.cli:report_command",
     "demo": "mi_mergekit.toy.demo:demo_command",
