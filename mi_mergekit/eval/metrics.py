@@ -103,7 +103,7 @@ def run_metrics(grades: Iterable[dict]) -> dict:
     if not by_question:
         raise ValueError("no graded samples")
     questions = []
-    for qid, items in by_question.items():
+    for items in by_question.values():
         items.sort(key=lambda g: g["sample_index"])
         questions.append(question_metrics(items))
     ns = {q["n"] for q in questions}

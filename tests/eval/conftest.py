@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# One intra-op thread, here and in the subprocesses the tests start: the machine is shared,
-# and tiny models gain nothing from more.
-os.environ["OMP_NUM_THREADS"] = "1"
-
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 sys.path.insert(0, str(HERE))
@@ -20,16 +16,25 @@ sys.path.insert(0, str(HERE))
 @pytest.fixture(scope="session", autouse=True)
 def _offline_nltk(tmp_path_factory):
     """Point the punkt_tab writer at a fresh directory, so the tests do not depend on ~/.cache."""
+    old = os.environ.get("MI_MERGEKIT_NLTK_DATA")
     os.environ["MI_MERGEKIT_NLTK_DATA"] = str(tmp_path_factory.mktemp("nltk_data"))
     yield
+    if old is None:
+        os.environ.pop("MI_MERGEKIT_NLTK_DATA", None)
+    else:
+        os.environ["MI_MERGEKIT_NLTK_DATA"] = old
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
+    """One intra-op thread in these tests (and their subprocesses, see test_cli_resume.py): the
+    machine is shared and tiny models gain nothing from more. Restored afterwards."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,14 @@ from mi_mergekit.eval import evaluate
 CLI = [sys.executable, "-m", "mi_mergekit.cli"]
 
 
+def subprocess_env() -> dict:
+    """One torch thread in the subprocesses too (shared 2-core machine)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_cli(*args, timeout=240):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env())
 
 
 def sample_set(run_dir):
@@ -82,7 +88,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, fixtures, tiny
     run_dir = tmp_path / "killed"
     samples_file = run_dir / "samples.jsonl"
     process = subprocess.Popen([*CLI, *map(str, args), "--out", str(run_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env())
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:

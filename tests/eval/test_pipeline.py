@@ -101,7 +101,7 @@ def test_transformers_backend_end_to_end(tmp_path, fixtures, tiny_model):
     run_a = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "a", **common)
     samples = sample_tuples(run_a)
     assert len(samples) == 12
-    for qid, index, text, n_tokens, finish, seed in samples:
+    for _qid, _index, _text, n_tokens, finish, _seed in samples:
         assert 1 <= n_tokens <= 12 and finish in ("stop", "length")
         assert finish == "stop" or n_tokens == 12
     config = json.loads((run_a / "run.json").read_text())
