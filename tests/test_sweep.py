@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from common import config_from, load_model, merge, mi_config
-from common import run
+from common import config_from, load_model, merge, mi_config, run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mergekit.options import MergeOptions
+import mi_mergekit.sweep as sweep_module
 from mi_mergekit.sweep import format_lambda, output_name, parse_lambdas, run_sweep
 
 FILES = ("config.json", "mi_plan.json", "generation_config.json", "tokenizer.json",
@@ -85,6 +85,17 @@ def test_each_input_tensor_is_read_once(untied_pair, tmp_path, monkeypatch):
         return original(self, key, *args, **kwargs)
 
     monkeypatch.setattr(LazyTensorLoader, "get_tensor", counting)
+    # the per-tensor work (dtype alignment, Θ_T − Θ_I) is shared by all λ as well
+    shared_cls, interp_cls = sweep_module._tasks()
+    runs = Counter()
+    for cls in (shared_cls, interp_cls):
+        original_execute = cls.execute
+
+        def execute(self, *args, _original=original_execute, _name=cls.__name__, **kwargs):
+            runs[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "execute", execute)
     data = mi_config(instruct, thinking, lam=0.5, layer_start=2, dtype="bfloat16")
     outputs = run_sweep(config_from(data), ["0.1", "0.5", "0.9", "1"], str(tmp_path / "s"),
                         MergeOptions(quiet=True))
@@ -93,6 +104,33 @@ def test_each_input_tensor_is_read_once(untied_pair, tmp_path, monkeypatch):
     assert {(os.path.abspath(p), n) for p, n in reads} == expected
     assert set(reads.values()) == {1}, [k for k, v in reads.items() if v != 1]
     assert len(outputs) == 4 and all(os.path.isdir(o.path) for o in outputs)
+    assert runs == {"SharedDelta": len(names), "SweepInterpolate": 4 * len(names)}
+
+
+def test_unshared_path_and_mergekit_kernel_agree(untied_pair, tmp_path):
+    """share=False runs model_interpolation's own kernel per (tensor, λ): same bytes."""
+    instruct, thinking = untied_pair
+    data = mi_config(instruct, thinking, lam=0.8, dtype="float32", layer_end=2, exclude_modules="attention")
+    for share in (True, False):
+        run_sweep(config_from(data), ["0.3", "0.9"], str(tmp_path / f"s{share}"), MergeOptions(quiet=True),
+                  share=share)
+    for lam in ("0.3", "0.9"):
+        assert filecmp.cmp(tmp_path / "sTrue" / f"lambda_{lam}" / "model.safetensors",
+                           tmp_path / "sFalse" / f"lambda_{lam}" / "model.safetensors", shallow=False)
+
+
+def test_non_finite_input_fails_the_sweep_without_output(dense_pair, copy_pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    instruct, thinking = copy_pair(dense_pair)
+    path = os.path.join(thinking, "model.safetensors")
+    tensors = load_file(path)
+    tensors["model.layers.3.mlp.up_proj.weight"][0, 0] = float("inf")
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="NaN/inf"):
+        run_sweep(config_from(mi_config(instruct, thinking, dtype="bfloat16")), ["0.2", "0.8"],
+                  str(tmp_path / "s"), MergeOptions(quiet=True))
+    assert os.listdir(tmp_path / "s") == []
 
 
 @pytest.mark.parametrize("when", ["during_tensors", "after_weights"])
