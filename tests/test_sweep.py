@@ -186,3 +186,18 @@ def test_sweep_rejects_bad_recipe_before_writing(dense_pair, tmp_path):
     with pytest.raises(Exception, match="layer_start"):
         run_sweep(config_from(data), ["0.5"], str(tmp_path / "s"), MergeOptions(quiet=True))
     assert not (tmp_path / "s").exists()
+
+
+def test_sharded_outputs_match_sharded_single_merges(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    data = mi_config(instruct, thinking, lam=0.8, dtype="bfloat16")
+    options = dict(quiet=True, out_shard_size=20_000)
+    run_sweep(config_from(data), ["0.25"], str(tmp_path / "s"), MergeOptions(**options))
+    ref = tmp_path / "ref"
+    run_merge_options = {**data, "parameters": {"lambda": 0.25}}
+    merge(run_merge_options, ref, out_shard_size=20_000)
+    got = tmp_path / "s" / "lambda_0.25"
+    shards = sorted(n for n in os.listdir(ref) if n.endswith(".safetensors"))
+    assert len(shards) > 1 and shards == sorted(n for n in os.listdir(got) if n.endswith(".safetensors"))
+    for name in shards + ["model.safetensors.index.json"]:
+        assert filecmp.cmp(got / name, ref / name, shallow=False), name
