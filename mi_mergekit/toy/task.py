@@ -1,7 +1,9 @@
 """The toy task: running sums of single digits, with a checkable answer.
 
-A problem is a sum of ``k`` single digits (``k`` = difficulty, 2..8), e.g. the
-question ``"3+5+2+8="`` with answer ``18``.
+A problem is a sum of ``k`` DISTINCT single digits (``k`` = difficulty, 2..8),
+e.g. the question ``"3+5+2+8="`` with answer ``18``. (Distinct digits make
+"which term comes next" unambiguous for the model: it finds the term it just
+added in the question and takes the one after it.)
 
 * The Thinking completion works it out one addition a line::
 
@@ -31,6 +33,7 @@ from typing import Iterable, Iterator
 
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 8
+MAX_NEW_TOKENS = 128  # generation budget: the longest thinking (k=8) is ~60 tokens
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -90,7 +93,7 @@ def parse_question(question: str) -> tuple[int, ...]:
 def make_problem(rng: random.Random, difficulty: int, id: str = "") -> Problem:
     if not MIN_DIFFICULTY <= difficulty <= MAX_DIFFICULTY:
         raise ValueError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
-    return Problem(id=id, terms=tuple(rng.randrange(10) for _ in range(difficulty)))
+    return Problem(id=id, terms=tuple(rng.sample(range(10), difficulty)))
 
 
 def generate_problems(

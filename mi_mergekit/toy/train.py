@@ -1,9 +1,10 @@
 """Train the toy Qwen3 base model and its Instruct / Thinking children (CPU).
 
-    python -m mi_mergekit.toy.train --out DIR            # full run (~10 min, 2 cores)
+    python -m mi_mergekit.toy.train --out DIR            # full run (~9 min measured, 1 thread)
     python -m mi_mergekit.toy.train --out DIR --tiny --steps 5   # smoke test
 
-Stages (all from one seed, deterministic on one machine):
+Stages (all from one seed, deterministic on one machine). The shipped pair in
+``mi_mergekit/toy/pair`` was made with ``--out mi_mergekit/toy/pair`` (see its MODEL_CARD.md).
 
 1. base: a "hybrid" model (like Qwen/Qwen3-4B) trained from scratch on both
    formats: under the thinking template (prompt ends with ``<think>\\n``) it
@@ -23,7 +24,8 @@ digit (start working) -- which produces the stage transition.
 
 Output: ``DIR/base``, ``DIR/instruct``, ``DIR/thinking`` (HF folders: bf16
 safetensors, config, tokenizer, chat template, generation_config) and, unless
-``--no-eval``, ``DIR/curve.json`` with the λ curve measured on the held-out set.
+``--no-eval``, the λ curve on the held-out set (printed, and stored with the
+config and measured wall times in ``DIR/train_summary.json``).
 """
 
 from __future__ import annotations
@@ -57,21 +59,21 @@ from mi_mergekit.toy.tokenizer import (
 class TrainConfig:
     seed: int = 0
     # model
-    hidden_size: int = 128
-    intermediate_size: int = 384
+    hidden_size: int = 96
+    intermediate_size: int = 256
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    head_dim: int = 32
+    head_dim: int = 24
     # base pre-training
-    base_steps: int = 1500
+    base_steps: int = 2400
     base_lr: float = 3e-3
-    base_batch: int = 64
+    base_batch: int = 32
     warmup: int = 100
     # children fine-tuning (moderate: few steps, small learning rate)
-    child_steps: int = 120
+    child_steps: int = 150
     child_lr: float = 3e-4
-    child_batch: int = 64
+    child_batch: int = 32
     # weight decay / clipping
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -122,25 +124,32 @@ def collate(examples, pad_id: int):
 
 # The three data mixtures: (thinking_template, think) pairs to sample from.
 MIXTURES = {
-    "base": [(True, True), (False, False)],
+    "base": [(True, True), (True, True), (True, True), (False, False)],
     "thinking": [(True, True)],
     "instruct": [(False, False), (True, False)],
 }
 
 
 class Batches:
+    """Endless training batches. Each batch has ONE format and ONE difficulty, so it
+    needs (almost) no padding -- the cheapest way to spend a CPU budget."""
+
     def __init__(self, tok, mixture: str, batch: int, seed: int, exclude: set[str]):
         self.tok = tok
         self.kinds = MIXTURES[mixture]
         self.batch = batch
         self.rng = random.Random(seed)
-        self.problems = task.iter_training_problems(seed, exclude=exclude)
+        self.exclude = exclude
 
     def __next__(self):
+        thinking_template, think = self.kinds[self.rng.randrange(len(self.kinds))]
+        k = self.rng.randint(task.MIN_DIFFICULTY, task.MAX_DIFFICULTY)
         exs = []
-        for _ in range(self.batch):
-            thinking_template, think = self.kinds[self.rng.randrange(len(self.kinds))]
-            exs.append(encode_example(self.tok, next(self.problems), thinking_template, think))
+        while len(exs) < self.batch:
+            p = task.make_problem(self.rng, k)
+            if p.question in self.exclude:
+                continue
+            exs.append(encode_example(self.tok, p, thinking_template, think))
         return collate(exs, self.tok.pad_token_id)
 
 
@@ -251,7 +260,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eval", action="store_true", help="skip the λ-curve evaluation")
     ap.add_argument("--eval-lambdas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")
     ap.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N held-out problems")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a 2-core machine shared with other jobs, 2 threads "
+                         "measured ~4x SLOWER per step because of OpenMP contention)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field, e.g. --set hidden_size=96 (repeatable)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -269,6 +282,11 @@ def main(argv=None) -> int:
         cfg.child_steps = args.child_steps
     if args.child_lr is not None:
         cfg.child_lr = args.child_lr
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        if not hasattr(cfg, key):
+            raise SystemExit(f"unknown config field {key!r}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -25,6 +25,7 @@ def test_generator_is_deterministic_and_graded():
     assert sorted({p.difficulty for p in a}) == list(range(task.MIN_DIFFICULTY, task.MAX_DIFFICULTY + 1))
     for p in a:
         assert all(0 <= t <= 9 for t in p.terms)
+        assert len(set(p.terms)) == len(p.terms)  # distinct digits
         assert int(p.answer) == sum(p.terms)
     exclude = {p.question for p in a[:10]}
     c = task.generate_problems(50, seed=1, exclude=exclude)
