@@ -280,7 +280,10 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
 
 
 def _grade_sample(grader, sample: dict, item: dict) -> dict:
-    split = split_response(sample["text"], item.get("prompt_opens_think", False))
+    split = split_response(
+        sample["text"], item.get("prompt_opens_think", False),
+        truncated=sample.get("finish_reason") == "length",
+    )
     grade = grader.no_answer() if split.answer is None else grader.grade(split.answer, item)
     return {
         "question_id": sample["question_id"],

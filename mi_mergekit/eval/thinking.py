@@ -5,10 +5,16 @@ generation prompt, so the model's output holds only the closing ``</think>``.
 The paper's Think #R counts responses that contain ``</think>``; answers are
 graded on the text after the *last* ``</think>``.
 
-Unterminated thinking -- the response has no ``</think>`` but a think block was
-open (the prompt ended inside ``<think>`` or the response opened one) -- means
-the model never reached an answer (usually: it hit the token budget). We grade
-it as *no answer*: incorrect, no vote, and every instruction of IFEval failed.
+Unterminated thinking -- the response has no ``</think>``, a think block was
+open (the prompt ended inside ``<think>`` or the response opened one) *and* the
+sample ran out of tokens -- means the model never reached an answer. We grade it
+as *no answer*: incorrect, no vote, and every instruction of IFEval failed.
+
+A response that never closes the think block but *ends its turn* (EOS) is an
+answer without explicit thinking: the Instruct end of a λ sweep under the
+Thinking template answers directly. It is graded as a whole (minus a stray
+``<think>`` tag) and does not count for Think #R. This is how the paper's
+numbers read: MI-0.4 thinks in 1.4% of responses yet scores 55.8 on AIME'25.
 A response with no think tags at all (an Instruct model) is all answer.
 """
 
@@ -38,11 +44,17 @@ class SplitResponse:
     answer: Optional[str]
 
 
-def split_response(text: str, prompt_opens_think: bool) -> SplitResponse:
-    """Split ``text`` (the generated continuation) for grading."""
+def split_response(text: str, prompt_opens_think: bool, truncated: bool = True) -> SplitResponse:
+    """Split ``text`` (the generated continuation) for grading.
+
+    ``truncated`` is True when the sample stopped at the token budget
+    (``finish_reason == "length"``) rather than ending its turn.
+    """
     close = text.rfind(THINK_CLOSE)
     if close >= 0:
         return SplitResponse(True, False, text[close + len(THINK_CLOSE):].strip())
     if prompt_opens_think or THINK_OPEN in text:
-        return SplitResponse(False, True, None)
+        if truncated:
+            return SplitResponse(False, True, None)
+        return SplitResponse(False, False, text.replace(THINK_OPEN, "").strip())
     return SplitResponse(False, False, text.strip())

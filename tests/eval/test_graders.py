@@ -21,7 +21,8 @@ def test_math_fixture_answers(fixtures):
     cases = load(fixtures, "math_answers.jsonl")
     results = []
     for case in cases:
-        sample = {"question_id": "q", "sample_index": 0, "text": case["response"], "n_tokens": 1, "finish_reason": "stop"}
+        sample = {"question_id": "q", "sample_index": 0, "text": case["response"], "n_tokens": 1,
+                  "finish_reason": case.get("finish_reason", "stop")}
         graded = _grade_sample(grader, sample, {"answer": case["gold"], "prompt_opens_think": case["prompt_opens_think"]})
         results.append((case["note"], graded["correct"]))
     assert results == [(case["note"], case["correct"]) for case in cases]
@@ -36,6 +37,17 @@ def test_unterminated_thinking_is_no_answer():
     assert graded["correct"] is False and graded["extracted"] is None and graded["unterminated"] is True
     # the same text from an Instruct model (no think block anywhere) is all answer
     graded = _grade_sample(grader, sample, {"answer": "3", "prompt_opens_think": False})
+    assert graded["correct"] is True and graded["unterminated"] is False and graded["has_think_close"] is False
+
+
+def test_open_think_block_that_ends_its_turn_is_a_direct_answer():
+    """The Instruct end of a sweep under the Thinking template: no </think>, but EOS."""
+    split = split_response("\\boxed{18}", prompt_opens_think=True, truncated=False)
+    assert split == split.__class__(has_think_close=False, unterminated=False, answer="\\boxed{18}")
+    assert split_response("<think>\\boxed{2}", False, truncated=False).answer == "\\boxed{2}"
+    grader = get_grader("math")
+    sample = {"question_id": "q", "sample_index": 0, "text": "\\boxed{18}", "n_tokens": 4, "finish_reason": "stop"}
+    graded = _grade_sample(grader, sample, {"answer": "18", "prompt_opens_think": True})
     assert graded["correct"] is True and graded["unterminated"] is False and graded["has_think_close"] is False
 
 
