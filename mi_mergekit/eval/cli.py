@@ -54,6 +54,8 @@ def _parse_columns(values) -> dict:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
+@click.option("--prompt-batch", type=int, default=1, show_default=True,
+              help="transformers: questions per generate call (fixed groups; faster for small models).")
 @click.option("--device", help="transformers: device (default cuda if available, else cpu).")
 @click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype.")
 @click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's.")
@@ -123,7 +125,8 @@ def _decoding(opts):
 def _backend_options(opts) -> dict:
     backend = opts["backend"]
     if backend == "transformers":
-        return dict(batch_size=opts["batch_size"], device=opts["device"], dtype=opts["dtype"],
+        return dict(batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"],
+                    device=opts["device"], dtype=opts["dtype"],
                     tokenizer_path=opts["tokenizer_path"])
     if backend == "vllm":
         return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],

@@ -187,15 +187,26 @@ def _check_resume(out: Path, config: dict) -> None:
     config["created"] = old.get("created", config["created"])
 
 
-def plan_chunks(prompts: List[dict], n_samples: int, chunk_size: int, seed: int, have) -> List[Chunk]:
-    """The chunks with at least one sample missing from ``have`` (a container of (qid, index))."""
+def plan_chunks(prompts: List[dict], n_samples: int, chunk_size: int, seed: int, have,
+                prompt_batch: int = 1) -> List[Chunk]:
+    """The chunks with at least one sample missing from ``have`` (a container of (qid, index)).
+
+    With ``prompt_batch = P > 1`` the chunks of questions ``[gP, (g+1)P)`` that share
+    a sample range form batch ``g``; a batch with anything missing is planned whole.
+    """
     chunks = []
-    for record in prompts:
-        qid = record["question_id"]
-        for start in range(0, n_samples, chunk_size):
-            indices = tuple(range(start, min(start + chunk_size, n_samples)))
-            if any((qid, i) not in have for i in indices):
-                chunks.append(Chunk(qid, record["prompt"], record["messages"], indices, chunk_seed(seed, qid, start)))
+    for start in range(0, n_samples, chunk_size):
+        indices = tuple(range(start, min(start + chunk_size, n_samples)))
+        for first in range(0, len(prompts), max(1, prompt_batch)):
+            group = prompts[first:first + max(1, prompt_batch)]
+            if not any((r["question_id"], i) not in have for r in group for i in indices):
+                continue
+            batch = (start // chunk_size) * len(prompts) + first if prompt_batch > 1 else -1
+            chunks.extend(
+                Chunk(r["question_id"], r["prompt"], r["messages"], indices,
+                      chunk_seed(seed, r["question_id"], start), batch)
+                for r in group
+            )
     return chunks
 
 
@@ -207,7 +218,8 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
     store = st.SampleStore(out / st.SAMPLES_FILE)
     total = len(prompts) * n_samples
     done_before = sum((p["question_id"], i) in store for p in prompts for i in range(n_samples))
-    chunks = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store)
+    chunks = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store,
+                         getattr(backend, "prompt_batch", 1))
     added = 0
     with tqdm(total=total, initial=done_before, desc="generating", unit="sample", disable=not progress) as bar:
         for chunk, completions in backend.generate(chunks, decoding, max_new_tokens):

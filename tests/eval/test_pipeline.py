@@ -229,3 +229,33 @@ def test_hub_datasets_are_loaded_by_name(monkeypatch):
     load_examples("hf:Idavidrein/gpqa:gpqa_diamond", "aime25")
     assert calls == [("math-ai/aime25", None, "test"), ("Idavidrein/gpqa", "gpqa_diamond", "train")]
     assert example.question == "p"
+
+
+def test_prompt_batches_resume_to_the_same_samples(tmp_path, fixtures, tiny_model):
+    """Questions generated together (prompt_batch) in fixed groups: a run that lost samples
+    regenerates whole groups and ends with exactly the samples of an uninterrupted run."""
+    common = dict(n_samples=4, max_new_tokens=12, seed=5, backend="transformers",
+                  backend_options={"batch_size": 2, "prompt_batch": 2}, progress=False)
+    full = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "full", **common)
+    samples = sample_tuples(full)
+    assert len(samples) == 12
+    assert json.loads((full / "run.json").read_text())["backend"]["prompt_batch"] == 2
+
+    resumed = tmp_path / "resumed"
+    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=resumed, **common)
+    lines = (resumed / "samples.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["sample_index"] != 3][:5]  # lose 7 samples
+    (resumed / "samples.jsonl").write_text("\n".join(kept) + "\n")
+    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=resumed, **common)
+    assert sample_tuples(resumed) == samples
+
+
+def test_plan_chunks_groups_questions_in_fixed_batches():
+    from mi_mergekit.eval.runner import plan_chunks
+
+    prompts = [{"question_id": q, "prompt": q, "messages": []} for q in "abcde"]
+    have = {("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("d", 0)}
+    chunks = plan_chunks(prompts, 2, 2, 0, have, prompt_batch=2)
+    # group (a, b) is complete and skipped; (c, d) has a missing sample and is planned whole
+    assert [(c.question_id, c.batch) for c in chunks] == [("c", 2), ("d", 2), ("e", 4)]
+    assert plan_chunks(prompts, 2, 2, 0, have)[0].batch == -1

@@ -7,6 +7,12 @@ with ``chunk.seed`` and yields each chunk's completions as soon as they are
 done, so the runner can store them before starting anything else. Chunk sizes
 are fixed by the backend (``chunk_size``) and recorded in the run, so a resumed
 run regenerates exactly the chunks that were lost.
+
+A backend with ``prompt_batch = P > 1`` generates the chunks of P consecutive
+questions in one call. The groups are fixed by question order (not by what is
+missing), and a group with any sample missing is planned whole, so a resumed
+run replays exactly the calls of an uninterrupted one (samples already stored
+are not written twice).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class Chunk:
     messages: list
     indices: Tuple[int, ...]
     seed: int
+    #: chunks with the same ``batch`` (>= 0) are generated in one call; -1 = alone
+    batch: int = -1
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Backend:
     name: str = ""
     #: samples per chunk; fixed for a run
     chunk_size: int = 1
+    #: questions generated together in one call (fixed groups, recorded in the run)
+    prompt_batch: int = 1
     #: the model's tokenizer (renders prompts with its chat template), or None
     tokenizer = None
 
