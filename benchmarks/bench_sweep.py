@@ -7,6 +7,7 @@ model with :func:`mi_mergekit.synthetic.build_pair`, then runs, each as a fresh
 subprocess whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` of a wrapper:
 
 * one merge    ``mergekit-yaml`` of the model_interpolation recipe at λ = 0.5
+               (also with THP_MEM_ALLOC_ENABLE=1, which ``mi-mergekit sweep`` sets)
 * 5 separate   ``mergekit-yaml`` at λ = 0.1, 0.3, 0.5, 0.7, 0.9 (walls summed)
 * sweep        ``mi-mergekit sweep RECIPE --lambdas 0.1:0.9:0.2`` (one process)
 * raw floor    read both inputs once with safetensors, write the Instruct
@@ -66,8 +67,9 @@ WRAPPER = (
 )
 
 
-def measure(cmd):
-    result = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True)
+def measure(cmd, env=None):
+    result = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if result.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr}")
     return json.loads(result.stdout)
@@ -118,12 +120,19 @@ def main():
     measure([sys.executable, "-c", RAW_FLOOR, os.path.join(instruct, "model.safetensors"),
              os.path.join(thinking, "model.safetensors"), work, "0"])
 
-    results = {"one merge": [], "5 separate": [], "sweep": [], "raw floor": []}
+    results = {"one merge": [], "one merge + THP": [], "5 separate": [], "sweep": [], "raw floor": []}
     for rep in range(args.repeat):
         one = os.path.join(work, "one")
         r = measure([mergekit_yaml, recipes["0.5"], one])
         results["one merge"].append(r)
         print(f"  one merge: {r['wall']:.2f} s, {r['rss_mib']:.0f} MiB", flush=True)
+
+        # the sweep CLI turns on transparent huge pages for torch's allocator; the same
+        # environment variable on a single merge shows how much of the gap is page faults
+        r = measure([mergekit_yaml, recipes["0.5"], one + "_thp"], env={"THP_MEM_ALLOC_ENABLE": "1"})
+        results["one merge + THP"].append(r)
+        shutil.rmtree(one + "_thp")
+        print(f"  one merge + THP: {r['wall']:.2f} s, {r['rss_mib']:.0f} MiB", flush=True)
 
         walls, rss = [], []
         for lam in LAMBDAS:

@@ -222,6 +222,8 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float]], out_dir: str, 
     install()
     options = options or MergeOptions()
     labels = [lam if isinstance(lam, str) else format_lambda(lam) for lam in lambdas]
+    if not labels:
+        raise ValueError("no λ values to sweep")
     if len(set(labels)) != len(labels):
         raise ValueError(f"duplicate λ values in {labels}")
     outputs, arch = prepare_outputs(merge_config, labels, out_dir, options, config_source)
@@ -256,17 +258,21 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float]], out_dir: str, 
         saved: Dict[str, int] = {}
         tokenizer = None
         n_tensors = len(outputs[0].plan.tensors)
-        with tqdm.tqdm(total=n_tensors, desc=f"Sweep ({len(outputs)} λ) tensors",
-                       unit="tensor", disable=not show) as bar:
-            for task, value in executor.run(quiet=True):
-                if isinstance(task, SaveTensor):
-                    saved[task.tensor_name] = saved.get(task.tensor_name, 0) + 1
-                    if saved[task.tensor_name] == len(outputs):
-                        bar.update(1)
-                elif isinstance(value, TokenizerInfo):
-                    tokenizer = value.tokenizer
-        del executor, targets
-        _SCRATCH.clear()
+        try:
+            with tqdm.tqdm(total=n_tensors, desc=f"Sweep ({len(outputs)} λ) tensors",
+                           unit="tensor", disable=not show) as bar:
+                for task, value in executor.run(quiet=True):
+                    if isinstance(task, SaveTensor):
+                        saved[task.tensor_name] = saved.get(task.tensor_name, 0) + 1
+                        if saved[task.tensor_name] == len(outputs):
+                            bar.update(1)
+                            if len(saved) == n_tensors and saved[task.tensor_name] == len(outputs):
+                                LOG.info("writing the last shards of %d outputs", len(outputs))
+                    elif isinstance(value, TokenizerInfo):
+                        tokenizer = value.tokenizer
+        finally:
+            del executor, targets
+            _SCRATCH.clear()
 
         for output, cfg_out in zip(outputs, out_configs):
             finish_output(output, cfg_out, arch, tokenizer, options)
