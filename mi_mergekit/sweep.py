@@ -266,7 +266,7 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float]], out_dir: str, 
                         saved[task.tensor_name] = saved.get(task.tensor_name, 0) + 1
                         if saved[task.tensor_name] == len(outputs):
                             bar.update(1)
-                            if len(saved) == n_tensors and saved[task.tensor_name] == len(outputs):
+                            if bar.n == n_tensors:
                                 LOG.info("writing the last shards of %d outputs", len(outputs))
                     elif isinstance(value, TokenizerInfo):
                         tokenizer = value.tokenizer
