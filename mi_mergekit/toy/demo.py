@@ -97,8 +97,9 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
 @click.option("--limit", default=None, type=int, help="Use only the first N held-out questions.")
 @click.option("--max-new-tokens", default=None, type=int, help="Generation budget (default: the toy task's).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--prompt-batch", default=70, show_default=True, help="Questions per generate call.")
 @click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
-def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, skip_variants):
+def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch, skip_variants):
     """Merge the shipped toy pair over a λ grid with mergekit-yaml, evaluate, report."""
     from mi_mergekit.eval import evaluate, write_report
     from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
@@ -125,6 +126,7 @@ def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, skip_
             str(model), str(dataset), grader="math", decoding="thinking", n_samples=n_samples,
             max_new_tokens=max_new_tokens or _default_budget(), seed=seed,
             out_dir=str(out / "runs" / config.name), benchmark="boxed",
+            backend_options={"batch_size": n_samples, "prompt_batch": prompt_batch},
             lambda_=None if config.parameters else config.lam, label=config.name,
         ))
     report = write_report(runs, out / "report")
