@@ -5,7 +5,8 @@ window at λ = 0.8 and both module ablations at λ = 0.8 — it writes a recipe,
 it with the real ``mergekit-yaml`` console script, evaluates the merged model with
 the harness (Thinking chat template and decoding, as the paper does for merged
 models) on the held-out synthetic set, then prints the Table-2-style report and
-writes a PNG of Think #R, Token #N and accuracy against λ.
+writes a PNG of Think #R, Token #N and accuracy against λ, and finds the three
+stages in the sweep (``mi-mergekit stages``), shaded in a second PNG.
 
 Everything lands in ``--out`` (default ``./mi-demo``): ``recipes/``, ``models/``,
 ``runs/`` (samples.jsonl + metrics per model) and ``report/`` (report.md, report.csv,
@@ -133,6 +134,15 @@ def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, promp
     click.echo(report["markdown"])
     for png in report.get("plots", []):
         click.echo(f"plot: {png}")
+    sweep_runs = [str(r) for r, c in zip(runs, configs) if not c.parameters]
+    if len(sweep_runs) >= 3:
+        from mi_mergekit.analysis import stages
+
+        result = stages.analyse(sweep_runs)
+        with open(out / "report" / "stages.json", "w") as handle:
+            json.dump(result, handle, indent=1)
+        click.echo(stages.describe(result))
+        click.echo(f"plot: {stages.plot(result, str(out / 'report' / 'stages.png'))}")
     click.echo(f"done in {time.perf_counter() - started:.0f} s; everything is under {out}/", err=True)
 
 
