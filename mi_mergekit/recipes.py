@@ -79,6 +79,10 @@ THIRDS_TEXT = {
 # --------------------------------------------------------------------------- λ values
 
 
+#: how many λ values a ``START:STOP:STEP`` range may expand to
+MAX_LAMBDAS = 1000
+
+
 def format_lambda(value: Decimal) -> str:
     """Shortest plain decimal: 0.3 (never 0.30000000000000004), 0.55, 1.0, -0.2."""
     text = format(value.normalize(), "f")
@@ -111,10 +115,13 @@ def parse_lambdas(spec: str) -> List[Decimal]:
                 raise click.BadParameter(
                     f"range {item!r} needs START <= STOP and STEP > 0", param_hint="--lambdas"
                 )
-            value = start
-            while value <= stop:
-                values.append(value)
-                value += step
+            count = int((stop - start) / step) + 1
+            if count > MAX_LAMBDAS:
+                raise click.BadParameter(
+                    f"range {item!r} expands to {count} values (at most {MAX_LAMBDAS})",
+                    param_hint="--lambdas",
+                )
+            values.extend(start + k * step for k in range(count))
         else:
             raise click.BadParameter(
                 f"{item!r}: use a number or START:STOP:STEP", param_hint="--lambdas"

@@ -49,7 +49,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
@@ -65,61 +65,20 @@ if "torch" not in sys.modules:
 
 LOG = logging.getLogger("mi_mergekit.sweep")
 
-#: how many λ values a ``START:STOP:STEP`` range may expand to
-MAX_LAMBDAS = 1000
-
-
-def _decimal(text: str, spec: str) -> Decimal:
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise click.BadParameter(f"{text!r} in {spec!r} is not a number", param_hint="--lambdas")
-    if not value.is_finite():
-        raise click.BadParameter(f"{text!r} in {spec!r} is not finite", param_hint="--lambdas")
-    return value
-
-
 def parse_lambdas(spec: str) -> List[str]:
     """``"0.1:0.9:0.1"`` (inclusive range) or ``"0.2,0.5,0.8"`` -> exact decimal strings.
 
-    Decimal arithmetic keeps the range exact (0.3, not 0.30000000000000004), so
-    folder names and the λ written to the plan are the numbers the user typed.
-    Values may be outside [0, 1] (extrapolation, logged by the method).
+    The parsing is :func:`mi_mergekit.recipes.parse_lambdas` (exact decimals, so
+    0.3, not 0.30000000000000004); folder names and the λ written to the plan are
+    the numbers the user typed. Values may be outside [0, 1] (extrapolation).
     """
-    spec = spec.strip()
-    if not spec:
-        raise click.BadParameter("empty λ list", param_hint="--lambdas")
-    values: List[Decimal] = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if ":" in item:
-            parts = item.split(":")
-            if len(parts) != 3:
-                raise click.BadParameter(
-                    f"range {item!r} must be START:STOP:STEP (inclusive), e.g. 0.1:0.9:0.1",
-                    param_hint="--lambdas",
-                )
-            start, stop, step = (_decimal(p, spec) for p in parts)
-            if step <= 0:
-                raise click.BadParameter(f"step must be positive in {item!r}", param_hint="--lambdas")
-            if stop < start:
-                raise click.BadParameter(f"STOP < START in {item!r}", param_hint="--lambdas")
-            count = int((stop - start) / step) + 1
-            if count > MAX_LAMBDAS:
-                raise click.BadParameter(f"{item!r} expands to {count} values", param_hint="--lambdas")
-            values.extend(start + k * step for k in range(count))
-        else:
-            values.append(_decimal(item, spec))
-    seen, unique = set(), []
-    for value in values:
+    from mi_mergekit.recipes import parse_lambdas as parse_decimals
+
+    unique: List[str] = []
+    for value in parse_decimals(spec):
         text = format_lambda(value)
-        if text not in seen:
-            seen.add(text)
+        if text not in unique:
             unique.append(text)
-    if not unique:
-        raise click.BadParameter("empty λ list", param_hint="--lambdas")
     return unique
 
 

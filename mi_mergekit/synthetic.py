@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 INSTRUCT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -132,11 +132,9 @@ def build_pair(root: str, spec: PairSpec = PairSpec()) -> Tuple[str, str]:
     return paths[0], paths[1]
 
 
-def recipe(instruct: str, thinking: str, lam: float = 0.8, dtype: Optional[str] = "bfloat16",
-           **parameters) -> str:
-    """A model_interpolation YAML recipe for a pair (as text)."""
-    import yaml
-
+def recipe_data(instruct: str, thinking: str, lam=0.8, dtype: Optional[str] = "bfloat16",
+                out_dtype: Optional[str] = None, **parameters) -> dict:
+    """A model_interpolation recipe for a pair (as a dict, ready for MergeConfiguration)."""
     data = {
         "merge_method": "model_interpolation",
         "base_model": instruct,
@@ -145,4 +143,14 @@ def recipe(instruct: str, thinking: str, lam: float = 0.8, dtype: Optional[str] 
     }
     if dtype:
         data["dtype"] = dtype
-    return yaml.safe_dump(data, sort_keys=False)
+    if out_dtype:
+        data["out_dtype"] = out_dtype
+    return data
+
+
+def recipe(instruct: str, thinking: str, lam=0.8, dtype: Optional[str] = "bfloat16",
+           **parameters) -> str:
+    """A model_interpolation YAML recipe for a pair (as text)."""
+    import yaml
+
+    return yaml.safe_dump(recipe_data(instruct, thinking, lam, dtype, **parameters), sort_keys=False)

@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
 
+from mi_mergekit.synthetic import recipe_data
+
 
 def load_model(path: str) -> Dict[str, torch.Tensor]:
     tensors = {}
@@ -29,17 +31,8 @@ def config_from(data: dict) -> MergeConfiguration:
 
 def mi_config(instruct: str, thinking: str, lam=0.8, dtype: Optional[str] = "float32",
               out_dtype: Optional[str] = None, **parameters) -> dict:
-    data = {
-        "merge_method": "model_interpolation",
-        "base_model": instruct,
-        "models": [{"model": thinking}],
-        "parameters": {"lambda": lam, **parameters},
-    }
-    if dtype:
-        data["dtype"] = dtype
-    if out_dtype:
-        data["out_dtype"] = out_dtype
-    return data
+    """A model_interpolation recipe dict; float32 by default so oracles compare exactly."""
+    return recipe_data(instruct, thinking, lam, dtype, out_dtype, **parameters)
 
 
 def merge(data: dict, out_path: str, **options) -> Dict[str, torch.Tensor]:

@@ -16,7 +16,6 @@ PNG). Re-running resumes: finished merges and samples are reused.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -50,17 +49,6 @@ def demo_configs(num_layers: int, lambdas: List[float]) -> List[DemoConfig]:
                    "MLP only (attention kept Instruct), λ=0.8"),
     ]
     return configs
-
-
-def parse_lambdas(text: str) -> List[float]:
-    """'0:1:0.1' (start:stop:step, inclusive) or '0,0.5,1'."""
-    if ":" in text:
-        start, stop, step = (float(x) for x in text.split(":"))
-        if step <= 0:
-            raise click.BadParameter("step must be positive", param_hint="--lambdas")
-        count = int(round((stop - start) / step)) + 1
-        return [round(start + i * step, 10) for i in range(count)]
-    return [float(x) for x in text.split(",") if x.strip()]
 
 
 def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> Path:
@@ -103,6 +91,7 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
 def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch, skip_variants):
     """Merge the shipped toy pair over a λ grid with mergekit-yaml, evaluate, report."""
     from mi_mergekit.eval import evaluate, write_report
+    from mi_mergekit.recipes import parse_lambdas
     from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
 
     if not (THINKING_DIR / "config.json").exists():
@@ -115,7 +104,7 @@ def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, promp
     lines = HELDOUT_PATH.read_text().splitlines()
     dataset.write_text("\n".join(lines[:limit] if limit else lines) + "\n")
 
-    configs = demo_configs(num_layers, parse_lambdas(lambdas))
+    configs = demo_configs(num_layers, [float(v) for v in parse_lambdas(lambdas)])
     if skip_variants:
         configs = [c for c in configs if not c.parameters]
     runs = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mi_mergekit.toy import BASE_DIR, INSTRUCT_DIR, PAIR_DIR, THINKING_DIR, curve, task
+from mi_mergekit.toy import BASE_DIR, INSTRUCT_DIR, THINKING_DIR, curve, task
 from mi_mergekit.toy.tokenizer import prompt_text
 
 # 35 held-out problems, 5 per difficulty 2..8
