@@ -257,7 +257,13 @@ def _tasks():
     from mergekit.io.tasks import GatherTensors
     from mergekit.merge_methods.buffers import copy_non_floating_buffer
 
-    from mi_mergekit.methods.interpolation import _all_finite, check_finite, check_lambda
+    from mi_mergekit.methods.interpolation import (
+        _all_finite,
+        apply_task_vector,
+        check_finite,
+        check_lambda,
+        task_vector,
+    )
 
     class SharedDelta(Task[dict]):
         """Per tensor, once for all λ: aligned Θ_I, and float32 Θ_I and Θ_T − Θ_I."""
@@ -290,11 +296,8 @@ def _tasks():
             if not self.need_delta:
                 check_finite(self.tensor_name, Instruct=i, Thinking=t)
                 return {"instruct": i}
-            compute = torch.float64 if common == torch.float64 else torch.float32
-            delta = t.to(compute, copy=True)
-            i_c = i.to(compute)
-            delta.sub_(i_c)  # Θ_T − Θ_I, exactly the kernel's first step
-            return {"instruct": i, "instruct_c": i_c, "delta": delta, "thinking": t}
+            delta = task_vector(i, t)  # Θ_T − Θ_I, exactly the kernel's first step
+            return {"instruct": i, "instruct_c": i.to(delta.dtype), "delta": delta, "thinking": t}
 
     class SweepInterpolate(Task[torch.Tensor]):
         """One output tensor at one λ: (Θ_T − Θ_I)·λ + Θ_I, rounded to the input dtype."""
@@ -322,9 +325,8 @@ def _tasks():
                     check_finite(self.shared.tensor_name, Instruct=instruct, Thinking=shared["thinking"])
                 return instruct  # kept bit for bit
             delta = shared["delta"]
-            merged = _scratch(delta)  # reused float32 buffer: no fresh pages per λ
-            torch.mul(delta, self.lam, out=merged)  # λ·(Θ_T − Θ_I)
-            merged.add_(shared["instruct_c"])  # Θ_I + λ·(Θ_T − Θ_I)
+            # Θ_I + λ·(Θ_T − Θ_I) into a reused float32 buffer: no fresh pages per λ
+            merged = apply_task_vector(shared["instruct_c"], delta, self.lam, out=_scratch(delta))
             if not _all_finite(merged):
                 name = self.shared.tensor_name
                 check_finite(name, Instruct=instruct, Thinking=shared["thinking"])

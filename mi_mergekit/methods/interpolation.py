@@ -90,6 +90,22 @@ SELECTION_PARAMETERS = (
 )
 
 
+def task_vector(instruct: torch.Tensor, thinking: torch.Tensor) -> torch.Tensor:
+    """Θ_T − Θ_I in float32 (float64 inputs stay float64), as a new tensor."""
+    compute = torch.float64 if instruct.dtype == torch.float64 else torch.float32
+    delta = thinking.to(compute, copy=True)
+    delta.sub_(instruct)  # a lower-precision operand is upcast exactly
+    return delta
+
+
+def apply_task_vector(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
+                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Θ_I + λ·δ in δ's precision; ``out`` may be δ itself (in place) or a scratch buffer."""
+    merged = torch.mul(delta, lam, out=out) if out is not None else delta * lam
+    merged.add_(instruct)
+    return merged
+
+
 def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float) -> torch.Tensor:
     """Θ_I + λ·(Θ_T − Θ_I) in float32 (float64 inputs stay float64).
 
@@ -97,12 +113,8 @@ def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float) -> t
     ``task_arithmetic`` so the two agree bit for bit. The caller rounds the
     result once to the output dtype.
     """
-    compute = torch.float64 if instruct.dtype == torch.float64 else torch.float32
-    merged = thinking.to(compute, copy=True)
-    merged.sub_(instruct)  # Θ_T − Θ_I   (a lower-precision operand is upcast exactly)
-    merged.mul_(lam)  # λ·(Θ_T − Θ_I)
-    merged.add_(instruct)  # Θ_I + λ·(Θ_T − Θ_I)
-    return merged
+    delta = task_vector(instruct, thinking)
+    return apply_task_vector(instruct, delta, lam, out=delta)
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
