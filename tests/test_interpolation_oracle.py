@@ -129,3 +129,15 @@ def test_blocked_kernel_equals_whole_tensor_arithmetic(monkeypatch, dtype):
     rounded = kernel.interpolate(a, b, 0.8, out_dtype=dtype)
     assert rounded.dtype == dtype and torch.equal(rounded, expected.to(dtype))
     assert kernel.interpolate(a[:0], b[:0], 0.8).shape == (0, 129)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_finiteness_check_sees_every_non_finite_value(dtype, value):
+    from mi_mergekit.methods.interpolation import _all_finite
+
+    x = torch.randn(1000).to(dtype)
+    assert _all_finite(x) and _all_finite(x[:0])
+    x[617] = value
+    assert not _all_finite(x)
+    assert not _all_finite(x.view(10, 100)[:, 10:20].t())  # non-contiguous views too
