@@ -231,7 +231,6 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float]], out_dir: str, 
                         tokenizer = value.tokenizer
         finally:
             del executor, targets
-            _SCRATCH.clear()
 
         for output, cfg_out in zip(outputs, out_configs):
             finish_output(output, cfg_out, arch, tokenizer, options)
@@ -240,9 +239,6 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float]], out_dir: str, 
         LOG.info("λ=%s written to %s", output.label, output.path)
     return outputs
 
-
-#: per (device, dtype) float scratch buffer of the sweep's merge tasks (one executor thread)
-_SCRATCH: dict = {}
 
 
 def _tasks():
@@ -259,9 +255,9 @@ def _tasks():
 
     from mi_mergekit.methods.interpolation import (
         _all_finite,
-        apply_task_vector,
         check_finite,
         check_lambda,
+        interpolate_from_delta,
         task_vector,
     )
 
@@ -297,7 +293,7 @@ def _tasks():
                 check_finite(self.tensor_name, Instruct=i, Thinking=t)
                 return {"instruct": i}
             delta = task_vector(i, t)  # Θ_T − Θ_I, exactly the kernel's first step
-            return {"instruct": i, "instruct_c": i.to(delta.dtype), "delta": delta, "thinking": t}
+            return {"instruct": i, "delta": delta, "thinking": t}
 
     class SweepInterpolate(Task[torch.Tensor]):
         """One output tensor at one λ: (Θ_T − Θ_I)·λ + Θ_I, rounded to the input dtype."""
@@ -324,23 +320,13 @@ def _tasks():
                 if "delta" in shared:
                     check_finite(self.shared.tensor_name, Instruct=instruct, Thinking=shared["thinking"])
                 return instruct  # kept bit for bit
-            delta = shared["delta"]
-            # Θ_I + λ·(Θ_T − Θ_I) into a reused float32 buffer: no fresh pages per λ
-            merged = apply_task_vector(shared["instruct_c"], delta, self.lam, out=_scratch(delta))
+            # Θ_I + λ·(Θ_T − Θ_I), the kernel's blocked arithmetic on the shared delta
+            merged = interpolate_from_delta(instruct, shared["delta"], self.lam, out_dtype=instruct.dtype)
             if not _all_finite(merged):
                 name = self.shared.tensor_name
                 check_finite(name, Instruct=instruct, Thinking=shared["thinking"])
                 check_finite(name, merged=merged)
-            # the writer keeps the result until its shard is written: never hand out the scratch
-            return merged.clone() if merged.dtype == instruct.dtype else merged.to(instruct.dtype)
-
-    def _scratch(like):
-        key = (like.device, like.dtype)
-        buffer = _SCRATCH.get(key)
-        if buffer is None or buffer.numel() < like.numel():
-            _SCRATCH.pop(key, None)
-            buffer = _SCRATCH[key] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
-        return buffer[: like.numel()].view(like.shape)
+            return merged
 
     globals().update(SharedDelta=SharedDelta, SweepInterpolate=SweepInterpolate)
     return SharedDelta, SweepInterpolate

@@ -117,6 +117,28 @@ def apply_task_vector(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
     return merged
 
 
+def _blocks(tensor: torch.Tensor):
+    """(start, stop) element ranges: cache-sized on the CPU, the whole tensor elsewhere."""
+    n = tensor.numel()
+    block = BLOCK if tensor.device.type == "cpu" else max(n, 1)
+    return [(start, min(start + block, n)) for start in range(0, n, block)], min(block, n)
+
+
+def _blocked(instruct: torch.Tensor, lam: float, out_dtype: Optional[torch.dtype], delta_of) -> torch.Tensor:
+    """Θ_I + λ·δ block by block; ``delta_of(start, stop, scratch)`` yields δ for a block."""
+    compute = compute_dtype(instruct.dtype)
+    out = torch.empty(instruct.shape, dtype=out_dtype or compute, device=instruct.device)
+    ranges, size = _blocks(instruct)
+    flat_i, flat_out = instruct.reshape(-1), out.view(-1)
+    scratch = None if out.dtype == compute else torch.empty(size, dtype=compute, device=instruct.device)
+    for start, stop in ranges:
+        target = flat_out[start:stop] if scratch is None else scratch[: stop - start]
+        merged = apply_task_vector(flat_i[start:stop], delta_of(start, stop, target), lam, out=target)
+        if scratch is not None:
+            flat_out[start:stop].copy_(merged)  # the one rounding to out_dtype
+    return out
+
+
 def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float,
                 out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Θ_I + λ·(Θ_T − Θ_I), computed in float32 (float64 inputs stay float64).
@@ -128,22 +150,16 @@ def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float,
     operations, so the same bits, without whole-tensor float32 temporaries
     (about 4× faster and far less memory for large tensors).
     """
-    compute = compute_dtype(instruct.dtype)
-    out = torch.empty(instruct.shape, dtype=out_dtype or compute, device=instruct.device)
-    n = instruct.numel()
-    block = BLOCK if instruct.device.type == "cpu" else max(n, 1)
-    flat_i, flat_t, flat_out = instruct.reshape(-1), thinking.reshape(-1), out.view(-1)
-    scratch = None if out.dtype == compute else torch.empty(min(block, n), dtype=compute,
-                                                             device=instruct.device)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        i = flat_i[start:stop]
-        target = flat_out[start:stop] if scratch is None else scratch[: stop - start]
-        delta = task_vector(i, flat_t[start:stop], out=target)
-        merged = apply_task_vector(i, delta, lam, out=delta)
-        if scratch is not None:
-            flat_out[start:stop].copy_(merged)  # the one rounding to out_dtype
-    return out
+    flat_i, flat_t = instruct.reshape(-1), thinking.reshape(-1)
+    return _blocked(instruct, lam, out_dtype,
+                    lambda start, stop, scratch: task_vector(flat_i[start:stop], flat_t[start:stop], out=scratch))
+
+
+def interpolate_from_delta(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
+                           out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """:func:`interpolate` with Θ_T − Θ_I already computed (a sweep shares it across λ)."""
+    flat_d = delta.reshape(-1)
+    return _blocked(instruct, lam, out_dtype, lambda start, stop, scratch: flat_d[start:stop])
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
