@@ -19,17 +19,16 @@ which is printed with them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from mi_mergekit.synthetic import PairSpec, build_pair  # noqa: E402
+from _measure import ensure_pair, measure  # noqa: E402
+from mi_mergekit.synthetic import PairSpec  # noqa: E402
 
 BENCH_SPEC = PairSpec(
     num_layers=10, hidden_size=2048, intermediate_size=5632, num_attention_heads=16,
@@ -50,15 +49,6 @@ with safe_open(a, "pt") as fa, safe_open(b, "pt") as fb:
         del y
 save_file(tensors, out, metadata={"format": "pt"})
 """
-
-
-def ensure_pair(root: str):
-    instruct, thinking = os.path.join(root, "instruct"), os.path.join(root, "thinking")
-    if not (os.path.exists(os.path.join(thinking, "config.json"))):
-        print(f"building benchmark pair in {root} ...", flush=True)
-        build_pair(root, BENCH_SPEC)
-    size = os.path.getsize(os.path.join(instruct, "model.safetensors"))
-    return instruct, thinking, size
 
 
 def recipes(instruct: str, thinking: str):
@@ -87,21 +77,6 @@ def recipes(instruct: str, thinking: str):
 
 
 
-def measure(cmd):
-    """Wall time and peak RSS of one command, isolated in a wrapper process."""
-    wrapper = (
-        "import resource, subprocess, sys, time, json\n"
-        "t = time.perf_counter(); r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-        "w = time.perf_counter() - t\n"
-        "if r.returncode: sys.stderr.write(r.stderr[-3000:]); sys.exit(r.returncode)\n"
-        "print(json.dumps({'wall': w, 'rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "mi-bench"))
@@ -109,7 +84,7 @@ def main():
     parser.add_argument("--only", nargs="*", help="subset of: raw passthrough linear task_arith mi")
     args = parser.parse_args()
 
-    instruct, thinking, size = ensure_pair(args.root)
+    instruct, thinking, size = ensure_pair(args.root, BENCH_SPEC)
     bindir = os.path.dirname(sys.executable)
     work = os.path.join(args.root, "runs")
     os.makedirs(work, exist_ok=True)

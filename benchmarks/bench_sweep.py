@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from mi_mergekit.synthetic import PairSpec, build_pair  # noqa: E402
+from _measure import ensure_pair, measure  # noqa: E402
+from mi_mergekit.synthetic import PairSpec  # noqa: E402
 
 # ~0.6 B parameters: 1.2 GB per model in bf16
 SPEC = PairSpec(
@@ -58,31 +57,6 @@ for k in range(n):
     save_file(tensors, os.path.join(out, f"raw{k}.safetensors"), metadata={"format": "pt"})
 """
 
-WRAPPER = (
-    "import resource, subprocess, sys, time, json\n"
-    "t = time.perf_counter(); r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "w = time.perf_counter() - t\n"
-    "if r.returncode: sys.stderr.write(r.stderr[-3000:]); sys.exit(r.returncode)\n"
-    "print(json.dumps({'wall': w, 'rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
-)
-
-
-def measure(cmd, env=None):
-    result = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
-    if result.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)
-
-
-def ensure_pair(root):
-    instruct, thinking = os.path.join(root, "instruct"), os.path.join(root, "thinking")
-    if not os.path.exists(os.path.join(thinking, "config.json")):
-        print(f"building the benchmark pair in {root} ...", flush=True)
-        build_pair(root, SPEC)
-    return instruct, thinking, os.path.getsize(os.path.join(instruct, "model.safetensors"))
-
-
 def recipe(instruct, thinking, lam):
     import yaml
 
@@ -103,7 +77,7 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the outputs (they are deleted otherwise)")
     args = parser.parse_args()
 
-    instruct, thinking, size = ensure_pair(args.root)
+    instruct, thinking, size = ensure_pair(args.root, SPEC)
     bindir = os.path.dirname(sys.executable)
     work = os.path.join(args.root, "runs")
     shutil.rmtree(work, ignore_errors=True)
