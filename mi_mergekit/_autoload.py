@@ -5,7 +5,9 @@ nothing heavy: it only puts a finder on ``sys.meta_path`` that watches for two
 modules. When ``mergekit.merge_methods`` finishes importing, our merge methods are
 registered in mergekit's registry; when ``mergekit.merge`` finishes importing,
 ``run_merge`` is wrapped so that merges using our methods get up-front validation,
-checkpoint-layout output and atomic output folders (see ``mi_mergekit.integration``).
+checkpoint-layout output and safe, atomic output folders; when the
+``mergekit-yaml`` script loads, its failures with our methods become one-line
+errors (see ``mi_mergekit.integration``).
 
 Set ``MI_MERGEKIT_NO_AUTOLOAD=1`` to opt out; ``mi_mergekit.register()`` then
 registers explicitly.
@@ -20,6 +22,7 @@ DISABLE_ENV = "MI_MERGEKIT_NO_AUTOLOAD"
 _WATCHED = {
     "mergekit.merge_methods": "on_merge_methods_loaded",
     "mergekit.merge": "on_merge_loaded",
+    "mergekit.scripts.run_yaml": "on_run_yaml_loaded",
 }
 
 

@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from mi_mergekit.errors import guard
+
 # subcommand name -> "module:attribute" of a click command
 SUBCOMMANDS = {
     "plan": "mi_mergekit.commands:plan_command",
@@ -55,7 +57,15 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mi-mergekit")
 def main():
-    """Model interpolation between Instruct and Thinking checkpoints (arXiv 2510.10977)."""
+    """Model interpolation between Instruct and Thinking checkpoints (arXiv 2510.10977).
+
+    A failure ends in one line `Error: <what> (<file>)` and exit status 1; add
+    --verbose anywhere on the command line (or set MI_MERGEKIT_VERBOSE=1) to also
+    see the traceback.
+    """
+
+
+guard(main, verbose_flags=("--verbose",), strip_flags=("--verbose",))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from typing import Any, Dict, Tuple
 import click
 import yaml
 
+from mi_mergekit.errors import MergeInputError, about, explain, validation_summary
+from mi_mergekit.safety import allow_overwrite, overwrite_option
+
 
 def load_recipe(path: str, substitutions: Tuple[str, ...] = ()) -> Tuple[Any, str]:
     """Read a YAML recipe, apply ``NAME=PATH`` model substitutions, validate it.
@@ -22,24 +25,24 @@ def load_recipe(path: str, substitutions: Tuple[str, ...] = ()) -> Tuple[Any, st
         with open(path, "r", encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except OSError as exc:
-        raise click.ClickException(f"cannot read recipe {path!r}: {exc.strerror}")
-    except yaml.YAMLError as exc:
-        raise click.ClickException(f"recipe {path!r} is not valid YAML: {exc}")
+        raise MergeInputError(f"cannot read the recipe: {explain(exc)}", path=path) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MergeInputError(explain(exc), path=path) from None
     if not isinstance(data, dict):
-        raise click.ClickException(f"recipe {path!r} must be a YAML mapping")
+        raise MergeInputError("a recipe must be a YAML mapping (merge_method: …, models: …)", path=path)
     mapping = parse_substitutions(substitutions)
     used = set()
     data = _substitute(data, mapping, used)
     unused = sorted(set(mapping) - used)
     if unused:
-        raise click.ClickException(
-            f"--model names not found in {path}: {', '.join(unused)} "
-            "(use the model name exactly as the recipe writes it)"
+        raise MergeInputError(
+            f"--model names not found in the recipe: {', '.join(unused)} "
+            "(use the model name exactly as the recipe writes it)", path=path
         )
     try:
         config = MergeConfiguration.model_validate(data)
     except ValidationError as exc:
-        raise click.ClickException(f"recipe {path!r} is not a valid mergekit config:\n{exc}")
+        raise MergeInputError(validation_summary(exc), path=path) from None
     return config, yaml.safe_dump(data, sort_keys=False)
 
 
@@ -87,7 +90,8 @@ def plan_command(recipe: str, models: Tuple[str, ...], json_path: str):
     from mi_mergekit.plan import build_plan
 
     config, _ = load_recipe(recipe, models)
-    plan, _ = build_plan(config)
+    with about(recipe):
+        plan, _ = build_plan(config)
     click.echo(plan.table())
     if json_path:
         plan.write_json(json_path)
@@ -104,8 +108,9 @@ def _merge_options(function):
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("out_path", type=click.Path(file_okay=False))
 @model_option
+@overwrite_option
 @_merge_options
-def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, ...]):
+def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, ...], overwrite: bool):
     """Run RECIPE with mergekit's engine into OUT_PATH (same options as mergekit-yaml).
 
     Unlike ``mergekit-yaml``, models can be pointed at local copies with
@@ -119,7 +124,8 @@ def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, 
     merge_options.apply_global_options()
     logging.getLogger("mi_mergekit").setLevel(logging.INFO)
     config, source = load_recipe(recipe, models)
-    mergekit.merge.run_merge(config, out_path, options=merge_options, config_source=source)
+    with about(recipe), allow_overwrite(overwrite):
+        mergekit.merge.run_merge(config, out_path, options=merge_options, config_source=source)
     click.echo(f"merged model written to {out_path}", err=True)
 
 

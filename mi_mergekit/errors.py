@@ -1,15 +1,40 @@
-"""Errors with messages meant for the person running the merge.
+"""Errors with messages meant for the person running the merge, and how they are shown.
 
-They are ``click.ClickException`` subclasses, so the unchanged ``mergekit-yaml``
-script (a click command) prints ``Error: <message>`` and exits with status 1
-instead of a traceback; from Python they are ordinary ``ValueError``s.
+The error classes are ``click.ClickException`` subclasses, so a click command
+prints ``Error: <message>`` and exits with status 1 instead of a traceback; from
+Python they are ordinary ``ValueError``s. Each may name the file it is about
+(``path``), shown as ``Error: <what> (<file>)``.
+
+:func:`guard` wraps a click command (``mi-mergekit`` and, through the autoload
+hook, ``mergekit-yaml``) so that *every* failure — ours, an ``OSError`` such as a
+full disk, a corrupt safetensors file, a YAML or pydantic error, or a bug —
+ends in that one line and exit status 1; the traceback is printed only with
+``--verbose`` (``-v`` for mergekit-yaml) or ``MI_MERGEKIT_VERBOSE=1``.
 """
 
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import traceback
+from typing import Callable, Optional
+
 import click
+
+VERBOSE_ENV = "MI_MERGEKIT_VERBOSE"
 
 
 class MiMergekitError(click.ClickException, ValueError):
     """Base class: bad input, explained."""
+
+    def __init__(self, message: str, path: Optional[str] = None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+    def format_message(self) -> str:
+        return f"{self.message} ({self.path})" if self.path else self.message
 
 
 class MergeInputError(MiMergekitError):
@@ -26,3 +51,174 @@ class UnclassifiedTensorError(MergeInputError):
 
 class NonFiniteTensorError(MiMergekitError):
     """NaN or infinity in an input or in the merged result."""
+
+
+class OutputPathError(MiMergekitError):
+    """The output folder is unsafe to write (an input, or holds someone else's files)."""
+
+
+class CheckpointFileError(MergeInputError):
+    """An input file is missing, truncated or not what its name says."""
+
+
+class OutputWriteError(MiMergekitError):
+    """Writing the output failed (disk full, permissions, file size limit …)."""
+
+
+_ERRNO_TEXT = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EIO: "input/output error",
+}
+#: errnos that mean "the output could not be written", whatever file raised them
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+# How the Rust safetensors library reports an OSError inside its own message.
+_RUST_OS_ERROR = ("os error ", ")")
+
+
+@contextlib.contextmanager
+def writing(out_path: str):
+    """Turn a failure to write the output (disk full, quota, size limit, read-only)
+    into an :class:`OutputWriteError` naming the output folder."""
+    try:
+        yield
+    except Exception as exc:
+        code = errno_of(exc)
+        if code not in WRITE_ERRNOS or isinstance(exc, click.ClickException):
+            raise
+        raise OutputWriteError(f"{_ERRNO_TEXT[code]} while writing the output", path=out_path) from exc
+
+
+@contextlib.contextmanager
+def about(path):
+    """Errors of ours raised inside this block that name no file are about ``path``."""
+    try:
+        yield
+    except MiMergekitError as exc:
+        if exc.path is None and path:
+            exc.path = str(path)
+        raise
+
+
+def errno_of(exc: BaseException) -> Optional[int]:
+    """The errno of an OSError, or of an I/O error wrapped by safetensors' Rust code."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    text = str(exc)
+    start = text.find(_RUST_OS_ERROR[0])
+    if start >= 0:
+        digits = text[start + len(_RUST_OS_ERROR[0]):].split(_RUST_OS_ERROR[1])[0]
+        if digits.isdigit():
+            return int(digits)
+    if "StorageFull" in text:
+        return errno.ENOSPC
+    return None
+
+
+def is_safetensors_error(exc: BaseException) -> bool:
+    return type(exc).__name__ == "SafetensorError"
+
+
+def explain(exc: BaseException) -> str:
+    """One line ``<what> (<file>)`` for any failure."""
+    if isinstance(exc, click.ClickException):
+        return _one_line(exc.format_message())
+    code = errno_of(exc)
+    if isinstance(exc, OSError):
+        what = _ERRNO_TEXT.get(code) or (exc.strerror or str(exc)).lower()
+        files = [f for f in (exc.filename, exc.filename2) if f]
+        return _one_line(what + (f" ({' -> '.join(map(str, files))})" if files else ""))
+    if is_safetensors_error(exc):
+        if code is not None:
+            return _ERRNO_TEXT.get(code) or os.strerror(code).lower()
+        return _one_line(f"truncated or corrupt safetensors file: {exc}")
+    try:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            return _one_line(f"recipe is not valid YAML{where}: {problem}")
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            return validation_summary(exc)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, (ValueError, KeyError, TypeError)) and type(exc).__module__.startswith("mi_mergekit"):
+        return _one_line(str(exc))
+    return _one_line(f"unexpected {type(exc).__name__}: {exc} — rerun with --verbose for the traceback")
+
+
+def validation_summary(exc) -> str:
+    """A pydantic ValidationError as one line: the first problem and how many more."""
+    problems = exc.errors()
+    first = problems[0] if problems else {"loc": (), "msg": str(exc)}
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return _one_line(f"recipe is not a valid mergekit config: {loc}: {first['msg']}{more}")
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip()).replace(":;", ":")
+
+
+def verbose_requested(args, flags=("--verbose",)) -> bool:
+    """True if ``MI_MERGEKIT_VERBOSE`` is set or one of ``flags`` (``-v`` also as ``-vv``…) is given."""
+    if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
+        return True
+    counted = "-v" in flags
+    return any(a in flags or (counted and a[:2] == "-v" and set(a[1:]) == {"v"}) for a in args)
+
+
+def guard(command: click.Command, verbose_flags=("--verbose",), strip_flags=(),
+          applies: Callable[[BaseException], bool] = lambda exc: True) -> click.Command:
+    """Make ``command`` end every failure in one ``Error:`` line and exit status 1.
+
+    ``strip_flags`` are removed from the arguments before click parses them (a
+    global ``--verbose`` accepted anywhere). ``applies(exc)`` may return False to
+    let an exception through unchanged (stock mergekit merges keep their own
+    behaviour). Idempotent.
+    """
+    if getattr(command.main, "__mi_mergekit_guard__", False):
+        return command
+    original = command.main
+
+    def main(args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        verbose = verbose_requested(args, verbose_flags)
+        args = [a for a in args if a not in strip_flags]
+        if not standalone_mode:
+            return original(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = original(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the point: nothing escapes as a traceback
+            if not applies(exc):
+                raise
+            if verbose:
+                traceback.print_exception(exc)
+            click.echo(f"Error: {explain(exc)}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    main.__mi_mergekit_guard__ = True
+    main.__wrapped__ = original
+    command.main = main
+    return command

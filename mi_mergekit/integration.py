@@ -13,25 +13,32 @@ mergekit has no plugin entry points, so ``mi_mergekit._autoload`` (installed by 
      (:func:`mi_mergekit.plan.build_plan`);
   2. an architecture made of the checkpoint's own tensor names, so MoE outputs
      keep the per-expert layout of their inputs (:mod:`mi_mergekit.layout`);
-  3. an atomic output folder: mergekit writes into a hidden staging folder that
-     is renamed into place only after the merge succeeded, and deleted on error
-     or Ctrl-C — an interrupted run never leaves a folder that looks finished;
+  3. a safe, atomic output folder (:mod:`mi_mergekit.safety`): an output that is,
+     contains or lies inside an input is refused, an existing folder with files
+     we did not write needs an explicit opt-in, mergekit writes into a hidden
+     staging folder that is swapped into place only after the merge succeeded,
+     and deleted on error or Ctrl-C — an interrupted run never leaves a folder
+     that looks finished, and a replaced model is never half old, half new;
   4. the Thinking model's tokenizer, chat template and generation_config in the
      output (``template_from: instruct`` keeps mergekit's default, the base's);
   5. ``mi_plan.json``: the resolved per-tensor λ plan, for auditing.
 
+``nway_interpolation`` gets 1 and 3 plus its own pre-flight
+(:func:`mi_mergekit.methods.nway.check_nway`) on mergekit's standard layout.
 Merges with any other method go straight to mergekit's original functions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import os
+import sys
 import shutil
-import tempfile
-from typing import Iterator, Optional
+from typing import Optional
+
+from mi_mergekit.errors import writing
+from mi_mergekit.safety import publish, staged_directory  # noqa: F401  (used by sweep)
 
 LOG = logging.getLogger("mi_mergekit")
 
@@ -48,14 +55,11 @@ TOKENIZER_FILES = (
     "chat_template.json",
     "generation_config.json",
 )
-# Files that make up a model's weights; replaced as a whole when publishing.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 _ACTIVE_ARCH: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_arch", default=None)
 
 
 def on_merge_methods_loaded(module=None) -> None:
-    import sys
 
     if "mi_mergekit.methods" in sys.modules:
         # Our methods package is importing (it triggered mergekit's import) or done:
@@ -68,6 +72,44 @@ def on_merge_loaded(module) -> None:
     patch_merge_module(module)
 
 
+def on_run_yaml_loaded(module) -> None:
+    guard_mergekit_yaml(module.main)
+
+
+#: True while (and after) run_merge runs a merge that is not ours: its failures
+#: keep mergekit's own behaviour in the mergekit-yaml guard
+_STOCK_MERGE = {"started": False}
+
+
+def guard_mergekit_yaml(command) -> None:
+    """``mergekit-yaml``: one-line errors (traceback with -v or MI_MERGEKIT_VERBOSE=1)
+    for our methods and for recipes that cannot be read at all; stock merges
+    fail exactly as before."""
+    import yaml
+    from pydantic import ValidationError
+
+    from mi_mergekit.errors import MergeInputError, about, explain, guard
+
+    if getattr(command.callback, "__mi_mergekit__", False):
+        return
+    callback = command.callback
+
+    def run_yaml(*args, **kwargs):
+        recipe = kwargs.get("config_file")
+        with about(recipe):
+            try:
+                return callback(*args, **kwargs)
+            except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
+                if _STOCK_MERGE["started"]:
+                    raise
+                raise MergeInputError(explain(exc), path=recipe) from exc
+
+    run_yaml.__mi_mergekit__ = True
+    run_yaml.__wrapped__ = callback
+    command.callback = run_yaml
+    guard(command, verbose_flags=("-v",), applies=lambda exc: not _STOCK_MERGE["started"])
+
+
 def install() -> None:
     """Register methods and patch ``mergekit.merge`` now (idempotent)."""
     import mergekit.merge
@@ -76,9 +118,19 @@ def install() -> None:
 
     register_all()
     patch_merge_module(mergekit.merge)
+    if "mergekit.scripts.run_yaml" in sys.modules:
+        guard_mergekit_yaml(sys.modules["mergekit.scripts.run_yaml"].main)
 
 
 def _is_ours(config) -> bool:
+    """Merges that get our pre-flight, safe output folder and messages."""
+    from mi_mergekit import METHOD_NAMES, NWAY_METHOD_NAME
+
+    return getattr(config, "merge_method", None) in METHOD_NAMES + (NWAY_METHOD_NAME,)
+
+
+def _plans_layout(config) -> bool:
+    """Merges whose architecture is read off the checkpoint (see mi_mergekit.layout)."""
     from mi_mergekit import METHOD_NAMES
 
     return getattr(config, "merge_method", None) in METHOD_NAMES
@@ -91,7 +143,7 @@ def patch_merge_module(module) -> None:
     original_get_arch = module.get_architecture_info
 
     def get_architecture_info(config, options):
-        if not _is_ours(config):
+        if not _plans_layout(config):
             return original_get_arch(config, options)
         arch = _ACTIVE_ARCH.get()
         if arch is None:
@@ -102,7 +154,10 @@ def patch_merge_module(module) -> None:
 
     def run_merge(merge_config, out_path, options, config_source: Optional[str] = None):
         if not _is_ours(merge_config):
+            _STOCK_MERGE["started"] = True
             return original_run_merge(merge_config, out_path, options, config_source)
+        if not _plans_layout(merge_config):
+            return run_nway_merge(original_run_merge, merge_config, out_path, options, config_source)
         return run_interpolation_merge(
             original_run_merge, merge_config, out_path, options, config_source
         )
@@ -117,11 +172,9 @@ def patch_merge_module(module) -> None:
 def run_interpolation_merge(engine, merge_config, out_path, options, config_source=None):
     """Check, plan, run mergekit's engine into a staging folder, finish, publish."""
     from mi_mergekit.plan import build_plan
+    from mi_mergekit.safety import check_output_path, model_inputs
 
-    if os.path.exists(out_path) and not os.path.isdir(out_path):
-        from mi_mergekit.errors import MergeInputError
-
-        raise MergeInputError(f"output path {out_path!r} exists and is not a directory")
+    check_output_path(out_path, model_inputs(merge_config, options, "Instruct", "Thinking"), options)
     plan, arch = build_plan(merge_config, options)
     LOG.info("resolved plan:\n%s", plan.table())
     for warning in plan.warnings:
@@ -130,13 +183,24 @@ def run_interpolation_merge(engine, merge_config, out_path, options, config_sour
         config_source = merge_config.to_yaml()
     token = _ACTIVE_ARCH.set(arch)
     try:
-        with staged_directory(out_path) as stage:
+        with staged_directory(out_path) as stage, writing(out_path):
             engine(merge_config, stage, options, config_source)
             copy_template_files(merge_config, plan, stage, options)
             plan.write_json(os.path.join(stage, "mi_plan.json"))
     finally:
         _ACTIVE_ARCH.reset(token)
     return plan
+
+
+def run_nway_merge(engine, merge_config, out_path, options, config_source=None):
+    """nway_interpolation: the same output safety, pre-flight and staging, stock layout."""
+    from mi_mergekit.methods.nway import check_nway
+    from mi_mergekit.safety import check_output_path, model_inputs
+
+    check_output_path(out_path, model_inputs(merge_config, options), options)
+    check_nway(merge_config, options)
+    with staged_directory(out_path) as stage, writing(out_path):
+        engine(merge_config, stage, options, config_source)
 
 
 def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
@@ -166,31 +230,3 @@ def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
     LOG.info("tokenizer/chat template/generation_config taken from %s", donor)
 
 
-@contextlib.contextmanager
-def staged_directory(out_path: str) -> Iterator[str]:
-    """Yield a hidden sibling folder; publish it as ``out_path`` only on success."""
-    out_path = os.path.abspath(out_path)
-    parent, base = os.path.split(out_path.rstrip(os.sep))
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{base}.incomplete-", dir=parent)
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    publish(stage, out_path)
-
-
-def publish(stage: str, out_path: str) -> None:
-    if not os.path.exists(out_path):
-        os.replace(stage, out_path)
-        return
-    # Re-running into an existing folder: the old weights are replaced as a whole
-    # (a stale shard must not survive next to a new index); other files are kept
-    # unless the new output has a file of the same name.
-    for name in os.listdir(out_path):
-        if name.endswith(_WEIGHT_SUFFIXES):
-            os.remove(os.path.join(out_path, name))
-    for name in os.listdir(stage):
-        os.replace(os.path.join(stage, name), os.path.join(out_path, name))
-    os.rmdir(stage)

@@ -26,7 +26,7 @@ from mergekit.architecture.base import (
 from mergekit.common import ModelReference
 from mergekit.options import MergeOptions
 
-from mi_mergekit.errors import MergeInputError
+from mi_mergekit.errors import CheckpointFileError, MergeInputError, explain
 from mi_mergekit.selection import classify
 
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
@@ -41,10 +41,14 @@ class CheckpointIndex:
 
     @classmethod
     def read(cls, model: ModelReference, options: MergeOptions) -> "CheckpointIndex":
-        loader = model.lazy_loader(
-            cache_dir=options.transformers_cache, lazy_unpickle=options.lazy_unpickle
-        )
-        index = loader.index
+        try:
+            index = model.lazy_loader(
+                cache_dir=options.transformers_cache, lazy_unpickle=options.lazy_unpickle
+            ).index
+        except Exception as exc:
+            raise CheckpointFileError(
+                f"cannot find the weights of model {model}: {explain(exc)}", path=model.model.path
+            ) from None
         shapes: Dict[str, Optional[Tuple[int, ...]]] = dict.fromkeys(index.tensor_paths)
         if index.is_safetensors:
             import safetensors
@@ -54,22 +58,49 @@ class CheckpointIndex:
                 by_shard[shard].append(name)
             for shard, names in by_shard.items():
                 path = os.path.join(index.base_path, shard)
-                with safetensors.safe_open(path, framework="pt") as handle:
-                    for name in names:
-                        shapes[name] = tuple(handle.get_slice(name).get_shape())
+                try:
+                    with safetensors.safe_open(path, framework="pt") as handle:
+                        for name in names:
+                            shapes[name] = tuple(handle.get_slice(name).get_shape())
+                except safetensors.SafetensorError as exc:
+                    raise CheckpointFileError(
+                        f"truncated or corrupt safetensors file ({exc}) of model {model}", path=path
+                    ) from None
+                except OSError as exc:
+                    raise CheckpointFileError(
+                        f"cannot read a weight file of model {model}: {exc.strerror}", path=path
+                    ) from None
         return cls(model=model, shapes=shapes)
 
 
-def compare_indexes(instruct: CheckpointIndex, thinking: CheckpointIndex) -> None:
+def model_config(model: ModelReference, options: MergeOptions):
+    """The transformers config of ``model``, or a CheckpointFileError naming the file."""
+    try:
+        return model.config(trust_remote_code=options.trust_remote_code)
+    except Exception as exc:
+        folder = model.model.path
+        if not os.path.isdir(folder):
+            raise CheckpointFileError(
+                f"model {model} is not a local folder and could not be loaded from the "
+                f"Hugging Face hub: {explain(exc)}", path=folder) from None
+        config = os.path.join(folder, "config.json")
+        if not os.path.isfile(config):
+            raise CheckpointFileError(f"model {model} has no config.json", path=folder) from None
+        raise CheckpointFileError(f"cannot read the config of model {model}: {explain(exc)}",
+                                  path=config) from None
+
+
+def compare_indexes(instruct: CheckpointIndex, thinking: CheckpointIndex,
+                    names: Tuple[str, str] = ("Instruct", "Thinking")) -> None:
     """Raise MergeInputError unless both checkpoints store the same tensors and shapes."""
     only_i = sorted(set(instruct.shapes) - set(thinking.shapes))
     only_t = sorted(set(thinking.shapes) - set(instruct.shapes))
     if only_i or only_t:
         lines = []
-        for who, names in (("Instruct", only_i), ("Thinking", only_t)):
-            if names:
-                shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
-                lines.append(f"  only in {who} ({len(names)}): {shown}")
+        for who, missing in zip(names, (only_i, only_t)):
+            if missing:
+                shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+                lines.append(f"  only in {who} ({len(missing)}): {shown}")
         raise MergeInputError(
             "the two checkpoints do not store the same tensors:\n" + "\n".join(lines)
         )
@@ -82,7 +113,7 @@ def compare_indexes(instruct: CheckpointIndex, thinking: CheckpointIndex) -> Non
     if mismatched:
         shown = "; ".join(f"{n}: {a} vs {b}" for n, a, b in mismatched[:5])
         raise MergeInputError(
-            f"{len(mismatched)} tensor(s) differ in shape between Instruct and Thinking: {shown}"
+            f"{len(mismatched)} tensor(s) differ in shape between {names[0]} and {names[1]}: {shown}"
         )
 
 

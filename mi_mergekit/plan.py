@@ -25,6 +25,7 @@ from mi_mergekit.layout import (
     CheckpointIndex,
     checkpoint_architecture,
     compare_indexes,
+    model_config,
 )
 from mi_mergekit.methods.interpolation import (
     METHOD_NAME,
@@ -188,7 +189,7 @@ def check_parameters(config: MergeConfiguration) -> str:
 
 
 def _text_config(model: ModelReference, options: MergeOptions):
-    config = model.config(trust_remote_code=options.trust_remote_code)
+    config = model_config(model, options)
     return config, getattr(config, "text_config", None) or config
 
 

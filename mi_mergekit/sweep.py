@@ -54,6 +54,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
 
+from mi_mergekit.safety import overwrite_option
+
 # Transparent huge pages for torch's CPU allocator, unless the user chose: a sweep
 # allocates every output tensor afresh (each writer holds its tensors until their
 # shard is written), and with 4 KiB pages the page faults cost more than the
@@ -129,11 +131,13 @@ def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
 def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
                     config_source: Optional[str] = None) -> Tuple[List[SweepOutput], Any]:
     """Plan every λ with :func:`build_plan` (all pre-flight checks before writing anything)."""
-    from mi_mergekit.errors import MergeInputError
     from mi_mergekit.plan import build_plan
+    from mi_mergekit.safety import check_existing, check_output_path, model_inputs
 
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise MergeInputError(f"output path {out_dir!r} exists and is not a directory")
+    inputs = model_inputs(merge_config, options, "Instruct", "Thinking")
+    check_output_path(out_dir, inputs, options, existing=False)
+    for label in lambdas:
+        check_existing(os.path.join(out_dir, output_name(label)))
     setting = (merge_config.parameters or {}).get("lambda")
     if setting is not None and not isinstance(setting, (int, float)):
         LOG.warning("the recipe's non-scalar lambda %r is replaced by each swept value", setting)
@@ -451,8 +455,9 @@ def _merge_options(function):
               help="λ values: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8.")
 @click.option("--model", "models", multiple=True, metavar="NAME=PATH",
               help="Use a local copy of a model named in the recipe (repeatable).")
+@overwrite_option
 @_merge_options
-def sweep_command(merge_options, recipe: str, out_dir: str, lambdas_spec: str, models):
+def sweep_command(merge_options, recipe: str, out_dir: str, lambdas_spec: str, models, overwrite: bool):
     """Write one model folder per λ (OUT_DIR/lambda_<λ>/) reading each input tensor once.
 
     RECIPE is a model_interpolation recipe; its window / module selection is kept
@@ -462,13 +467,16 @@ def sweep_command(merge_options, recipe: str, out_dir: str, lambdas_spec: str, m
     """
     from mi_mergekit import register
     from mi_mergekit.commands import load_recipe
+    from mi_mergekit.errors import about
+    from mi_mergekit.safety import allow_overwrite
 
     register()
     merge_options.apply_global_options()
     logging.getLogger("mi_mergekit").setLevel(logging.INFO)
     lambdas = parse_lambdas(lambdas_spec)
     config, source = load_recipe(recipe, models)
-    outputs = run_sweep(config, lambdas, out_dir, merge_options, config_source=source)
+    with about(recipe), allow_overwrite(overwrite):
+        outputs = run_sweep(config, lambdas, out_dir, merge_options, config_source=source)
     for output in outputs:
         click.echo(output.path)
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import mi_mergekit.methods.interpolation as kernel
 from common import merge, mi_config
 from common import console, run
-from mi_mergekit.errors import MergeInputError, NonFiniteTensorError
+from mi_mergekit.errors import MergeInputError, NonFiniteTensorError, OutputPathError
 from mi_mergekit.synthetic import PairSpec, build_pair
 
 
@@ -173,8 +173,9 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
 def test_output_path_is_a_file(dense_pair, tmp_path):
     target = tmp_path / "out"
     target.write_text("not a folder")
-    with pytest.raises(MergeInputError, match="not a directory"):
+    with pytest.raises(OutputPathError, match="exists and is not a folder"):
         merge(mi_config(*dense_pair), target)
+    assert target.read_text() == "not a folder"
 
 
 def test_mergekit_yaml_prints_a_clean_error_and_exits_nonzero(dense_pair, tmp_path):

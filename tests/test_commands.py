@@ -91,7 +91,7 @@ def test_merge_command_substitutes_local_models(dense_pair, tmp_path):
     assert "--model names not found" in bad.stderr
 
 
-def test_rerun_into_existing_folder_replaces_weights(dense_pair, tmp_path):
+def test_existing_output_folder_is_replaced_only_when_ours_or_allowed(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     out = tmp_path / "out"
     out.mkdir()
@@ -99,8 +99,25 @@ def test_rerun_into_existing_folder_replaces_weights(dense_pair, tmp_path):
     (out / "notes.txt").write_text("mine")
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.3))
-    result = run([console("mergekit-yaml"), str(path), str(out)])
-    assert result.returncode == 0, result.stderr
-    assert not (out / "model-00001-of-00002.safetensors").exists()
+
+    refused = run([console("mergekit-yaml"), str(path), str(out)])
+    assert refused.returncode == 1
+    assert "holds files mi-mergekit did not write (model-00001-of-00002.safetensors, notes.txt)" in refused.stderr
+    assert sorted(os.listdir(out)) == ["model-00001-of-00002.safetensors", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
-    assert (out / "config.json").exists()
+
+    allowed = run([console("mergekit-yaml"), str(path), str(out)], env={"MI_MERGEKIT_OVERWRITE": "1"})
+    assert allowed.returncode == 0, allowed.stderr
+    names = set(os.listdir(out))
+    assert "notes.txt" not in names and "model-00001-of-00002.safetensors" not in names
+    assert {"config.json", "mi_plan.json", ".mi_mergekit_output.json"} <= names
+    first = load_model(str(out))
+
+    # Our own output may be re-made without the opt-in; it is swapped in whole.
+    path.write_text(recipe(instruct, thinking, 0.7))
+    again = run([console("mi-mergekit"), "merge", str(path), str(out)])
+    assert again.returncode == 0, again.stderr
+    second = load_model(str(out))
+    assert sorted(second) == sorted(first)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".out.")] == []

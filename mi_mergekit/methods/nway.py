@@ -137,3 +137,49 @@ class NWayInterpolationMerge(GroupMergeMethod):
 
 
 nway_interpolation = NWayInterpolationMerge()
+
+
+def check_nway(config, options) -> None:
+    """Pre-flight of an nway_interpolation recipe, before anything is written.
+
+    Every input must load, share the architecture, layer count, tensor names and
+    shapes of the first, and every tensor's resolved weights must pass
+    :func:`simplex_weights` — a bad weight sum fails here, not at some tensor
+    halfway through the output.
+    """
+    from mergekit.architecture import get_architecture_info
+    from mergekit.plan import MergePlanner
+
+    from mi_mergekit.layout import CheckpointIndex, compare_indexes, model_config
+
+    if config.slices or config.modules:
+        raise MergeInputError(f"{METHOD_NAME} takes `models:`; slices/modules are not supported")
+    models = config.referenced_models()
+    if len(models) < 2:
+        raise MergeInputError(f"{METHOD_NAME} needs at least two models, got {len(models)}")
+    configs = [model_config(m, options) for m in models]
+    first, first_cfg = models[0], configs[0]
+    first_index = CheckpointIndex.read(first, options)
+    for model, cfg in zip(models[1:], configs[1:]):
+        if cfg.architectures != first_cfg.architectures:
+            raise MergeInputError(
+                f"architectures differ: {first} is {first_cfg.architectures}, "
+                f"{model} is {cfg.architectures}")
+        layers = (getattr(first_cfg, "num_hidden_layers", None), getattr(cfg, "num_hidden_layers", None))
+        if layers[0] != layers[1]:
+            raise MergeInputError(
+                f"layer counts differ: {first} has {layers[0]} decoder layers, {model} has {layers[1]}")
+        compare_indexes(first_index, CheckpointIndex.read(model, options), (str(first), str(model)))
+
+    arch = get_architecture_info(config, options)
+    planner = MergePlanner(config.model_copy(deep=True), arch, options=options, out_model_config=first_cfg)
+    planner._plan()  # resolves every tensor's parameters exactly as the merge will
+    for weight, task in planner._tensors:
+        per_input = task.input_parameters
+        weights = []
+        for model in task.model_order:
+            value = per_input[model]["weight"] if model in per_input else None
+            if value is None:
+                raise MergeInputError(f"{METHOD_NAME}: model {model} has no `weight` for {weight.name!r}")
+            weights.append(float(value))
+        simplex_weights(weights, bool(task.parameters["normalize"]), weight.name)
