@@ -132,9 +132,14 @@ def explain(exc: BaseException) -> str:
         return _one_line(exc.format_message())
     code = errno_of(exc)
     if isinstance(exc, OSError):
-        what = _ERRNO_TEXT.get(code) or (exc.strerror or str(exc)).lower()
-        files = [f for f in (exc.filename, exc.filename2) if f]
-        return _one_line(what + (f" ({' -> '.join(map(str, files))})" if files else ""))
+        if exc.errno is None:
+            return _one_line(str(exc))
+        what = _ERRNO_TEXT.get(code) or exc.strerror or str(exc)
+        files = [str(f) for f in (exc.filename, exc.filename2) if f]
+        return _one_line(what + (f" ({' -> '.join(files)})" if files else ""))
+    if isinstance(exc, ImportError):
+        return _one_line(f"missing dependency {exc.name or exc}: install the extra that provides it, "
+                         "e.g. pip install 'mi-mergekit[eval]'")
     if is_safetensors_error(exc):
         if code is not None:
             return _ERRNO_TEXT.get(code) or os.strerror(code).lower()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -20,7 +21,7 @@ from mergekit.common import ModelReference
 from mergekit.config import MergeConfiguration, evaluate_setting
 from mergekit.options import MergeOptions
 
-from mi_mergekit.errors import MergeInputError, SelectionError
+from mi_mergekit.errors import CheckpointFileError, MergeInputError, SelectionError
 from mi_mergekit.layout import (
     CheckpointIndex,
     checkpoint_architecture,
@@ -188,6 +189,22 @@ def check_parameters(config: MergeConfiguration) -> str:
     return template_from
 
 
+#: any one of these makes a folder's tokenizer loadable
+TOKENIZER_MAIN_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_tokenizer_files(donor: ModelReference, role: str) -> None:
+    """The output takes its tokenizer from ``donor``: refuse a local donor without one."""
+    folder = donor.model.path
+    if os.path.isdir(folder) and not any(
+        os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_MAIN_FILES
+    ):
+        raise CheckpointFileError(
+            f"the output's tokenizer comes from the {role.capitalize()} model, which has no "
+            f"tokenizer files ({', '.join(TOKENIZER_MAIN_FILES)}) — add them, set "
+            "template_from, or pass --no-copy-tokenizer", path=folder)
+
+
 def _text_config(model: ModelReference, options: MergeOptions):
     config = model_config(model, options)
     return config, getattr(config, "text_config", None) or config
@@ -220,6 +237,11 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
             f"Thinking has {text_t.num_hidden_layers}"
         )
     num_layers = int(text_i.num_hidden_layers)
+
+    donor = thinking if template_from == "thinking" else instruct
+    rebuilt = bool(config.tokenizer_source or config.tokenizer or config.chat_template)
+    if options.copy_tokenizer and not rebuilt:
+        check_tokenizer_files(donor, template_from)
 
     index_i = CheckpointIndex.read(instruct, options)
     compare_indexes(index_i, CheckpointIndex.read(thinking, options))

@@ -23,7 +23,6 @@ from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
 from mi_mergekit.eval.decoding import PRESETS
 from mi_mergekit.eval.graders import GRADERS
 
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError)
 
 
 def _parse_columns(values) -> dict:
@@ -81,39 +80,34 @@ def eval_command(**opts):
     """Generate k samples per question, grade them and write per-run metrics (resumable)."""
     from mi_mergekit.eval.runner import evaluate, grade_run, load_run
 
-    try:
-        if opts["grade_only"]:
-            summary = grade_run(opts["out_dir"], grader=opts["grader"])
-            _echo_summary(summary, Path(opts["out_dir"]))
-            return
-        if not opts["model_path"] or not opts["dataset"]:
-            raise click.UsageError("--model and --dataset are required (unless --grade-only)")
-        run_dir = evaluate(
-            opts["model_path"],
-            opts["dataset"],
-            grader=opts["grader"],
-            decoding=_decoding(opts),
-            n_samples=opts["n_samples"],
-            max_new_tokens=opts["max_new_tokens"],
-            seed=opts["seed"],
-            out_dir=opts["out_dir"],
-            backend=opts["backend"],
-            benchmark=opts["benchmark"],
-            backend_options=_backend_options(opts),
-            columns=_parse_columns(opts["columns"]),
-            split=opts["split"],
-            limit=opts["limit"],
-            label=opts["label"],
-            lambda_=opts["lambda_"],
-            shuffle_seed=opts["shuffle_seed"],
-            system_prompt=opts["system_prompt"],
-            progress=not opts["no_progress"],
-        )
-        _echo_summary(load_run(run_dir)["metrics"], run_dir)
-    except click.ClickException:
-        raise
-    except USER_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
+    if opts["grade_only"]:
+        summary = grade_run(opts["out_dir"], grader=opts["grader"])
+        _echo_summary(summary, Path(opts["out_dir"]))
+        return
+    if not opts["model_path"] or not opts["dataset"]:
+        raise click.UsageError("--model and --dataset are required (unless --grade-only)")
+    run_dir = evaluate(
+        opts["model_path"],
+        opts["dataset"],
+        grader=opts["grader"],
+        decoding=_decoding(opts),
+        n_samples=opts["n_samples"],
+        max_new_tokens=opts["max_new_tokens"],
+        seed=opts["seed"],
+        out_dir=opts["out_dir"],
+        backend=opts["backend"],
+        benchmark=opts["benchmark"],
+        backend_options=_backend_options(opts),
+        columns=_parse_columns(opts["columns"]),
+        split=opts["split"],
+        limit=opts["limit"],
+        label=opts["label"],
+        lambda_=opts["lambda_"],
+        shuffle_seed=opts["shuffle_seed"],
+        system_prompt=opts["system_prompt"],
+        progress=not opts["no_progress"],
+    )
+    _echo_summary(load_run(run_dir)["metrics"], run_dir)
 
 
 def _decoding(opts):
@@ -155,10 +149,7 @@ def report_command(runs, out_dir):
     """Put eval runs side by side (paper Table 2 layout; Markdown + CSV) and plot metrics against λ."""
     from mi_mergekit.eval.report import write_report
 
-    try:
-        result = write_report(runs, out_dir)
-    except USER_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = write_report(runs, out_dir)
     click.echo(result["markdown"], nl=False)
     for path in [result["md"], result["csv"], *result["plots"]]:
         click.echo(f"wrote {path}", err=True)

@@ -180,12 +180,35 @@ def load_examples(
     if not rows:
         raise DatasetError(f"dataset {source} has no rows")
     mapping = resolve_columns(benchmark, list(rows[0].keys()), columns)
+    for number, row in enumerate(rows):
+        check_row(row, mapping, number, source)
     examples = [_ADAPTERS[benchmark](row, mapping, number) for number, row in enumerate(rows)]
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise DatasetError(f"dataset {source} has duplicate ids, e.g. {duplicates}")
     return examples[:limit] if limit else examples
+
+
+#: roles whose value is a JSON list (checked by the IFEval adapter), not text
+_LIST_ROLES = ("instruction_id_list", "kwargs")
+
+
+def check_row(row: dict, mapping: Dict[str, str], number: int, source: str) -> None:
+    """Every mapped column present, non-empty, and text (integers allowed, e.g. AIME answers)."""
+    where = f"{source} row {number + 1}"
+    for role, column in mapping.items():
+        if column not in row:
+            raise DatasetError(f"{where} has no {column!r} column (the {role})")
+        if role in _LIST_ROLES:
+            continue
+        value = row[column]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise DatasetError(
+                f"{where}: {column!r} must be text, got {type(value).__name__} {str(value)[:40]!r}"
+            )
+        if isinstance(value, str) and not value.strip():
+            raise DatasetError(f"{where}: {column!r} is empty")
 
 
 def _id(row: dict, mapping: dict, number: int) -> str:

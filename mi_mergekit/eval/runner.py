@@ -23,6 +23,8 @@ not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when presen
 from __future__ import annotations
 
 import datetime
+import os
+import re
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -56,6 +58,56 @@ GENERATION_KEYS = (
 
 class RunMismatchError(ValueError):
     """``out_dir`` holds a run with different generation settings."""
+
+
+class ModelFolderError(ValueError):
+    """The model to evaluate is not a readable model folder."""
+
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+#: what `mi-mergekit eval` writes into a run folder (anything else: not a run folder)
+RUN_FOLDER_FILES = {st.RUN_FILE, st.PROMPTS_FILE, st.SAMPLES_FILE, st.GRADES_FILE, st.METRICS_FILE,
+                    st.QUESTIONS_FILE}
+
+
+def check_model_folder(model_path: Union[str, Path]) -> None:
+    """A local model must be a folder with a readable config.json; a hub id is left to the backend."""
+    path = Path(model_path)
+    if path.is_dir():
+        config = path / "config.json"
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelFolderError(f"the model folder has no config.json ({path})") from None
+        except (OSError, ValueError) as exc:
+            raise ModelFolderError(f"cannot read the model's config.json: {exc} ({config})") from None
+    elif path.exists():
+        raise ModelFolderError(f"--model must be a model folder, not a file ({path})")
+    elif not _HUB_ID.match(str(model_path)):
+        raise ModelFolderError(f"model folder not found ({path})")
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse an --out folder that another command wrote (or a run.json eval did not write)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunMismatchError(f"--out must be a folder, not a file ({out})")
+    run_file = out / st.RUN_FILE
+    if run_file.exists():
+        try:
+            config = st.read_json(run_file)
+        except (OSError, ValueError) as exc:
+            raise RunMismatchError(f"cannot read the run's settings: {exc} ({run_file})") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT_VERSION or "benchmark" not in config:
+            raise RunMismatchError(f"{st.RUN_FILE} was not written by this version of `mi-mergekit eval`; "
+                                   f"use a new --out folder ({run_file})")
+        return
+    foreign = sorted(n for n in os.listdir(out) if n not in RUN_FOLDER_FILES and not n.endswith(".tmp"))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
+        raise RunMismatchError(f"--out is not an eval run folder (it holds {shown}); "
+                               f"use a new or empty folder ({out})")
 
 
 def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
@@ -113,7 +165,10 @@ def evaluate(
     if n_samples < 1 or max_new_tokens < 1:
         raise ValueError("n_samples and max_new_tokens must be >= 1")
     examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
+    if backend in ("transformers", "vllm"):
+        check_model_folder(model_path)
     out = Path(out_dir)
+    check_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
 
     if isinstance(backend, str):

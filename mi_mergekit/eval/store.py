@@ -11,14 +11,16 @@ A run directory holds one (model, benchmark) evaluation::
 
 ``samples.jsonl`` lines are ``{"question_id", "sample_index", "text",
 "n_tokens", "finish_reason", "seed", "decoding", "model"}``. Each finished
-chunk is appended with one ``write`` and flushed + fsynced, so a killed run
-loses at most the chunks in flight. A torn last line (killed mid-write) is
+chunk is appended whole and fsynced, so a killed run loses at most the chunks
+in flight; a failed append (disk full) is cut back off the file, so a stored
+sample is never lost or duplicated. A torn last line (killed mid-write) is
 ignored on reading and cut off before the next append. The first record of a
 (question, index) pair wins, so a store never holds two versions of a sample.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -81,11 +83,30 @@ class SampleStore:
                 new.append(record)
         if new:
             payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new).encode("utf-8")
-            with self.path.open("ab") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._write(payload, new)
         return len(new)
+
+    def _write(self, payload: bytes, new: List[dict]) -> None:
+        """Append ``payload`` whole or not at all: on a failed write (disk full …) the
+        file is cut back to its previous end and the records are forgotten again."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException as exc:
+                for record in new:
+                    self._samples.pop((record["question_id"], int(record["sample_index"])), None)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                if isinstance(exc, OSError) and not exc.filename:
+                    raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+                raise
+        finally:
+            os.close(fd)
 
 
 def write_json(path: Path, data) -> None:
