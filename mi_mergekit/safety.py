@@ -134,6 +134,12 @@ def check_output_path(out_path: str, inputs: Sequence[Tuple[str, str]], options=
     folder that only receives new subfolders, like a sweep's).
     """
     out = real(out_path)
+    ancestor = os.path.dirname(out)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise OutputPathError(f"the output path lies under {ancestor}, which is a file, not a folder",
+                              path=out_path)
     for role, folder in inputs:
         folder = real(folder)
         if out == folder:

@@ -179,7 +179,10 @@ def load_examples(
     rows = read_rows(source, split)
     if not rows:
         raise DatasetError(f"dataset {source} has no rows")
-    mapping = resolve_columns(benchmark, list(rows[0].keys()), columns)
+    try:
+        mapping = resolve_columns(benchmark, list(rows[0].keys()), columns)
+    except DatasetError as exc:
+        raise DatasetError(f"{exc} ({source})") from None
     for number, row in enumerate(rows):
         check_row(row, mapping, number, source)
     examples = [_ADAPTERS[benchmark](row, mapping, number) for number, row in enumerate(rows)]
@@ -196,19 +199,19 @@ _LIST_ROLES = ("instruction_id_list", "kwargs")
 
 def check_row(row: dict, mapping: Dict[str, str], number: int, source: str) -> None:
     """Every mapped column present, non-empty, and text (integers allowed, e.g. AIME answers)."""
-    where = f"{source} row {number + 1}"
+    where, file = f"row {number + 1}", f" ({source})"
     for role, column in mapping.items():
         if column not in row:
-            raise DatasetError(f"{where} has no {column!r} column (the {role})")
+            raise DatasetError(f"{where} has no {column!r} column, the {role}{file}")
         if role in _LIST_ROLES:
             continue
         value = row[column]
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise DatasetError(
-                f"{where}: {column!r} must be text, got {type(value).__name__} {str(value)[:40]!r}"
+                f"{where}: {column!r} must be text, got {type(value).__name__} {str(value)[:40]!r}{file}"
             )
         if isinstance(value, str) and not value.strip():
-            raise DatasetError(f"{where}: {column!r} is empty")
+            raise DatasetError(f"{where}: {column!r} is empty{file}")
 
 
 def _id(row: dict, mapping: dict, number: int) -> str:

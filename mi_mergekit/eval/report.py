@@ -31,7 +31,7 @@ def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
     for run_dir in run_dirs:
         path = Path(run_dir)
         if not path.is_dir():
-            raise FileNotFoundError(f"run directory not found: {path}")
+            raise FileNotFoundError(f"run directory not found ({path})")
         if not (path / METRICS_FILE).is_file():
             grade_run(path)
         runs.append(load_run(path))

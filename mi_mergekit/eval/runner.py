@@ -238,7 +238,8 @@ def _check_resume(out: Path, config: dict) -> None:
     diffs = [k for k in GENERATION_KEYS if old.get(k) != config.get(k)]
     if diffs:
         details = "; ".join(f"{k}: stored {old.get(k)!r}, now {config.get(k)!r}" for k in diffs)
-        raise RunMismatchError(f"{out} holds a run with other settings ({details}); use a new --out directory")
+        raise RunMismatchError(f"the --out folder holds a run with other settings ({details}); "
+                              f"use a new --out folder ({out})")
     config["created"] = old.get("created", config["created"])
 
 
@@ -306,7 +307,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
     """
     out = Path(run_dir)
     if not (out / st.RUN_FILE).is_file():
-        raise FileNotFoundError(f"{out} is not a run directory (no {st.RUN_FILE})")
+        raise FileNotFoundError(f"the folder is not a run directory: it has no {st.RUN_FILE} ({out})")
     config = st.read_json(out / st.RUN_FILE)
     grader_name = grader or config["grader"]
     grader_obj = get_grader(grader_name)

@@ -1,0 +1,300 @@
+"""The bad-input table: every row is a command a user might run on bad input.
+
+Each row runs the real console script (``mergekit-yaml`` or ``mi-mergekit``) as a
+subprocess — a few rows with an in-process fault injected into that same
+command (disk full, permission denied) — and checks that
+
+* it exits with status 1 and its last stderr line is ``Error: <what> (<file>)``,
+  containing the row's message fragment, with no traceback;
+* every input file (models, recipe, dataset, existing folders) is byte-for-byte
+  unchanged;
+* nothing that looks complete was written: no new folder with a config.json,
+  no staging folder left behind, no metrics.json for an eval.
+
+The README's "What is refused" list is this table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import console, run
+from mi_mergekit.synthetic import PairSpec, build_pair, recipe
+
+sys.path.insert(0, str(Path(__file__).parent / "eval"))
+FIXTURES = Path(__file__).parent / "eval" / "fixtures"
+
+
+class World:
+    """A scratch folder with a model pair, a good recipe and a dataset; rows bend one thing."""
+
+    def __init__(self, root: Path, pair, eval_model):
+        self.root = root
+        self.instruct, self.thinking = (root / "instruct", root / "thinking")
+        shutil.copytree(pair[0], self.instruct)
+        shutil.copytree(pair[1], self.thinking)
+        self.recipe = root / "recipe.yaml"
+        self.recipe.write_text(recipe(str(self.instruct), str(self.thinking), 0.8))
+        self.out = root / "out"
+        self.dataset = root / "boxed.jsonl"
+        shutil.copy(FIXTURES / "boxed.jsonl", self.dataset)
+        self.eval_model = eval_model
+        self.env = {}
+        self.preexec = None
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text)
+        return path
+
+    def rows(self, name: str, rows) -> Path:
+        return self.write(name, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def edit_recipe(self, old: str, new: str) -> Path:
+        self.recipe.write_text(self.recipe.read_text().replace(old, new))
+        return self.recipe
+
+
+def mergekit_yaml(*args):
+    return [console("mergekit-yaml"), *map(str, args)]
+
+
+def mi(*args):
+    return [console("mi-mergekit"), *map(str, args)]
+
+
+def with_fault(setup: str, *args):
+    """Run ``mi-mergekit ARGS`` in a Python that first executes ``setup`` (fault injection)."""
+    code = f"{setup}\nfrom mi_mergekit.cli import main\nmain()"
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
+def nway_recipe(w: World, weights=(0.6, 0.6), second=None) -> Path:
+    second = second or w.thinking
+    return w.write("nway.yaml", (
+        "merge_method: nway_interpolation\n"
+        f"models:\n  - model: {w.instruct}\n    parameters: {{weight: {weights[0]}}}\n"
+        f"  - model: {second}\n    parameters: {{weight: {weights[1]}}}\n"
+        "dtype: float32\n"))
+
+
+def truncate(path: Path, keep: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def file_size_limit(limit: int):
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def size_limited(w: World, limit: int):
+    w.preexec = file_size_limit(limit)
+
+
+def prior_run(w: World, config: dict) -> Path:
+    run_dir = w.root / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps(config))
+    return run_dir
+
+
+def eval_args(w: World, *extra, model=None, dataset=None, out=None):
+    return mi("eval", "--model", model or w.eval_model, "--dataset", dataset or w.dataset,
+              "--benchmark", "boxed", "-n", "1", "--max-new-tokens", "4", "--no-progress",
+              "--out", out or w.root / "run", *extra)
+
+
+# (id, setup(world) -> argv, message fragment)
+ROWS = [
+    # --- merge: where the output may go
+    ("output-is-instruct", lambda w: mergekit_yaml(w.recipe, w.instruct),
+     "the output folder is the Instruct model's folder"),
+    ("output-is-thinking", lambda w: mi("merge", w.recipe, w.thinking),
+     "the output folder is the Thinking model's folder"),
+    ("output-inside-input", lambda w: mergekit_yaml(w.recipe, w.instruct / "merged"),
+     "lies inside the Instruct model's folder"),
+    ("output-contains-inputs", lambda w: mi("merge", w.recipe, w.root),
+     "the output folder contains the"),
+    ("output-symlink-to-input",
+     lambda w: (os.symlink(w.thinking, w.root / "link"), mergekit_yaml(w.recipe, w.root / "link"))[1],
+     "the output folder is the Thinking model's folder"),
+    ("output-has-foreign-files",
+     lambda w: (w.out.mkdir(), (w.out / "notes.txt").write_text("mine"), mi("merge", w.recipe, w.out))[2],
+     "holds files mi-mergekit did not write (notes.txt)"),
+    ("output-is-a-file", lambda w: (w.out.write_text("x"), mergekit_yaml(w.recipe, w.out))[1],
+     "the output path exists and is not a folder"),
+    ("output-under-a-file",
+     lambda w: (w.write("plain", "x"), mi("merge", w.recipe, w.root / "plain" / "out"))[1],
+     "which is a file, not a folder"),
+    # --- merge: the recipe
+    ("recipe-missing", lambda w: mergekit_yaml(w.root / "nope.yaml", w.out), "no such file or directory"),
+    ("recipe-yaml-syntax", lambda w: mi("merge", w.write("bad.yaml", "models: [\n"), w.out),
+     "recipe is not valid YAML at line 2"),
+    ("recipe-wrong-type", lambda w: mergekit_yaml(w.edit_recipe("lambda: 0.8", "lambda: high"), w.out),
+     "recipe is not a valid mergekit config"),
+    ("recipe-not-a-mapping", lambda w: mi("merge", w.write("list.yaml", "- a\n- b\n"), w.out),
+     "a recipe must be a YAML mapping"),
+    ("recipe-window-out-of-range",
+     lambda w: mergekit_yaml(w.edit_recipe("lambda: 0.8", "lambda: 0.8\n  layer_end: 40"), w.out),
+     "layer_end=40 is outside the model's decoder layers"),
+    ("merge-unknown-model-name", lambda w: mi("merge", w.recipe, w.out, "--model", "Qwen/X=/nowhere"),
+     "--model names not found in the recipe: Qwen/X"),
+    # --- merge: the input checkpoints
+    ("input-truncated-safetensors",
+     lambda w: (truncate(w.thinking / "model.safetensors", 5000), mergekit_yaml(w.recipe, w.out))[1],
+     "truncated or corrupt safetensors file"),
+    ("input-corrupt-header",
+     lambda w: ((w.instruct / "model.safetensors").write_bytes(b"\xff" * 64), mi("merge", w.recipe, w.out))[1],
+     "truncated or corrupt safetensors file"),
+    ("input-missing-config",
+     lambda w: ((w.thinking / "config.json").unlink(), mergekit_yaml(w.recipe, w.out))[1],
+     "has no config.json"),
+    ("input-missing-tokenizer",
+     lambda w: ((w.thinking / "tokenizer.json").unlink(), mi("merge", w.recipe, w.out))[1],
+     "which has no tokenizer files"),
+    ("input-missing-folder",
+     lambda w: (shutil.rmtree(w.thinking), mergekit_yaml(w.recipe, w.out))[1],
+     "is not a local folder and could not be loaded"),
+    # --- merge: failures while writing
+    ("write-file-size-limit", lambda w: (size_limited(w, 20_000), mergekit_yaml(w.recipe, w.out))[1],
+     "file too large (file size limit reached) while writing the output"),
+    ("write-disk-full", lambda w: with_fault(
+        "import safetensors, safetensors.torch\n"
+        "def full(*a, **k): raise safetensors.SafetensorError("
+        "'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })')\n"
+        "safetensors.torch.save_file = full", "merge", w.recipe, w.out),
+     "disk full while writing the output"),
+    ("write-permission-denied", lambda w: with_fault(
+        "import tempfile\n"
+        "def denied(*a, dir=None, **k): raise PermissionError(13, 'Permission denied', dir)\n"
+        "tempfile.mkdtemp = denied", "merge", w.recipe, w.out),
+     "permission denied ("),
+    # --- nway_interpolation gets the same pre-flight
+    ("nway-weights-do-not-sum-to-1", lambda w: mergekit_yaml(nway_recipe(w), w.out), "sum to 1.2, not 1"),
+    ("nway-output-is-input", lambda w: mergekit_yaml(nway_recipe(w, (0.5, 0.5)), w.instruct),
+     "the output folder is the input model's folder"),
+    ("nway-layer-counts-differ",
+     lambda w: mergekit_yaml(nway_recipe(w, (0.5, 0.5), build_pair(str(w.root / "short"), PairSpec(num_layers=3))[1]),
+                             w.out),
+     "layer counts differ"),
+    # --- sweep and plan
+    ("sweep-into-input", lambda w: mi("sweep", w.recipe, w.instruct, "--lambdas", "0.2,0.4"),
+     "the output folder is the Instruct model's folder"),
+    ("sweep-lambda-folder-foreign",
+     lambda w: ((w.root / "sw" / "lambda_0.4").mkdir(parents=True), (w.root / "sw" / "lambda_0.4" / "a.bin").write_text("x"),
+                mi("sweep", w.recipe, w.root / "sw", "--lambdas", "0.2,0.4"))[2],
+     "holds files mi-mergekit did not write (a.bin)"),
+    ("sweep-truncated-input",
+     lambda w: (truncate(w.instruct / "model.safetensors", 100), mi("sweep", w.recipe, w.out, "--lambdas", "0.5"))[1],
+     "truncated or corrupt safetensors file"),
+    ("plan-window-out-of-range",
+     lambda w: mi("plan", w.edit_recipe("lambda: 0.8", "lambda: 0.8\n  layer_start: -9")),
+     "layer_start=-9 is outside"),
+    ("plan-no-base-model", lambda w: mi("plan", w.write("nobase.yaml", (
+        f"merge_method: model_interpolation\nmodels:\n  - model: {w.instruct}\n  - model: {w.thinking}\n"
+        "parameters: {lambda: 0.5}\n"))), "needs `base_model:`"),
+    # --- eval
+    ("eval-model-not-found", lambda w: eval_args(w, model=w.root / "no-model"), "model folder not found"),
+    ("eval-model-without-config", lambda w: eval_args(w, model=w.root), "the model folder has no config.json"),
+    ("eval-dataset-missing-column", lambda w: eval_args(w, dataset=w.rows("d.jsonl", [{"id": "a", "prompt": "1+1"}])),
+     "boxed dataset has no 'answer' column"),
+    ("eval-dataset-empty-value",
+     lambda w: eval_args(w, dataset=w.rows("d.jsonl", [{"id": "a", "prompt": "1+1", "answer": "2"},
+                                                      {"id": "b", "prompt": " ", "answer": "3"}])),
+     "row 2: 'prompt' is empty"),
+    ("eval-dataset-row-lacks-column",
+     lambda w: eval_args(w, dataset=w.rows("d.jsonl", [{"id": "a", "prompt": "1+1", "answer": "2"},
+                                                      {"id": "b", "prompt": "2+2"}])),
+     "row 2 has no 'answer' column"),
+    ("eval-answer-not-text",
+     lambda w: eval_args(w, dataset=w.rows("d.jsonl", [{"id": "a", "prompt": "1+1", "answer": [2]}])),
+     "'answer' must be text, got list"),
+    ("eval-out-is-a-model-folder", lambda w: eval_args(w, out=w.instruct), "--out is not an eval run folder"),
+    ("eval-out-foreign-run-json", lambda w: eval_args(w, out=prior_run(w, {"hello": 1})),
+     "run.json was not written by this version of `mi-mergekit eval`"),
+    ("eval-resume-mismatch", lambda w: eval_args(w, out=prior_run(w, {
+        "format": 1, "benchmark": "boxed", "model": "other", "n_samples": 8})),
+     "holds a run with other settings"),
+    ("eval-disk-full-samples", lambda w: with_fault(
+        "import errno, os, types, mi_mergekit.eval.store as store\n"
+        "def write(fd, data):\n"
+        "    os.write(fd, bytes(data[:7]))  # a torn line, then the disk is full\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "fake = {k: getattr(os, k) for k in dir(os) if not k.startswith('__')}\n"
+        "fake['write'] = write\n"
+        "store.os = types.SimpleNamespace(**fake)", *eval_args(w)[1:]),
+     "disk full ("),
+    # --- report
+    ("report-run-missing", lambda w: mi("report", w.root / "nothing", "--out", w.root / "rep"),
+     "run directory not found"),
+    ("report-not-a-run", lambda w: mi("report", w.instruct, "--out", w.root / "rep"), "is not a run directory"),
+]
+
+
+def snapshot(root: Path):
+    """sha256 of every file under root (symlinks as their target text)."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                found[str(path)] = "-> " + os.readlink(path)
+            elif path.is_file():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="module")
+def eval_model(tmp_path_factory):
+    from tiny_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.mark.parametrize("row_id, setup, message", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, eval_model, tmp_path):
+    world = World(tmp_path, dense_pair, eval_model)
+    argv = setup(world)
+    before = snapshot(tmp_path)
+    result = run(argv, env={"OMP_NUM_THREADS": "1", **world.env}, preexec_fn=world.preexec)
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(error_lines) == 1 and error_lines[0] == result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+    assert message in error_lines[0], error_lines[0]
+    assert error_lines[0].endswith(")"), "names the file it is about"
+
+    after = snapshot(tmp_path)
+    changed = sorted(p for p in before if after.get(p) != before[p])
+    assert changed == [], f"inputs changed: {changed}"
+    new = sorted(set(after) - set(before))
+    assert not [p for p in new if p.endswith(("config.json", "metrics.json", ".safetensors"))], new
+    assert not [p for p in new if ".incomplete-" in p or ".replaced-" in p], new
+
+
+def test_table_has_at_least_25_rows():
+    assert len(ROWS) >= 25 and len({r[0] for r in ROWS}) == len(ROWS)
+
+
+def test_verbose_adds_the_traceback(dense_pair, tmp_path):
+    world = World(tmp_path, dense_pair, None)
+    result = run(mi("merge", world.recipe, world.instruct, "--verbose"))
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "OutputPathError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: the output folder is the Instruct")
+    result = run(mergekit_yaml(world.recipe, world.instruct, "-v"))
+    assert result.returncode == 1 and "Traceback" in result.stderr
