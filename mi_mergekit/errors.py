@@ -170,9 +170,10 @@ def validation_summary(exc) -> str:
     """A pydantic ValidationError as one line: the first problem and how many more."""
     problems = exc.errors()
     first = problems[0] if problems else {"loc": (), "msg": str(exc)}
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "recipe"
+    loc = ".".join(str(p) for p in first.get("loc", ()))
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return _one_line(f"recipe is not a valid mergekit config: {loc}: {first['msg']}{more}")
+    where = f"{loc}: " if loc else ""
+    return _one_line(f"recipe is not a valid mergekit config: {where}{first['msg']}{more}")
 
 
 def _one_line(text: str) -> str:

@@ -47,7 +47,7 @@ class CheckpointIndex:
             ).index
         except Exception as exc:
             raise CheckpointFileError(
-                f"cannot find the weights of model {model}: {explain(exc)}", path=model.model.path
+                f"cannot read the weights of model {model}: {explain(exc)}", path=model.model.path
             ) from None
         shapes: Dict[str, Optional[Tuple[int, ...]]] = dict.fromkeys(index.tensor_paths)
         if index.is_safetensors:
