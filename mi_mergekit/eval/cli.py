@@ -14,6 +14,7 @@ Re-running an interrupted ``eval`` with the same arguments resumes it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -23,6 +24,23 @@ from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
 from mi_mergekit.eval.decoding import PRESETS
 from mi_mergekit.eval.graders import GRADERS
 
+
+class _JSONObject(click.ParamType):
+    name = "json"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON ({exc.msg} at column {exc.colno}): {value!r}", param, ctx)
+        if not isinstance(data, dict):
+            self.fail(f"must be a JSON object, got {type(data).__name__}", param, ctx)
+        return data
+
+
+JSON_OBJECT = _JSONObject()
 
 
 def _parse_columns(values) -> dict:
@@ -58,15 +76,23 @@ def _parse_columns(values) -> dict:
 @click.option("--device", help="transformers: device (default cuda if available, else cpu).")
 @click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype.")
 @click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's.")
-@click.option("--base-url", help="openai: server base URL, e.g. http://127.0.0.1:8000/v1")
+@click.option("--base-url", "base_urls", multiple=True,
+              help="openai: server base URL, e.g. http://gpu1:8000/v1; repeat it to spread the run over a "
+                   "fleet (a failing server leaves the rotation, its requests go elsewhere).")
 @click.option("--served-model", help="openai: model name the server knows (default: --model).")
 @click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
               help="openai: endpoint; completions renders the chat template locally.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="openai: bearer token.")
+@click.option("--extra-body", type=JSON_OBJECT, metavar="JSON",
+              help='openai: merged into every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": true}}\'.')
 @click.option("--concurrency", type=int, default=8, show_default=True, help="openai: requests in flight.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="openai: seconds per request.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="openai: seconds of silence allowed between streamed chunks (never bounds a whole generation).")
+@click.option("--connect-timeout", type=float, default=30.0, show_default=True, help="openai: seconds to connect.")
 @click.option("--retries", type=int, default=3, show_default=True, help="openai: retries per request.")
 @click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm: GPUs per model.")
-@click.option("--samples-per-request", type=int, default=8, show_default=True, help="vllm: n per request.")
+@click.option("--samples-per-request", type=int,
+              help="vllm/openai: samples per request (n; default vllm 8, openai 8 with a tokenizer, else 1).")
 @click.option("--max-model-len", type=int, help="vllm: context length.")
 @click.option("--column", "columns", multiple=True, metavar="ROLE=COLUMN", help="Map a dataset column (repeatable).")
 @click.option("--split", default="train", show_default=True, help="Split for hf: datasets.")
@@ -126,9 +152,12 @@ def _backend_options(opts) -> dict:
         return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
                     dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],
                     seed=opts["seed"])
-    return dict(base_url=opts["base_url"], served_model=opts["served_model"], api=opts["api"],
-                concurrency=opts["concurrency"], timeout=opts["timeout"], retries=opts["retries"],
-                tokenizer_path=opts["tokenizer_path"])
+    if not opts["base_urls"]:
+        raise click.UsageError("--backend openai needs --base-url (repeatable)")
+    return dict(base_url=list(opts["base_urls"]), served_model=opts["served_model"], api=opts["api"],
+                concurrency=opts["concurrency"], timeout=opts["timeout"], connect_timeout=opts["connect_timeout"],
+                retries=opts["retries"], api_key=opts["api_key"], extra_body=opts["extra_body"],
+                samples_per_request=opts["samples_per_request"], tokenizer_path=opts["tokenizer_path"])
 
 
 def _echo_summary(m: dict, run_dir: Path) -> None:

@@ -61,11 +61,15 @@ def build_message(kind: str, example: Example, shuffle_seed: int = 0) -> Tuple[s
     return verbatim_message(example)
 
 
+def chat_messages(user_message: str, system_prompt: str | None = None) -> List[dict]:
+    """One user turn, after the optional system message."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + [{"role": "user", "content": user_message}]
+
+
 def render_chat(tokenizer, user_message: str, system_prompt: str | None = None) -> Tuple[str, List[dict]]:
     """The model's chat template applied to one user turn, ready for generation."""
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-        {"role": "user", "content": user_message}
-    ]
+    messages = chat_messages(user_message, system_prompt)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template; evaluate a chat model (or set tokenizer.chat_template)")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -75,8 +79,8 @@ def render_chat(tokenizer, user_message: str, system_prompt: str | None = None) 
 def prompt_record(kind: str, example: Example, tokenizer, shuffle_seed: int = 0, system_prompt: str | None = None) -> dict:
     """One line of ``prompts.jsonl``: everything needed to generate and to grade a question."""
     user, gold, data = build_message(kind, example, shuffle_seed)
-    if tokenizer is None:
-        text, messages = None, [{"role": "user", "content": user}]
+    if tokenizer is None:  # a chat endpoint renders the template itself
+        text, messages = None, chat_messages(user, system_prompt)
     else:
         text, messages = render_chat(tokenizer, user, system_prompt)
     return {

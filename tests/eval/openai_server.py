@@ -1,7 +1,7 @@
 """A small OpenAI-compatible completions server over the transformers backend, for tests.
 
 Serves ``POST /v1/completions`` (prompt, n, seed, temperature, top_p, top_k,
-min_p, max_tokens) on 127.0.0.1 only, in a background thread. Each request is
+min_p, max_tokens, stream) on 127.0.0.1 only, in a background thread. Each request is
 generated with :class:`TransformersBackend.complete` seeded by the request's
 ``seed`` -- so a one-sample request equals the transformers backend's chunk of
 size 1 with the same seed. ``fail_first`` makes the first N requests answer
@@ -46,13 +46,20 @@ class CompletionServer:
                 with server.generate_lock:  # one generate at a time: torch's global RNG
                     outs = server.backend.complete(body["prompt"], body.get("n", 1), body["seed"], decoding,
                                                    body["max_tokens"])
-                self._send(200, {
-                    "object": "text_completion",
-                    "model": body.get("model"),
-                    "choices": [{"index": i, "text": o.text, "finish_reason": o.finish_reason}
-                                for i, o in enumerate(outs)],
-                    "usage": {"completion_tokens": sum(o.n_tokens for o in outs)},
-                })
+                choices = [{"index": i, "text": o.text, "finish_reason": o.finish_reason} for i, o in enumerate(outs)]
+                usage = {"completion_tokens": sum(o.n_tokens for o in outs)}
+                if body.get("stream"):  # server-sent events, one per choice, as vLLM streams
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for choice in choices:
+                        self.wfile.write(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
+                    self.wfile.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                self._send(200, {"object": "text_completion", "model": body.get("model"),
+                                 "choices": choices, "usage": usage})
 
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()
