@@ -138,6 +138,8 @@ def explain(exc: BaseException) -> str:
         files = [str(f) for f in (exc.filename, exc.filename2) if f]
         return _one_line(what + (f" ({' -> '.join(files)})" if files else ""))
     if isinstance(exc, ImportError):
+        if "pip install" in str(exc):
+            return _one_line(str(exc))
         return _one_line(f"missing dependency {exc.name or exc}: install the extra that provides it, "
                          "e.g. pip install 'mi-mergekit[eval]'")
     if is_safetensors_error(exc):

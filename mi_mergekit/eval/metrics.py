@@ -20,14 +20,32 @@ Definitions (fractions in [0, 1] in the JSON files; the report prints percent):
 - **Truncation rate** -- fraction of responses that stopped at the token budget
   (``finish_reason == "length"``), reported separately from Think #R, along with
   the rate of unterminated thinking.
+- **Standard errors** of the run's Mean@k and Pass@k (``stderr``): see
+  :data:`STDERR_METHOD`. ``None`` with a single question.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from math import comb
 from typing import Iterable, Optional, Sequence
+
+
+#: how ``stderr`` is computed (recorded in metrics.json beside the numbers)
+STDERR_METHOD = (
+    "standard error of the mean over questions of each question's Mean@k / Pass@k: sample "
+    "standard deviation (n-1) / sqrt(questions), as lm-eval's mean_stderr; the question is the "
+    "unit because the samples of one question are not independent"
+)
+
+
+def stderr_of_mean(values: Sequence[float]) -> Optional[float]:
+    """Standard error of the mean of ``values`` (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -127,6 +145,11 @@ def run_metrics(grades: Iterable[dict]) -> dict:
         "truncation_rate": _mean(g["finish_reason"] == "length" for g in all_grades),
         "tokens_mean": _mean(tokens),
         "tokens_median": float(statistics.median(tokens)),
+        "stderr": {
+            key: {k: stderr_of_mean([q[key][k] for q in questions]) for k in range(1, n + 1)}
+            for key in ("mean@k", "pass@k")
+        },
+        "stderr_method": STDERR_METHOD,
     }
     return {"run": summary, "questions": questions}
 

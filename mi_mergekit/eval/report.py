@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from mi_mergekit.eval.benchmarks import get_benchmark
 from mi_mergekit.eval.runner import grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
 
 COLUMNS = ("Mean", "Pass", "#N", "#R", "Trunc")
+#: columns that carry a standard error
+SE_COLUMNS = ("Mean", "Pass")
 
 
 def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
@@ -40,17 +42,28 @@ def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
 
 def _cells(metrics: dict) -> Dict[str, float]:
     n = metrics["n_samples"]
+    stderr = metrics.get("stderr", {})  # absent in runs graded before standard errors
     return {
         "Mean": 100 * metrics["mean@k"][n],
         "Pass": 100 * metrics["pass@k"][n],
+        "Mean SE": _percent(stderr.get("mean@k", {}).get(n)),
+        "Pass SE": _percent(stderr.get("pass@k", {}).get(n)),
         "#N": metrics["tokens_mean"],
         "#R": 100 * metrics["think_ratio"],
         "Trunc": 100 * metrics["truncation_rate"],
     }
 
 
-def table(runs: Sequence[dict]) -> tuple:
-    """(header, rows) with rows as lists of strings; a missing (model, benchmark) pair is blank."""
+def _percent(value: Optional[float]) -> Optional[float]:
+    return None if value is None else 100 * value
+
+
+def table(runs: Sequence[dict], separate_se: bool = False) -> tuple:
+    """(header, rows) with rows as lists of strings; a missing (model, benchmark) pair is blank.
+
+    Mean and Pass carry ``± SE`` (standard error over questions, when the run has it);
+    ``separate_se`` puts the SE in columns of their own instead (for the CSV).
+    """
     benchmarks: List[str] = []
     ks: Dict[str, set] = {}
     rows: Dict[str, dict] = {}
@@ -70,7 +83,9 @@ def table(runs: Sequence[dict]) -> tuple:
     for bench in benchmarks:
         title = get_benchmark(bench).title
         k = f"@{next(iter(ks[bench]))}" if len(ks[bench]) == 1 else "@n"
-        header += [f"{title} Mean{k}", f"{title} Pass{k}", f"{title} #N", f"{title} #R", f"{title} Trunc"]
+        for column in COLUMNS:
+            name = f"{title} {column}{k if column in SE_COLUMNS else ''}"
+            header += [name, f"{name} SE"] if separate_se and column in SE_COLUMNS else [name]
     body = []
     for label, row in rows.items():
         lam = lambdas[label]
@@ -78,12 +93,17 @@ def table(runs: Sequence[dict]) -> tuple:
         for bench in benchmarks:
             cells = row.get(bench)
             for column in COLUMNS:
+                se = None if cells is None else cells.get(f"{column} SE")
                 if cells is None:
                     line.append("")
                 elif column == "#N":
                     line.append(f"{cells[column]:.0f}")
+                elif se is not None and not separate_se:
+                    line.append(f"{cells[column]:.1f} ± {se:.1f}")
                 else:
                     line.append(f"{cells[column]:.1f}")
+                if separate_se and column in SE_COLUMNS:
+                    line.append("" if se is None else f"{se:.1f}")
         body.append(line)
     return header, body
 
@@ -142,7 +162,8 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
     (out / "report.md").write_text(text, encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+        csv_header, csv_rows = table(runs, separate_se=True)
+        writer.writerow(csv_header)
+        writer.writerows(csv_rows)
     plots = plot_lambda(runs, out)
     return {"markdown": text, "md": out / "report.md", "csv": out / "report.csv", "plots": plots}

@@ -23,18 +23,20 @@ not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when presen
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
+import time
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, make_backend
 from mi_mergekit.eval.benchmarks import get_benchmark
 from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
 from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
-from mi_mergekit.eval.graders import get_grader
+from mi_mergekit.eval.graders import check_requirements, get_grader
 from mi_mergekit.eval.metrics import run_metrics
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.thinking import split_response
@@ -103,11 +105,22 @@ def check_run_folder(out: Path) -> None:
             raise RunMismatchError(f"{st.RUN_FILE} was not written by this version of `mi-mergekit eval`; "
                                    f"use a new --out folder ({run_file})")
         return
-    foreign = sorted(n for n in os.listdir(out) if n not in RUN_FOLDER_FILES and not n.endswith(".tmp"))
+    foreign = sorted(n for n in os.listdir(out) if n not in RUN_FOLDER_FILES
+                     and not n.endswith(".tmp") and not n.startswith(".write-test-"))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
         raise RunMismatchError(f"--out is not an eval run folder (it holds {shown}); "
                                f"use a new or empty folder ({out})")
+
+
+def check_writable(out: Path) -> None:
+    """Write and remove a probe file, so an unwritable --out fails before any generation."""
+    probe = out / f".write-test-{os.getpid()}"
+    with probe.open("wb") as handle:
+        handle.write(b"ok")
+        handle.flush()
+        os.fsync(handle.fileno())
+    probe.unlink()
 
 
 def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
@@ -158,7 +171,7 @@ def evaluate(
     """
     bench = get_benchmark(benchmark)
     grader_name = grader or bench.grader
-    get_grader(grader_name)  # fail early on unknown names
+    check_requirements(grader_name)  # unknown names and missing extras fail before anything runs
     decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
     n_samples = int(n_samples or bench.n_samples)
     max_new_tokens = int(max_new_tokens or bench.max_new_tokens)
@@ -170,6 +183,7 @@ def evaluate(
     out = Path(out_dir)
     check_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
 
     if isinstance(backend, str):
         backend = make_backend(backend, str(model_path), **(backend_options or {}))
@@ -183,7 +197,11 @@ def evaluate(
         st.write_json(out / st.RUN_FILE, config)
         prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt) for e in examples]
         st.write_jsonl(out / st.PROMPTS_FILE, prompts)
-        generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed, str(model_path), progress)
+        started = time.monotonic()
+        added, tokens = generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed,
+                                         str(model_path), progress)
+        config["timing"] = _timing(config.get("timing"), time.monotonic() - started, added, tokens)
+        st.write_json(out / st.RUN_FILE, config)
     finally:
         backend.close()
     grade_run(out)
@@ -214,8 +232,33 @@ def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, ma
         "chunk_size": described["chunk_size"],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
+        # what shapes every sample, hashed so two runs can be compared at a glance
+        "chat_template_sha256": _sha256(getattr(backend.tokenizer, "chat_template", None)),
+        "generation_settings_sha256": _sha256({
+            "decoding": decoding.to_dict(), "max_new_tokens": max_new_tokens, "n_samples": n_samples,
+            "seed": seed, "system_prompt": extra.get("system_prompt"), "backend": described}),
         **extra,
     }
+
+
+def _timing(before: Optional[dict], seconds: float, samples: int, tokens: int) -> dict:
+    """Generation wall time and throughput, summed over the invocations that generated this run."""
+    before = before or {}
+    seconds = before.get("generation_seconds", 0.0) + seconds
+    tokens = before.get("generated_tokens", 0) + tokens
+    return {
+        "generation_seconds": round(seconds, 3),
+        "generated_samples": before.get("generated_samples", 0) + samples,
+        "generated_tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else None,
+    }
+
+
+def _sha256(value) -> Optional[str]:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _versions() -> dict:
@@ -241,6 +284,8 @@ def _check_resume(out: Path, config: dict) -> None:
         raise RunMismatchError(f"the --out folder holds a run with other settings ({details}); "
                               f"use a new --out folder ({out})")
     config["created"] = old.get("created", config["created"])
+    if "timing" in old:
+        config["timing"] = old["timing"]
 
 
 def plan_chunks(prompts: List[dict], n_samples: int, chunk_size: int, seed: int, have,
@@ -267,8 +312,8 @@ def plan_chunks(prompts: List[dict], n_samples: int, chunk_size: int, seed: int,
 
 
 def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n_samples: int,
-                     max_new_tokens: int, seed: int, model: str, progress: bool = True) -> int:
-    """Generate every missing sample into ``out/samples.jsonl``; returns how many were added."""
+                     max_new_tokens: int, seed: int, model: str, progress: bool = True) -> Tuple[int, int]:
+    """Generate every missing sample into ``out/samples.jsonl``; returns (samples added, their tokens)."""
     from tqdm.auto import tqdm
 
     store = st.SampleStore(out / st.SAMPLES_FILE)
@@ -276,7 +321,7 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
     done_before = sum((p["question_id"], i) in store for p in prompts for i in range(n_samples))
     chunks = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store,
                          getattr(backend, "prompt_batch", 1))
-    added = 0
+    added = tokens = 0
     with tqdm(total=total, initial=done_before, desc="generating", unit="sample", disable=not progress) as bar:
         for chunk, completions in backend.generate(chunks, decoding, max_new_tokens):
             if len(completions) != len(chunk.indices):
@@ -294,10 +339,11 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
                 }
                 for index, c in zip(chunk.indices, completions)
             ]
+            tokens += sum(r["n_tokens"] for r in records if (r["question_id"], r["sample_index"]) not in store)
             written = store.append(records)
             added += written
             bar.update(written)
-    return added
+    return added, tokens
 
 
 def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
@@ -341,6 +387,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
         "model": config["model"],
         "decoding": config["decoding"]["name"],
         **metrics["run"],
+        "timing": config.get("timing"),
     }
     st.write_json(out / st.METRICS_FILE, summary)
     st.write_json(out / st.QUESTIONS_FILE, metrics["questions"])
@@ -381,4 +428,6 @@ def load_run(run_dir: Union[str, Path]) -> dict:
     for block in [metrics, *questions]:
         for key in ("pass@k", "mean@k", "vote@k"):
             block[key] = _int_keys(block[key])
+    for key, by_k in metrics.get("stderr", {}).items():
+        metrics["stderr"][key] = _int_keys(by_k)
     return {"path": out, "config": st.read_json(out / st.RUN_FILE), "metrics": metrics, "questions": questions}

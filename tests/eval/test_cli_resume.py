@@ -110,3 +110,27 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, fixtures, tiny
     assert sample_set(run_dir) == sample_set(reference)
     assert len(sample_set(run_dir)) == 3 * n
     assert json.loads((run_dir / "metrics.json").read_text())["n_responses"] == 3 * n
+
+
+@pytest.mark.parametrize("blocked, grader", [("math_verify", "math"), ("lm_eval", "ifeval"), ("matplotlib", "math")])
+def test_a_missing_extra_fails_before_generating(tmp_path, fixtures, tiny_model, blocked, grader):
+    """An import blocker stands in for an environment without the [eval] extra."""
+    prelude = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] == {blocked!r}: raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mi_mergekit.cli import main\n"
+        "main()\n"
+    )
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", prelude, "eval", "--model", str(tiny_model), "--dataset", str(fixtures / "boxed.jsonl"),
+         "--grader", grader, "-n", "1", "--max-new-tokens", "4", "--out", str(run_dir), "--no-progress"],
+        capture_output=True, text=True, timeout=240, env=subprocess_env())
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: grading with {grader!r} and reporting need {blocked}")
+    assert "pip install 'mi-mergekit[eval]'" in last
+    assert not run_dir.exists()  # nothing generated, nothing written

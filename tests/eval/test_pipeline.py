@@ -4,6 +4,8 @@ backend on a tiny random model (determinism per chunk), and the report."""
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 
@@ -133,10 +135,18 @@ def test_report_table_csv_and_lambda_plot(tmp_path, fixtures, tokenizer):
     result = write_report(runs, tmp_path / "report")
     lines = result["markdown"].splitlines()
     assert lines[0] == ("| Model | λ | Boxed Mean@4 | Boxed Pass@4 | Boxed #N | Boxed #R | Boxed Trunc |")
-    assert lines[2] == "| MI-0.8 | 0.8 | 33.3 | 66.7 | 115 | 91.7 | 8.3 |"
+    # ± the standard error over questions, computed here from the per-question values
+    questions = json.loads((runs[0] / "questions.json").read_text())
+    mean_se, pass_se = (100 * statistics.stdev(q[key]["4"] for q in questions) / math.sqrt(len(questions))
+                        for key in ("mean@k", "pass@k"))
+    assert f"{mean_se:.1f}" == "16.7" and f"{pass_se:.1f}" == "33.3"
+    assert lines[2] == "| MI-0.8 | 0.8 | 33.3 ± 16.7 | 66.7 ± 33.3 | 115 | 91.7 | 8.3 |"
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| MI-0.8", "| MI-0.2"]
-    csv_text = (tmp_path / "report" / "report.csv").read_text()
-    assert csv_text.splitlines()[1] == "MI-0.8,0.8,33.3,66.7,115,91.7,8.3"
+    csv_lines = (tmp_path / "report" / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("Model,λ,Boxed Mean@4,Boxed Mean@4 SE,Boxed Pass@4,Boxed Pass@4 SE,Boxed #N")
+    assert csv_lines[1] == "MI-0.8,0.8,33.3,16.7,66.7,33.3,115,91.7,8.3"
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert "question" in metrics["stderr_method"] and set(metrics["stderr"]) == {"mean@k", "pass@k"}
     (png,) = result["plots"]
     assert png.name == "lambda_boxed.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -259,3 +269,27 @@ def test_plan_chunks_groups_questions_in_fixed_batches():
     # group (a, b) is complete and skipped; (c, d) has a missing sample and is planned whole
     assert [(c.question_id, c.batch) for c in chunks] == [("c", 2), ("d", 2), ("e", 4)]
     assert plan_chunks(prompts, 2, 2, 0, have)[0].batch == -1
+
+
+def test_run_records_timing_and_the_hashes_of_what_shapes_samples(tmp_path, fixtures, tokenizer):
+    import hashlib
+
+    run = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16, out_dir=tmp_path / "r",
+                   backend=ScriptedBackend(tokenizer), progress=False)
+    config = json.loads((run / "run.json").read_text())
+    expected = "sha256:" + hashlib.sha256(tokenizer.chat_template.encode("utf-8")).hexdigest()
+    assert config["chat_template_sha256"] == expected
+    assert config["generation_settings_sha256"].startswith("sha256:")
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    timing = config["timing"]
+    assert timing["generated_samples"] == len(samples) == 6
+    assert timing["generated_tokens"] == sum(s["n_tokens"] for s in samples)
+    assert timing["generation_seconds"] >= 0
+    assert json.loads((run / "metrics.json").read_text())["timing"] == timing
+
+    again = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16, out_dir=tmp_path / "r",
+                     backend=ScriptedBackend(tokenizer), progress=False)  # resumes: nothing left to generate
+    assert json.loads((again / "run.json").read_text())["timing"]["generated_samples"] == 6
+    other = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=17, out_dir=tmp_path / "o",
+                     backend=ScriptedBackend(tokenizer), progress=False)
+    assert json.loads((other / "run.json").read_text())["generation_settings_sha256"] != config["generation_settings_sha256"]

@@ -20,6 +20,28 @@ GRADERS = {
 }
 
 
+#: what `report` needs beside the graders (plots)
+REPORT_REQUIRES = ("matplotlib",)
+
+
+def check_requirements(name: str) -> None:
+    """Fail before any generation if the grader ``name`` or the report cannot import what they need."""
+    missing = [m for m in (*get_grader(name).requires, *REPORT_REQUIRES) if not _importable(m)]
+    if missing:
+        raise ImportError(f"grading with {name!r} and reporting need {', '.join(missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed: pip install 'mi-mergekit[eval]'",
+                          name=missing[0])
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def get_grader(name: str) -> Grader:
     """Instantiate the grader called ``name``; unknown names raise ValueError listing the known ones."""
     if name not in GRADERS:
@@ -28,4 +50,4 @@ def get_grader(name: str) -> Grader:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-__all__ = ["GRADERS", "Grade", "Grader", "get_grader"]
+__all__ = ["GRADERS", "Grade", "Grader", "check_requirements", "get_grader"]

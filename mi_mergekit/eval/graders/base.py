@@ -35,6 +35,8 @@ class Grader:
     score_names: tuple = ()
     #: whether a majority vote over answers is meaningful (not for IFEval)
     votes: bool = True
+    #: modules the grader imports lazily (checked before any generation)
+    requires: tuple = ()
 
     def grade(self, answer: str, item: dict) -> Grade:
         """Grade ``answer`` against ``item`` (a prompts.jsonl record: gold ``answer`` and ``grader_data``)."""

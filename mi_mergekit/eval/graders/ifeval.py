@@ -68,6 +68,7 @@ class IFEvalGrader(Grader):
     """``ifeval``: prompt-level strict accuracy; loose and instruction-level as extra scores."""
 
     name = "ifeval"
+    requires = ("lm_eval", "langdetect", "nltk", "punkt", "immutabledict")
     score_names = ("prompt_level_loose", "inst_level_strict", "inst_level_loose")
     votes = False
 

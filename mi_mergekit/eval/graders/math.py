@@ -58,6 +58,7 @@ class MathGrader(Grader):
     """``math``: math-verify equivalence with the gold ``answer``."""
 
     name = "math"
+    requires = ("math_verify",)
 
     def grade(self, answer: str, item: dict) -> Grade:
         parsed = parse_answer(answer)
