@@ -14,18 +14,30 @@ import click
 
 from mi_mergekit.errors import guard
 
-# subcommand name -> "module:attribute" of a click command
+# subcommand name -> ("module:attribute" of a click command, its one-line help).
+# The help lives here so that `mi-mergekit --help` lists the commands without
+# importing them (they import torch and mergekit: seconds, not milliseconds).
 SUBCOMMANDS = {
-    "plan": "mi_mergekit.commands:plan_command",
-    "merge": "mi_mergekit.commands:merge_command",
-    "recipes": "mi_mergekit.recipes:recipes_command",
-    "sweep": "mi_mergekit.sweep:sweep_command",
-    "diverge": "mi_mergekit.analysis.divergence:diverge_command",
-    "stages": "mi_mergekit.analysis.stages:stages_command",
-    "find-lambda": "mi_mergekit.analysis.lambda_search:find_lambda_command",
-    "eval": "mi_mergekit.eval.cli:eval_command",
-    "report": "mi_mergekit.eval.cli:report_command",
-    "demo": "mi_mergekit.toy.demo:demo_command",
+    "plan": ("mi_mergekit.commands:plan_command",
+             "Dry run: check a recipe against its checkpoints, print the per-tensor λ plan."),
+    "merge": ("mi_mergekit.commands:merge_command",
+              "Run a recipe into an output folder (mergekit-yaml's options, plus --model NAME=PATH)."),
+    "recipes": ("mi_mergekit.recipes:recipes_command",
+                "Write model_interpolation recipes: every λ × every window and module variant."),
+    "sweep": ("mi_mergekit.sweep:sweep_command",
+              "Write one model folder per λ, reading each input tensor once."),
+    "diverge": ("mi_mergekit.analysis.divergence:diverge_command",
+                "Per-layer × per-module weight distance between Instruct and Thinking."),
+    "stages": ("mi_mergekit.analysis.stages:stages_command",
+               "Find the three stages of a λ sweep in eval runs (or CSV/JSON rows)."),
+    "find-lambda": ("mi_mergekit.analysis.lambda_search:find_lambda_command",
+                    "Search the λ of a recipe that meets a token budget or accuracy target."),
+    "eval": ("mi_mergekit.eval.cli:eval_command",
+             "Generate k samples per question, grade them, write per-run metrics (resumable)."),
+    "report": ("mi_mergekit.eval.cli:report_command",
+               "Put eval runs side by side (paper Table 2 layout) and plot metrics against λ."),
+    "demo": ("mi_mergekit.toy.demo:demo_command",
+             "Merge the shipped toy pair over a λ grid, evaluate and report, offline."),
 }
 
 
@@ -33,11 +45,15 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(SUBCOMMANDS)
 
+    def format_commands(self, ctx, formatter):
+        """List the subcommands from the table, without importing them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)])
+
     def get_command(self, ctx, name):
-        target = SUBCOMMANDS.get(name)
-        if target is None:
+        if name not in SUBCOMMANDS:
             return None
-        module_name, attribute = target.split(":")
+        module_name, attribute = SUBCOMMANDS[name][0].split(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

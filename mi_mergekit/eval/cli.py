@@ -54,7 +54,9 @@ def _parse_columns(values) -> dict:
 
 
 @click.command("eval")
-@click.option("--model", "model_path", help="Model folder (or hub id) to evaluate; its chat template renders prompts.")
+@click.option("--model", "model_path",
+              help="Model folder (or hub id) to evaluate; its chat template renders prompts. (Here --model is "
+                   "the model itself; in merge/plan/sweep it is NAME=PATH, a local copy of a recipe's model.)")
 @click.option("--dataset", help="Dataset file (.jsonl/.csv/.parquet) or hf:NAME[:CONFIG] (needs `datasets`).")
 @click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
               show_default=True, help="Dataset kind, prompt and defaults.")
@@ -107,7 +109,7 @@ def eval_command(**opts):
     from mi_mergekit.eval.runner import evaluate, grade_run, load_run
 
     if opts["grade_only"]:
-        summary = grade_run(opts["out_dir"], grader=opts["grader"])
+        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"])
         _echo_summary(summary, Path(opts["out_dir"]))
         return
     if not opts["model_path"] or not opts["dataset"]:

@@ -204,7 +204,7 @@ def evaluate(
         st.write_json(out / st.RUN_FILE, config)
     finally:
         backend.close()
-    grade_run(out)
+    grade_run(out, progress=progress)
     return out
 
 
@@ -346,7 +346,7 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
     return added, tokens
 
 
-def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
+def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress: bool = True) -> dict:
     """Grade all stored samples of a complete run and write grades.jsonl, metrics.json, questions.json.
 
     Never generates. ``grader`` overrides the run's grader (recorded in metrics.json).
@@ -367,7 +367,10 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None) -> dict:
             "run the same `mi-mergekit eval` command again to resume"
         )
     grades = []
-    for qid, item in prompts.items():
+    from tqdm.auto import tqdm
+
+    for qid, item in tqdm(prompts.items(), total=len(prompts), desc="grading", unit="question",
+                          disable=not progress):
         samples = [store.get(qid, i) for i in range(n)]
         graded = [_grade_sample(grader_obj, s, item) for s in samples]
         keys = grader_obj.vote_keys([g["extracted"] for g in graded])
