@@ -176,11 +176,18 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Where report.md, report.csv and lambda_*.png go.")
-def report_command(runs, out_dir):
+@click.option("--lm-eval", "lm_eval_dir", type=click.Path(file_okay=False),
+              help="Also write each run in lm-eval's results format (results_*.json + samples_*.jsonl) here.")
+def report_command(runs, out_dir, lm_eval_dir):
     """Put eval runs side by side (paper Table 2 layout; Markdown + CSV) and plot metrics against λ."""
     from mi_mergekit.eval.report import write_report
 
     result = write_report(runs, out_dir)
     click.echo(result["markdown"], nl=False)
-    for path in [result["md"], result["csv"], *result["plots"]]:
+    exported = []
+    if lm_eval_dir:
+        from mi_mergekit.eval.export import export_lm_eval
+
+        exported = export_lm_eval(runs, lm_eval_dir)
+    for path in [result["md"], result["csv"], *result["plots"], *exported]:
         click.echo(f"wrote {path}", err=True)

@@ -49,8 +49,11 @@ def test_eval_and_report_commands(tmp_path, fixtures, tiny_model):
     assert regrade.returncode == 0, regrade.stderr
     assert len(sample_set(run_dir)) == 4
 
-    report = run_cli("report", run_dir, "--out", tmp_path / "report")
+    report = run_cli("report", run_dir, "--out", tmp_path / "report", "--lm-eval", tmp_path / "lm")
     assert report.returncode == 0, report.stderr
+    (results,) = (tmp_path / "lm" / "tiny").glob("results_*.json")
+    assert f"wrote {results}" in report.stderr
+    assert json.loads(results.read_text())["results"]["mi_aime25"]["alias"] == "mi_aime25"
     assert report.stdout.startswith("| Model | λ | AIME'25 Mean@2 | AIME'25 Pass@2 | AIME'25 #N | AIME'25 #R |")
     assert "| tiny | 0.4 |" in report.stdout
     assert (tmp_path / "report" / "lambda_aime25.png").is_file()

@@ -293,3 +293,30 @@ def test_run_records_timing_and_the_hashes_of_what_shapes_samples(tmp_path, fixt
     other = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=17, out_dir=tmp_path / "o",
                      backend=ScriptedBackend(tokenizer), progress=False)
     assert json.loads((other / "run.json").read_text())["generation_settings_sha256"] != config["generation_settings_sha256"]
+
+
+def test_lm_eval_export_reads_back_with_lm_evals_own_tools(tmp_path, fixtures, tokenizer):
+    from lm_eval.utils import get_latest_filename, get_results_filenames, make_table
+
+    from mi_mergekit.eval.export import export_lm_eval
+
+    runs = [evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=tmp_path / "mi",
+                     backend=ScriptedBackend(tokenizer), label="MI-0.8", lambda_=0.8, progress=False)]
+    (written,) = export_lm_eval(runs, tmp_path / "lm")
+    files = [str(p) for p in (tmp_path / "lm").rglob("*")]
+    assert get_latest_filename(get_results_filenames(files)) == str(written)  # lm-eval finds it
+    results = json.loads(written.read_text())
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    task = results["results"]["mi_boxed"]
+    assert task["mean@4,none"] == metrics["mean@k"]["4"] and task["pass@4,none"] == metrics["pass@k"]["4"]
+    assert task["mean@4_stderr,none"] == metrics["stderr"]["mean@k"]["4"]
+    assert results["n-samples"]["mi_boxed"] == {"original": 3, "effective": 3}
+    assert results["higher_is_better"]["mi_boxed"]["pass@4"] is True
+    assert results["configs"]["mi_boxed"]["generation_kwargs"]["max_gen_toks"] == 64
+    assert results["model_name"] == "MI-0.8" and results["task_hashes"]["mi_boxed"]
+    table = make_table(results)  # lm-eval's own renderer of a results file
+    assert "mean@4" in table and "±" in table and "mi_boxed" in table
+    (samples_file,) = (tmp_path / "lm").rglob("samples_mi_boxed_*.jsonl")
+    records = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["resps"][0]) == 4 and len(r["filtered_resps"]) == 4 for r in records)
+    assert records[0]["arguments"]["gen_args_0"]["arg_1"] == {"max_gen_toks": 64}
