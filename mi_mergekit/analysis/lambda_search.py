@@ -458,7 +458,9 @@ def _table(result: SearchResult) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, help="Only the first N questions.")
 @click.option("--backend", default="transformers", show_default=True, help="transformers | vllm | openai.")
-@click.option("--device", help="transformers: device.")
+@click.option("--device", help="Device for merging and the transformers backend (cpu, cuda, cuda:1; default: "
+                                "cuda with --cuda, else the backend's default).")
+@click.option("--cuda", is_flag=True, help="As mergekit's --cuda: merge candidates (and generate) on the GPU.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
 @click.option("--base-url", help="openai backend: server URL (disk materialisation; the server must load each model).")
 @click.option("--materialize", type=click.Choice(["auto", "memory", "disk"]), default="auto", show_default=True,
@@ -467,7 +469,7 @@ def _table(result: SearchResult) -> str:
 @click.option("--model", "models", multiple=True, metavar="NAME=PATH",
               help="Use a local copy of a model named in the recipe (repeatable).")
 def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_probes, grid, benchmark,
-                        grader, decoding, n_samples, max_new_tokens, seed, limit, backend, device,
+                        grader, decoding, n_samples, max_new_tokens, seed, limit, backend, device, cuda,
                         batch_size, base_url, materialize, keep_models, models):
     """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set.
 
@@ -486,6 +488,9 @@ def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_
     if materialize == "auto":
         materialize = "memory" if backend == "transformers" else "disk"
     os.makedirs(out_dir, exist_ok=True)
+    from mi_mergekit.analysis.divergence import resolve_device
+
+    device = resolve_device(device, cuda) if (device or cuda) else None
     backend_options = {"device": device, "batch_size": batch_size} if backend == "transformers" else {}
     if base_url:
         backend_options["base_url"] = base_url
@@ -493,10 +498,19 @@ def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_
                     "max_new_tokens": max_new_tokens, "seed": seed, "limit": limit}
     evaluator = HarnessEvaluator(config, out_dir, dataset, materialize=materialize, backend=backend,
                                  backend_options={k: v for k, v in backend_options.items() if v is not None},
-                                 options=MergeOptions(quiet=True), keep_models=keep_models,
+                                 options=MergeOptions(quiet=True, device=device or "cpu"), keep_models=keep_models,
                                  eval_options=eval_options)
-    result = find_lambda(evaluator, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
-                         log_path=os.path.join(out_dir, "probes.jsonl"))
+    import tqdm
+
+    with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe") as bar:
+        def probe(lam: float) -> Metrics:
+            bar.set_postfix_str(f"λ={lam:g}")
+            metrics = evaluator(lam)
+            bar.update(1)
+            return metrics
+
+        result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                             log_path=os.path.join(out_dir, "probes.jsonl"))
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as handle:
         json.dump(result.to_json(), handle, indent=1, default=str)
         handle.write("\n")

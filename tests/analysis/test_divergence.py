@@ -133,3 +133,18 @@ def test_mismatched_checkpoints_are_refused(known_pair, tmp_path):
     other, _ = build_pair(str(tmp_path / "other"), PairSpec(num_layers=2))
     with pytest.raises(ValueError, match="same tensors"):
         divergence(instruct, other)
+
+
+def test_device_options(known_pair, tmp_path):
+    instruct, thinking, _, _ = known_pair
+    base = [sys.executable, "-m", "mi_mergekit.analysis.divergence", instruct, thinking]
+    default = run(base + ["--json", str(tmp_path / "a.json")])
+    on_cpu = run(base + ["--device", "cpu", "--json", str(tmp_path / "b.json")])
+    assert default.returncode == on_cpu.returncode == 0, on_cpu.stderr
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert a == b
+    if not torch.cuda.is_available():
+        refused = run(base + ["--cuda"])
+        assert refused.returncode == 1 and "CUDA is not available" in refused.stderr
+    bad = run(base + ["--device", "abacus"])
+    assert bad.returncode == 1 and "unknown device 'abacus'" in bad.stderr

@@ -154,6 +154,7 @@ def test_find_lambda_command_with_the_real_harness(dense_pair, tmp_path):
                   "-n", "2", "--max-new-tokens", "3", "--batch-size", "2", "--device", "cpu"],
                  env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
+    assert "find-lambda probes" in result.stderr and "2/10" in result.stderr  # the progress bar
     doc = json.loads((out / "result.json").read_text())
     assert doc["lambda"] is None and "not met even at hi" in doc["reason"]  # random weights never emit </think>
     probes = [json.loads(line) for line in (out / "probes.jsonl").read_text().splitlines()]
