@@ -58,11 +58,19 @@ class StreamServer:
                     number = len(server.requests)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self.counted = True
                 try:
                     self._serve(body, server.faults.get(number))
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
+                    self._done()
+
+            def _done(self):
+                """The request leaves the in-flight count just before its last bytes go out
+                (the client may send its next request as soon as it has read them)."""
+                if self.counted:
+                    self.counted = False
                     with server.lock:
                         server.in_flight -= 1
 
@@ -99,6 +107,7 @@ class StreamServer:
                     self._event(self._choice(chat, index, "content", "", finish))
                 if body.get("stream_options", {}).get("include_usage"):
                     self._event({"choices": [], "usage": {"completion_tokens": total}})
+                self._done()
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def _choice(self, chat, index, kind, word, finish):
@@ -125,6 +134,7 @@ class StreamServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self._done()
                 self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

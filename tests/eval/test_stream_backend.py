@@ -39,9 +39,9 @@ def texts(results):
 
 
 def test_a_generation_longer_than_the_idle_timeout_streams_through_once():
-    # 11 events 0.1 s apart: 1.1 s in all, over 3x the 0.3 s idle timeout
-    with StreamServer(thought_words=6, delay=0.1) as server:
-        out = texts(backend(server, timeout=0.3, samples_per_request=1).generate(chunks(1), THINKING, 100))
+    # 11 events 0.3 s apart: 3.3 s in all, over 3x the 1 s idle timeout (margins for a loaded machine)
+    with StreamServer(thought_words=6, delay=0.3) as server:
+        out = texts(backend(server, timeout=1.0, samples_per_request=1).generate(chunks(1), THINKING, 100))
         assert len(server.requests) == 1  # no resend
     (text, n_tokens, finish), = out["q0"]
     assert text == "w3 w4 w5 w6 w7 w8 </think> The answer is \\boxed{2}"  # seed 100, words (seed + i) % 97
@@ -49,8 +49,8 @@ def test_a_generation_longer_than_the_idle_timeout_streams_through_once():
 
 
 def test_silence_longer_than_the_idle_timeout_is_retried():
-    with StreamServer(faults={1: "stall"}, stall=1.5) as server:
-        out = texts(backend(server, timeout=0.3, samples_per_request=1).generate(chunks(1), THINKING, 100))
+    with StreamServer(faults={1: "stall"}, stall=3.0) as server:
+        out = texts(backend(server, timeout=1.0, samples_per_request=1).generate(chunks(1), THINKING, 100))
         assert len(server.requests) == 2
     assert out["q0"][0][0].endswith("\\boxed{2}")
 
