@@ -33,8 +33,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import sys
 import shutil
+import sys
 from typing import Optional
 
 from mi_mergekit.errors import writing
@@ -60,7 +60,6 @@ _ACTIVE_ARCH: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_arch"
 
 
 def on_merge_methods_loaded(module=None) -> None:
-
     if "mi_mergekit.methods" in sys.modules:
         # Our methods package is importing (it triggered mergekit's import) or done:
         # it registers itself at the end of its own import.
