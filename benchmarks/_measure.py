@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 # A fresh wrapper process per measured command, so RUSAGE_CHILDREN sees that command alone.
 WRAPPER = (

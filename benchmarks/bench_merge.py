@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from _measure import ensure_pair, measure  # noqa: E402
-from mi_mergekit.synthetic import PairSpec  # noqa: E402
+from synthetic import PairSpec  # noqa: E402
 
 BENCH_SPEC = PairSpec(
     num_layers=10, hidden_size=2048, intermediate_size=5632, num_attention_heads=16,

@@ -3,7 +3,7 @@
     python benchmarks/bench_sweep.py [--root /tmp/mi-bench-sweep] [--repeat 1] [--keep]
 
 Builds (once) a random Qwen3-shaped bf16 Instruct/Thinking pair of ≥ 1 GB per
-model with :func:`mi_mergekit.synthetic.build_pair`, then runs, each as a fresh
+model with :func:`synthetic.build_pair`, then runs, each as a fresh
 subprocess whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` of a wrapper:
 
 * one merge    ``mergekit-yaml`` of the model_interpolation recipe at λ = 0.5
@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from _measure import ensure_pair, measure  # noqa: E402
-from mi_mergekit.synthetic import PairSpec  # noqa: E402
+from synthetic import PairSpec  # noqa: E402
 
 # ~0.6 B parameters: 1.2 GB per model in bf16
 SPEC = PairSpec(
@@ -120,7 +120,7 @@ def main():
               flush=True)
 
         sweep_dir = os.path.join(work, "sweep")
-        r = measure([sys.executable, "-m", "mi_mergekit.sweep", recipes["0.5"], "--lambdas",
+        r = measure([sys.executable, "-m", "mi_mergekit.merge.sweep", recipes["0.5"], "--lambdas",
                      ",".join(LAMBDAS), sweep_dir])
         results["sweep"].append(r)
         print(f"  sweep: {r['wall']:.2f} s, {r['rss_mib']:.0f} MiB", flush=True)

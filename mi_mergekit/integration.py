@@ -10,12 +10,14 @@ mergekit has no plugin entry points, so ``mi_mergekit._autoload`` (installed by 
   wrapper adds, around the unchanged mergekit engine:
 
   1. pre-flight checks with clear errors before anything is written
-     (:func:`mi_mergekit.plan.build_plan`);
+     (:func:`mi_mergekit.merge.plan.build_plan`), then the streaming engine
+     (:mod:`mi_mergekit.merge.engine`) instead of mergekit's executor and writer
+     (``MI_MERGEKIT_ENGINE=mergekit`` keeps mergekit's);
   2. an architecture made of the checkpoint's own tensor names, so MoE outputs
-     keep the per-expert layout of their inputs (:mod:`mi_mergekit.layout`);
+     keep the per-expert layout of their inputs (:mod:`mi_mergekit.merge.layout`);
   3. a safe, atomic output folder (:mod:`mi_mergekit.safety`): an output that is,
      contains or lies inside an input is refused, an existing folder with files
-     we did not write needs an explicit opt-in, mergekit writes into a hidden
+     we did not write needs an explicit opt-in, the merge writes into a hidden
      staging folder that is swapped into place only after the merge succeeded,
      and deleted on error or Ctrl-C — an interrupted run never leaves a folder
      that looks finished, and a replaced model is never half old, half new;
@@ -25,6 +27,7 @@ mergekit has no plugin entry points, so ``mi_mergekit._autoload`` (installed by 
 
 ``nway_interpolation`` gets 1 and 3 plus its own pre-flight
 (:func:`mi_mergekit.methods.nway.check_nway`) on mergekit's standard layout.
+Every touch of mergekit internals goes through :mod:`mi_mergekit.mergekit_compat`.
 Merges with any other method go straight to mergekit's original functions.
 """
 
@@ -33,28 +36,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import shutil
 import sys
 from typing import Optional
 
 from mi_mergekit.errors import writing
-from mi_mergekit.safety import publish, staged_directory  # noqa: F401  (used by sweep)
 
 LOG = logging.getLogger("mi_mergekit")
-
-# The files mergekit copies from its tokenizer donor, plus vocab.json (GPT-2 style BPE).
-TOKENIZER_FILES = (
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.json",
-    "tokenizer.model",
-    "added_tokens.json",
-    "merges.txt",
-    "vocab.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-)
 
 _ACTIVE_ARCH: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_arch", default=None)
 
@@ -129,49 +116,53 @@ def _is_ours(config) -> bool:
 
 
 def _plans_layout(config) -> bool:
-    """Merges whose architecture is read off the checkpoint (see mi_mergekit.layout)."""
+    """Merges whose architecture is read off the checkpoint (see mi_mergekit.merge.layout)."""
     from mi_mergekit import METHOD_NAMES
 
     return getattr(config, "merge_method", None) in METHOD_NAMES
 
 
 def patch_merge_module(module) -> None:
-    if getattr(module.run_merge, "__mi_mergekit__", False):
-        return
-    original_run_merge = module.run_merge
-    original_get_arch = module.get_architecture_info
+    from mi_mergekit.mergekit_compat import wrap_merge_module
 
-    def get_architecture_info(config, options):
-        if not _plans_layout(config):
-            return original_get_arch(config, options)
-        arch = _ACTIVE_ARCH.get()
-        if arch is None:
-            from mi_mergekit.plan import build_plan
+    def make_get_arch(original_get_arch):
+        def get_architecture_info(config, options):
+            if not _plans_layout(config):
+                return original_get_arch(config, options)
+            arch = _ACTIVE_ARCH.get()
+            if arch is None:
+                from mi_mergekit.merge.plan import build_plan
 
-            _, arch = build_plan(config, options)
-        return arch
+                _, arch = build_plan(config, options)
+            return arch
 
-    def run_merge(merge_config, out_path, options, config_source: Optional[str] = None):
-        if not _is_ours(merge_config):
-            _STOCK_MERGE["started"] = True
-            return original_run_merge(merge_config, out_path, options, config_source)
-        if not _plans_layout(merge_config):
-            return run_nway_merge(original_run_merge, merge_config, out_path, options, config_source)
-        return run_interpolation_merge(
-            original_run_merge, merge_config, out_path, options, config_source
-        )
+        get_architecture_info.__wrapped__ = original_get_arch
+        return get_architecture_info
 
-    run_merge.__doc__ = original_run_merge.__doc__
-    run_merge.__wrapped__ = original_run_merge
-    run_merge.__mi_mergekit__ = True
-    module.get_architecture_info = get_architecture_info
-    module.run_merge = run_merge
+    def make_run_merge(original_run_merge):
+        def run_merge(merge_config, out_path, options, config_source: Optional[str] = None):
+            if not _is_ours(merge_config):
+                _STOCK_MERGE["started"] = True
+                return original_run_merge(merge_config, out_path, options, config_source)
+            if not _plans_layout(merge_config):
+                return run_nway_merge(original_run_merge, merge_config, out_path, options, config_source)
+            return run_interpolation_merge(
+                original_run_merge, merge_config, out_path, options, config_source
+            )
+
+        return run_merge
+
+    wrap_merge_module(module, make_run_merge, make_get_arch)
 
 
 def run_interpolation_merge(engine, merge_config, out_path, options, config_source=None):
-    """Check, plan, run mergekit's engine into a staging folder, finish, publish."""
-    from mi_mergekit.plan import build_plan
-    from mi_mergekit.safety import check_output_path, model_inputs
+    """Check, plan, write the weights (streaming engine, or mergekit's ``engine``) into a
+    staging folder, finish, publish."""
+    from mi_mergekit import mergekit_compat
+    from mi_mergekit.merge.engine import engine_name
+    from mi_mergekit.merge.plan import build_plan
+    from mi_mergekit.merge.run import PlannedOutput, copy_template_files, finish_output, stream_weights
+    from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
 
     check_output_path(out_path, model_inputs(merge_config, options, "Instruct", "Thinking"), options)
     plan, arch = build_plan(merge_config, options)
@@ -180,52 +171,33 @@ def run_interpolation_merge(engine, merge_config, out_path, options, config_sour
         LOG.warning(warning)
     if config_source is None:
         config_source = merge_config.to_yaml()
-    token = _ACTIVE_ARCH.set(arch)
-    try:
-        with staged_directory(out_path) as stage, writing(out_path):
-            engine(merge_config, stage, options, config_source)
+    engine_name()  # a bad MI_MERGEKIT_ENGINE fails before anything is written
+    with staged_directory(out_path) as stage, writing(out_path):
+        output = PlannedOutput(merge_config, plan, out_path, config_source, stage=stage,
+                               out_config=mergekit_compat.output_config(merge_config, arch, options))
+        if stream_weights(merge_config, [output], arch, options):
+            finish_output(output, arch, None, options)
+        else:
+            token = _ACTIVE_ARCH.set(arch)
+            try:
+                engine(merge_config, stage, options, config_source)  # mergekit's run_merge
+            finally:
+                _ACTIVE_ARCH.reset(token)
             copy_template_files(merge_config, plan, stage, options)
             plan.write_json(os.path.join(stage, "mi_plan.json"))
-    finally:
-        _ACTIVE_ARCH.reset(token)
     return plan
 
 
 def run_nway_merge(engine, merge_config, out_path, options, config_source=None):
-    """nway_interpolation: the same output safety, pre-flight and staging, stock layout."""
-    from mi_mergekit.methods.nway import check_nway
-    from mi_mergekit.safety import check_output_path, model_inputs
+    """nway_interpolation: the same output safety, pre-flight and staging on mergekit's
+    standard layout; weights by the streaming engine where it applies."""
+    from mi_mergekit.methods.nway import check_nway, stream_nway
+    from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
 
     check_output_path(out_path, model_inputs(merge_config, options), options)
     check_nway(merge_config, options)
+    if config_source is None:
+        config_source = merge_config.to_yaml()
     with staged_directory(out_path) as stage, writing(out_path):
-        engine(merge_config, stage, options, config_source)
-
-
-def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
-    """Give the output the chosen donor's tokenizer, chat template and generation_config."""
-    from mergekit.common import ModelReference
-
-    donor = ModelReference.model_validate(
-        plan.thinking if plan.template_from == "thinking" else plan.instruct
-    )
-    rebuilt = bool(
-        merge_config.tokenizer_source or merge_config.tokenizer or merge_config.chat_template
-    )
-    if not rebuilt and not options.copy_tokenizer:
-        return
-    source_dir = donor.merged(
-        cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code
-    ).local_path(cache_dir=options.transformers_cache)
-    # When mergekit rebuilt the tokenizer (tokenizer_source / chat_template set), keep
-    # it and only add the donor's generation_config, which mergekit then omits.
-    files = ("generation_config.json",) if rebuilt else TOKENIZER_FILES
-    for name in files:
-        source, target = os.path.join(source_dir, name), os.path.join(out_dir, name)
-        if os.path.exists(source):
-            shutil.copyfile(source, target)
-        elif os.path.exists(target) and not rebuilt:
-            os.remove(target)  # the base's file would shadow the donor's tokenizer config
-    LOG.info("tokenizer/chat template/generation_config taken from %s", donor)
-
-
+        if not stream_nway(merge_config, stage, options, config_source, os.path.basename(out_path)):
+            engine(merge_config, stage, options, config_source)  # mergekit's run_merge

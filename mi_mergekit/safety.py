@@ -34,7 +34,6 @@ import shutil
 import tempfile
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-import click
 
 from mi_mergekit.errors import OutputPathError
 
@@ -45,11 +44,6 @@ MARKER = ".mi_mergekit_output.json"
 OVERWRITE_ENV = "MI_MERGEKIT_OVERWRITE"
 STAGE_TAG = ".incomplete-"
 ASIDE_TAG = ".replaced-"
-
-overwrite_option = click.option(
-    "--overwrite", is_flag=True,
-    help="Replace an existing output folder even if it holds files mi-mergekit did not "
-    "write (the whole folder is replaced, atomically).")
 
 _OVERWRITE: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_overwrite", default=False)
 

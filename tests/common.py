@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
 
-from mi_mergekit.synthetic import recipe_data
+from synthetic import recipe_data
 
 
 def load_model(path: str) -> Dict[str, torch.Tensor]:

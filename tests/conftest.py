@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 import mi_mergekit
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 mi_mergekit.register()
 

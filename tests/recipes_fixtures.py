@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import pytest
 import yaml
 
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
@@ -86,7 +86,7 @@ def substitutions(path: str, standins: Dict[str, str]) -> Tuple[str, ...]:
 
 def load(path: str, standins: Dict[str, str]):
     """The recipe as a validated MergeConfiguration, model names -> stand-in paths."""
-    from mi_mergekit.commands import load_recipe
+    from mi_mergekit.merge.config import load_recipe
 
     config, _ = load_recipe(path, substitutions(path, standins))
     return config

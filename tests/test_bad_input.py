@@ -12,7 +12,7 @@ import mi_mergekit.methods.interpolation as kernel
 from common import merge, mi_config
 from common import console, run
 from mi_mergekit.errors import MergeInputError, NonFiniteTensorError, OutputPathError
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 
 def _edit_checkpoint(path, edit):
@@ -145,7 +145,7 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
     """SIGKILL mid-merge: at most a hidden '.out.incomplete-*' folder without config.json."""
     instruct, thinking = dense_pair
     recipe = tmp_path / "r.yaml"
-    from mi_mergekit.synthetic import recipe as make_recipe
+    from synthetic import recipe as make_recipe
 
     recipe.write_text(make_recipe(instruct, thinking))
     script = (
@@ -180,7 +180,7 @@ def test_output_path_is_a_file(dense_pair, tmp_path):
 
 def test_mergekit_yaml_prints_a_clean_error_and_exits_nonzero(dense_pair, tmp_path):
     instruct, thinking = dense_pair
-    from mi_mergekit.synthetic import recipe as make_recipe
+    from synthetic import recipe as make_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(make_recipe(instruct, thinking, layer_end=40))

@@ -8,7 +8,7 @@ import torch
 
 from common import load_model
 from common import console, run
-from mi_mergekit.synthetic import recipe
+from synthetic import recipe
 
 
 def test_mergekit_yaml_runs_model_interpolation(dense_pair, tmp_path):

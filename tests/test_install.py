@@ -14,7 +14,7 @@ import sysconfig
 import pytest
 
 from common import run
-from mi_mergekit.synthetic import recipe
+from synthetic import recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

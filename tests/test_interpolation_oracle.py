@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from common import load_model, merge, mi_config, oracle
-from mi_mergekit.methods.interpolation import interpolate
+from mi_mergekit.merge.kernel import interpolate
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.8, 1.0])
@@ -118,7 +118,7 @@ def test_lambda_by_filter_like_any_mergekit_parameter(dense_pair, tmp_path):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 def test_blocked_kernel_equals_whole_tensor_arithmetic(monkeypatch, dtype):
     """The cache-blocked CPU kernel does the same element-wise operations: same bits."""
-    import mi_mergekit.methods.interpolation as kernel
+    import mi_mergekit.merge.kernel as kernel
 
     monkeypatch.setattr(kernel, "BLOCK", 1000)  # many blocks and a ragged last one
     a = torch.randn(37, 129).to(dtype)
@@ -129,12 +129,22 @@ def test_blocked_kernel_equals_whole_tensor_arithmetic(monkeypatch, dtype):
     rounded = kernel.interpolate(a, b, 0.8, out_dtype=dtype)
     assert rounded.dtype == dtype and torch.equal(rounded, expected.to(dtype))
     assert kernel.interpolate(a[:0], b[:0], 0.8).shape == (0, 129)
+    # a sweep's shared delta: each λ equal to its own whole-tensor computation
+    many = kernel.interpolate_many(a, b, [0.8, 0.3, 1.5], out_dtype=dtype)
+    for lam, value in zip([0.8, 0.3, 1.5], many):
+        whole = ((b.to(compute) - a.to(compute)) * lam + a.to(compute)).to(dtype)
+        assert torch.equal(value, whole), lam
+    # any slice computed on its own gives the same bits (the streaming engine's slices)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    pieces = [kernel.interpolate(flat_a[s:s + 1234], flat_b[s:s + 1234], 0.8, out_dtype=dtype)
+              for s in range(0, flat_a.numel(), 1234)]
+    assert torch.equal(torch.cat(pieces), rounded.reshape(-1))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_finiteness_check_sees_every_non_finite_value(dtype, value):
-    from mi_mergekit.methods.interpolation import _all_finite
+    from mi_mergekit.merge.checks import all_finite as _all_finite
 
     x = torch.randn(1000).to(dtype)
     assert _all_finite(x) and _all_finite(x[:0])

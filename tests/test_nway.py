@@ -13,7 +13,7 @@ from mergekit.merge import MergeOptions, run_merge
 from mergekit.merge_methods.base import TensorGroup
 from mi_mergekit.errors import MergeInputError
 from mi_mergekit.methods.nway import nway_interpolation
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 WEIGHTS = [0.2, 0.3, 0.5]
 

@@ -31,7 +31,7 @@ from recipes_fixtures import (  # noqa: F401  (session fixtures)
     yaml_files,
 )
 
-from mi_mergekit.recipes import format_lambda, parse_lambdas, recipes_command
+from mi_mergekit.merge.recipes import format_lambda, parse_lambdas, recipes_command
 
 ALL_RECIPES = yaml_files(RECIPES)
 
@@ -122,7 +122,7 @@ def test_recipes_use_bf16_and_the_documented_models():
 @pytest.mark.parametrize("name", ALL_RECIPES)
 def test_plan_matches_name(name, standins):
     """Resolve each recipe on stand-ins (36 / 48 layers) and check every tensor's λ."""
-    from mi_mergekit.plan import build_plan
+    from mi_mergekit.merge.plan import build_plan
 
     _, layers, lam, window, exclude = expected(name)
     plan, _ = build_plan(load(os.path.join(RECIPES, name), standins))
@@ -140,7 +140,7 @@ def test_plan_matches_name(name, standins):
 
 
 def test_last2of3_is_exactly_layers_12_to_35(standins_4b):
-    from mi_mergekit.plan import build_plan
+    from mi_mergekit.merge.plan import build_plan
 
     plan, _ = build_plan(load(os.path.join(RECIPES, "mi_0.8_last2of3.yaml"), standins_4b))
     merged = {t.layer for t in plan.tensors if t.interpolated}
@@ -155,7 +155,7 @@ def test_last2of3_is_exactly_layers_12_to_35(standins_4b):
 
 
 def test_attention_only_keeps_every_mlp_tensor_at_instruct(standins):
-    from mi_mergekit.plan import build_plan
+    from mi_mergekit.merge.plan import build_plan
 
     for name in ("mi_0.8_nomlp.yaml", "mi_0.8_nomlp_30b.yaml"):
         plan, _ = build_plan(load(os.path.join(RECIPES, name), standins))
@@ -282,11 +282,11 @@ def test_each_file_names_the_command_that_regenerates_it(tmp_path):
 
 
 def test_lambda_ranges_are_exact_decimals(tmp_path):
-    assert [format_lambda(v) for v in parse_lambdas("0.1:0.9:0.1")] == [
+    assert [format_lambda(v, point=True) for v in parse_lambdas("0.1:0.9:0.1")] == [
         "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
-    assert [format_lambda(v) for v in parse_lambdas("0.55:0.75:0.1,0.8,0.80,1")] == [
+    assert [format_lambda(v, point=True) for v in parse_lambdas("0.55:0.75:0.1,0.8,0.80,1")] == [
         "0.55", "0.65", "0.75", "0.8", "1.0"]
-    assert [format_lambda(v) for v in parse_lambdas("0:1:0.25")] == [
+    assert [format_lambda(v, point=True) for v in parse_lambdas("0:1:0.25")] == [
         "0.0", "0.25", "0.5", "0.75", "1.0"]
     result = CliRunner().invoke(recipes_command, ["--lambdas", "0.1:0.9:0.1", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -346,7 +346,7 @@ def test_generator_rejects_bad_input(tmp_path, args, message):
 
 def test_generator_runs_as_a_module(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mi_mergekit.recipes", "--lambdas", "0.8", "--window", "last2of3",
+        [sys.executable, "-m", "mi_mergekit.merge.recipes", "--lambdas", "0.8", "--window", "last2of3",
          "--model-pair", "30b", "-o", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from common import console, run
-from mi_mergekit.synthetic import PairSpec, build_pair, recipe
+from synthetic import PairSpec, build_pair, recipe
 
 sys.path.insert(0, str(Path(__file__).parent / "eval"))
 FIXTURES = Path(__file__).parent / "eval" / "fixtures"

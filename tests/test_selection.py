@@ -3,7 +3,7 @@
 import pytest
 
 from mi_mergekit.errors import SelectionError, UnclassifiedTensorError
-from mi_mergekit.selection import GROUPS, PARTS, Selection, classify, parse_modules
+from mi_mergekit.merge.selection import GROUPS, PARTS, Selection, classify, parse_modules
 
 
 @pytest.mark.parametrize(

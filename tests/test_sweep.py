@@ -13,22 +13,26 @@ import yaml
 from common import config_from, load_model, merge, mi_config, run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mergekit.options import MergeOptions
-import mi_mergekit.sweep as sweep_module
-from mi_mergekit.sweep import format_lambda, output_name, parse_lambdas, run_sweep
+import mi_mergekit.merge.sweep as sweep_module
+from mi_mergekit.merge.lambdas import LambdaSpecError, format_lambda, output_name, parse_lambdas
+from mi_mergekit.merge.sweep import run_sweep
 
 FILES = ("config.json", "mi_plan.json", "generation_config.json", "tokenizer.json",
          "tokenizer_config.json", "chat_template.jinja", "mergekit_config.yml")
 
 
 def test_parse_lambdas_is_exact_and_inclusive():
-    assert parse_lambdas("0.1:0.9:0.1") == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
-    assert parse_lambdas("0:1:0.25") == ["0", "0.25", "0.5", "0.75", "1"]
-    assert parse_lambdas("0.8, 0.5,0.50,1.0,-0.1") == ["0.8", "0.5", "1", "-0.1"]
-    assert parse_lambdas("0.2:0.3:0.1,0.9") == ["0.2", "0.3", "0.9"]
+    def labels(spec):
+        return [format_lambda(v) for v in parse_lambdas(spec)]
+
+    assert labels("0.1:0.9:0.1") == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert labels("0:1:0.25") == ["0", "0.25", "0.5", "0.75", "1"]
+    assert labels("0.8, 0.5,0.50,1.0,-0.1") == ["0.8", "0.5", "1", "-0.1"]
+    assert labels("0.2:0.3:0.1,0.9") == ["0.2", "0.3", "0.9"]
     assert format_lambda(0.30000000000000004) == "0.30000000000000004"
     assert output_name("0.5") == "lambda_0.5" and output_name(1.0) == "lambda_1"
     for bad in ("", "a", "0.1:0.9", "0.5:0.1:0.1", "0:1:0", "0:1:-0.1", "nan"):
-        with pytest.raises(click.BadParameter):
+        with pytest.raises(LambdaSpecError):
             parse_lambdas(bad)
 
 
@@ -150,7 +154,7 @@ def test_interrupted_sweep_leaves_no_complete_looking_folder(dense_pair, tmp_pat
 
         monkeypatch.setattr(TensorWriter, "save_tensor", save)
     else:
-        import mi_mergekit.sweep as sweep_module
+        import mi_mergekit.merge.sweep as sweep_module
 
         def boom(*args, **kwargs):
             raise KeyboardInterrupt
@@ -163,13 +167,13 @@ def test_interrupted_sweep_leaves_no_complete_looking_folder(dense_pair, tmp_pat
 
 
 def test_sweep_command_as_a_subprocess(dense_pair, tmp_path):
-    """`python -m mi_mergekit.sweep` (= `mi-mergekit sweep`) with --model substitution."""
+    """`python -m mi_mergekit.cli sweep` (= `mi-mergekit sweep`) with --model substitution."""
     instruct, thinking = dense_pair
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(mi_config("org/Instruct", "org/Thinking", lam=0.8,
                                                dtype="bfloat16", layer_start=1)))
     out = tmp_path / "sweep"
-    result = run([sys.executable, "-m", "mi_mergekit.sweep", str(recipe), "--lambdas", "0.2:0.6:0.2",
+    result = run([sys.executable, "-m", "mi_mergekit.cli", "sweep", str(recipe), "--lambdas", "0.2:0.6:0.2",
                   str(out), "--model", f"org/Instruct={instruct}", "--model", f"org/Thinking={thinking}"])
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["lambda_0.2", "lambda_0.4", "lambda_0.6"]

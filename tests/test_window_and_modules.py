@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from common import load_model, merge, mi_config, oracle
-from mi_mergekit.selection import classify
+from mi_mergekit.merge.selection import classify
 
 LAM = 0.8
 

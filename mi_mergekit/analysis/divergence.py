@@ -25,7 +25,7 @@ the attention / mlp groups; matplotlib with the Agg backend)::
      "non_layer": {"embed_tokens": stats, "final_norm": stats, "lm_head": stats},
      "tensors":   [{"name", "part", "layer", "shape", "relative_distance", "cosine"}]}
 
-Tensor names are classified with :mod:`mi_mergekit.selection`; names no rule
+Tensor names are classified with :mod:`mi_mergekit.merge.selection`; names no rule
 knows are reported under the part ``other`` rather than failing the analysis.
 """
 
@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
-from mi_mergekit.selection import GROUPS, PARTS, classify
+from mi_mergekit.merge.selection import GROUPS, PARTS, classify
 
 NON_LAYER_PARTS = ("embed_tokens", "final_norm", "lm_head")
 LAYER_GROUPS = ("attention", "mlp", "all")

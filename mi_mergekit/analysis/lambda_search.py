@@ -55,6 +55,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
+from mi_mergekit.cli.options import model_option
+
 LOG = logging.getLogger("mi_mergekit.find_lambda")
 
 Metrics = Dict[str, Any]
@@ -258,8 +260,8 @@ class InMemoryInterpolation:
         from transformers import AutoModelForCausalLM
 
         from mi_mergekit.errors import MergeInputError
-        from mi_mergekit.plan import build_plan
-        from mi_mergekit.sweep import with_lambda
+        from mi_mergekit.merge.plan import build_plan
+        from mi_mergekit.merge.sweep import with_lambda
 
         self.options = options or MergeOptions()
         self.config = merge_config
@@ -329,12 +331,13 @@ class InMemoryInterpolation:
 
     def merged_tensor(self, name: str, lam: float):
         """The tensor a merge at λ writes for ``name`` (same dtype steps as mergekit)."""
-        from mi_mergekit.methods.interpolation import check_lambda, interpolate
+        from mi_mergekit.merge.checks import check_lambda
+        from mi_mergekit.merge.kernel import interpolate
 
         i = self.instruct[name]
         if self.selected[name]:
             check_lambda(lam)
-            value = interpolate(i, self.thinking[name], lam).to(i.dtype)
+            value = interpolate(i, self.thinking[name], lam, out_dtype=i.dtype)
         else:
             value = i
         return value.to(self.out_dtype) if self.out_dtype is not None else value
@@ -378,13 +381,14 @@ class HarnessEvaluator:
             raise click.BadParameter(f"materialize must be memory or disk, got {materialize!r}")
 
     def run_dir(self, lam: float) -> str:
-        from mi_mergekit.sweep import output_name
+        from mi_mergekit.merge.lambdas import output_name
 
         return os.path.join(self.out_dir, "runs", output_name(lam))
 
     def __call__(self, lam: float) -> Metrics:
         from mi_mergekit.eval import evaluate, load_run
-        from mi_mergekit.sweep import output_name, with_lambda
+        from mi_mergekit.merge.lambdas import output_name
+        from mi_mergekit.merge.sweep import with_lambda
 
         label = output_name(lam)
         common = dict(out_dir=self.run_dir(lam), lambda_=lam, label=label, progress=False,
@@ -466,8 +470,7 @@ def _table(result: SearchResult) -> str:
 @click.option("--materialize", type=click.Choice(["auto", "memory", "disk"]), default="auto", show_default=True,
               help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models.")
 @click.option("--keep-models", is_flag=True, help="disk: keep the merged candidates.")
-@click.option("--model", "models", multiple=True, metavar="NAME=PATH",
-              help="Use a local copy of a model named in the recipe (repeatable).")
+@model_option
 def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_probes, grid, benchmark,
                         grader, decoding, n_samples, max_new_tokens, seed, limit, backend, device, cuda,
                         batch_size, base_url, materialize, keep_models, models):
@@ -479,7 +482,7 @@ def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_
     from mergekit.options import MergeOptions
 
     from mi_mergekit import register
-    from mi_mergekit.commands import load_recipe
+    from mi_mergekit.merge.config import load_recipe
 
     register()
     logging.getLogger("mi_mergekit").setLevel(logging.INFO)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, List, Tuple
+from typing import Any, List
 
 import torch
 
@@ -57,7 +57,8 @@ from mergekit.merge_methods.base import (
     TensorGroup,
 )
 from mi_mergekit.errors import MergeInputError
-from mi_mergekit.methods.interpolation import _all_finite, check_finite
+from mi_mergekit.merge.checks import all_finite, check_finite
+from mi_mergekit.merge.kernel import weighted_sum
 
 LOG = logging.getLogger(__name__)
 
@@ -90,21 +91,6 @@ def simplex_weights(weights: List[float], normalize: bool, name: str = "") -> Li
     return weights
 
 
-def weighted_sum(tensors: List[torch.Tensor], weights: List[float]) -> torch.Tensor:
-    """Σ wᵢ·xᵢ in float32 (float64 stays float64), zero weights skipped, input order."""
-    compute = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
-    terms: List[Tuple[torch.Tensor, float]] = [(t, w) for t, w in zip(tensors, weights) if w != 0]
-    if not terms:  # all weights 0 (cannot pass simplex_weights; kept for direct callers)
-        return torch.zeros_like(tensors[0], dtype=compute)
-    first, w0 = terms[0]
-    result = first.to(compute, copy=True)
-    if w0 != 1:
-        result.mul_(w0)
-    for tensor, w in terms[1:]:
-        result.add_(tensor.to(compute) * w)
-    return result
-
-
 class NWayInterpolationMerge(GroupMergeMethod):
     """``merge_method: nway_interpolation`` — Σ wᵢ Θᵢ with Σ wᵢ = 1."""
 
@@ -130,7 +116,7 @@ class NWayInterpolationMerge(GroupMergeMethod):
         if not all(t.is_floating_point() for t in tensors):
             raise MergeInputError(f"{METHOD_NAME} needs floating-point tensors ({name})")
         merged = weighted_sum(tensors, weights)
-        if not _all_finite(merged):
+        if not all_finite(merged):
             check_finite(name, **{f"input {i}": t for i, t in enumerate(tensors)})
             check_finite(name, merged=merged)
         return merged.to(tensors[0].dtype)
@@ -148,9 +134,8 @@ def check_nway(config, options) -> None:
     halfway through the output.
     """
     from mergekit.architecture import get_architecture_info
-    from mergekit.plan import MergePlanner
-
-    from mi_mergekit.layout import CheckpointIndex, compare_indexes, model_config
+    from mi_mergekit.merge.layout import CheckpointIndex, compare_indexes, model_config
+    from mi_mergekit.mergekit_compat import planned_saves
 
     if config.slices or config.modules:
         raise MergeInputError(f"{METHOD_NAME} takes `models:`; slices/modules are not supported")
@@ -172,14 +157,40 @@ def check_nway(config, options) -> None:
         compare_indexes(first_index, CheckpointIndex.read(model, options), (str(first), str(model)))
 
     arch = get_architecture_info(config, options)
-    planner = MergePlanner(config.model_copy(deep=True), arch, options=options, out_model_config=first_cfg)
-    planner._plan()  # resolves every tensor's parameters exactly as the merge will
-    for weight, task in planner._tensors:
-        per_input = task.input_parameters
-        weights = []
-        for model in task.model_order:
-            value = per_input[model]["weight"] if model in per_input else None
-            if value is None:
-                raise MergeInputError(f"{METHOD_NAME}: model {model} has no `weight` for {weight.name!r}")
-            weights.append(float(value))
-        simplex_weights(weights, bool(task.parameters["normalize"]), weight.name)
+    # every tensor's parameters, resolved exactly as the merge will
+    for save in planned_saves(config, arch, options, first_cfg):
+        resolved_weights(save.tensor_task, save.tensor_name)
+
+
+def resolved_weights(task, name: str) -> List[float]:
+    """The validated per-input weights of one planned tensor task, in model order."""
+    per_input = task.input_parameters
+    weights = []
+    for model in task.model_order:
+        value = per_input[model]["weight"] if model in per_input else None
+        if value is None:
+            raise MergeInputError(f"{METHOD_NAME}: model {model} has no `weight` for {name!r}")
+        weights.append(float(value))
+    return simplex_weights(weights, bool(task.parameters["normalize"]), name)
+
+
+def stream_nway(config, folder: str, options, source: str, name: str) -> bool:
+    """Write an nway merge with the streaming engine (False: mergekit's engine must)."""
+    from mergekit.architecture import get_architecture_info
+
+    from mi_mergekit import mergekit_compat
+    from mi_mergekit.merge.engine import NotStreamable, Output, engine_name, write_weights
+
+    if engine_name() != "stream":
+        return False
+    arch = get_architecture_info(config, options)
+    out_config = mergekit_compat.output_config(config, arch, options)
+    donor = config.base_model or config.referenced_models()[0]
+    try:
+        write_weights(config, arch, [Output(folder)], options, out_config=out_config,
+                      donor=donor, nway_weights=resolved_weights)
+    except NotStreamable as why:
+        LOG.info("running mergekit's executor: the streaming engine does not do this merge (%s)", why)
+        return False
+    mergekit_compat.write_model_files(config, arch, out_config, folder, options, source, name, log=LOG)
+    return True

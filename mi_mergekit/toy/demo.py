@@ -91,7 +91,7 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
 def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch, skip_variants):
     """Merge the shipped toy pair over a λ grid with mergekit-yaml, evaluate, report."""
     from mi_mergekit.eval import evaluate, write_report
-    from mi_mergekit.recipes import parse_lambdas
+    from mi_mergekit.merge.recipes import parse_lambdas
     from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
 
     if not (THINKING_DIR / "config.json").exists():

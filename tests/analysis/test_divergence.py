@@ -14,7 +14,7 @@ from common import load_model
 from common import run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mi_mergekit.analysis.divergence import divergence, tensor_sums
-from mi_mergekit.synthetic import PairSpec, build_pair
+from synthetic import PairSpec, build_pair
 
 MLP_FACTOR = 0.5  # Thinking layer-2 MLP projections = 0.5 × Instruct (exact in bf16)
 
@@ -99,7 +99,7 @@ def test_known_differences(known_pair, monkeypatch):
 
 
 def classify_group(name):
-    from mi_mergekit.selection import GROUPS, classify
+    from mi_mergekit.merge.selection import GROUPS, classify
 
     part = classify(name).part
     return "mlp" if part in GROUPS["mlp"] else "attention" if part in GROUPS["attention"] else part

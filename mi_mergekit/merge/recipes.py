@@ -27,12 +27,13 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import List, Optional, Sequence, Tuple
 
 import click
 
-from mi_mergekit.selection import GROUPS
+from mi_mergekit.merge.lambdas import format_lambda, parse_lambdas
+from mi_mergekit.merge.selection import GROUPS
 
 
 @dataclass(frozen=True)
@@ -74,65 +75,6 @@ THIRDS_TEXT = {
     "first2of3": "first two thirds",
     "last2of3": "last two thirds",
 }
-
-
-# --------------------------------------------------------------------------- λ values
-
-
-#: how many λ values a ``START:STOP:STEP`` range may expand to
-MAX_LAMBDAS = 1000
-
-
-def format_lambda(value: Decimal) -> str:
-    """Shortest plain decimal: 0.3 (never 0.30000000000000004), 0.55, 1.0, -0.2."""
-    text = format(value.normalize(), "f")
-    if "." not in text:
-        text += ".0"
-    if text.startswith("-0") and Decimal(text) == 0:
-        text = text[1:]
-    return text
-
-
-def parse_lambdas(spec: str) -> List[Decimal]:
-    """``0.1:0.9:0.1`` (inclusive range), ``0.4,0.5,0.8`` or a mix, in exact decimals."""
-    values: List[Decimal] = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        try:
-            fields = [Decimal(f) for f in item.split(":")]
-        except InvalidOperation:
-            raise click.BadParameter(
-                f"{item!r} is not a number or START:STOP:STEP", param_hint="--lambdas"
-            ) from None
-        if any(not f.is_finite() for f in fields):
-            raise click.BadParameter(f"{item!r} is not finite", param_hint="--lambdas")
-        if len(fields) == 1:
-            values.append(fields[0])
-        elif len(fields) == 3:
-            start, stop, step = fields
-            if step <= 0 or start > stop:
-                raise click.BadParameter(
-                    f"range {item!r} needs START <= STOP and STEP > 0", param_hint="--lambdas"
-                )
-            count = int((stop - start) / step) + 1
-            if count > MAX_LAMBDAS:
-                raise click.BadParameter(
-                    f"range {item!r} expands to {count} values (at most {MAX_LAMBDAS})",
-                    param_hint="--lambdas",
-                )
-            values.extend(start + k * step for k in range(count))
-        else:
-            raise click.BadParameter(
-                f"{item!r}: use a number or START:STOP:STEP", param_hint="--lambdas"
-            )
-    unique: List[Decimal] = []
-    for value in values:
-        if value not in unique:
-            unique.append(value)
-    if not unique:
-        raise click.BadParameter("no λ values given", param_hint="--lambdas")
-    return unique
 
 
 # --------------------------------------------------------------------------- windows
@@ -210,7 +152,7 @@ class Recipe:
 
     @property
     def name(self) -> str:
-        parts = ["mi", format_lambda(self.lam)]
+        parts = ["mi", format_lambda(self.lam, point=True)]
         if self.window_label:
             parts.append(self.window_label)
         if self.modules:
@@ -223,7 +165,7 @@ class Recipe:
 
     def command(self) -> str:
         """The generator arguments that write exactly this file."""
-        args = ["--lambdas", format_lambda(self.lam)]
+        args = ["--lambdas", format_lambda(self.lam, point=True)]
         if self.window_label:
             label = self.window_label
             args += ["--window", label if label in THIRDS else f"{self.window[0]},{self.window[1]}"]
@@ -244,7 +186,7 @@ class Recipe:
         return "mi-mergekit recipes " + " ".join(shlex.quote(a) for a in args)
 
     def title(self) -> str:
-        what = f"Model interpolation λ={format_lambda(self.lam)}"
+        what = f"Model interpolation λ={format_lambda(self.lam, point=True)}"
         label = self.window_label
         if label is None:
             where = "all decoder layers"
@@ -264,7 +206,7 @@ class Recipe:
         return f"{what}, {where}, {which}: {self.pair.label}"
 
     def render(self) -> str:
-        lam = format_lambda(self.lam)
+        lam = format_lambda(self.lam, point=True)
         lines = [
             f"# {self.title()}",
             '# Wu et al., "Revisiting Model Interpolation for Efficient Reasoning", arXiv 2510.10977.',

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from mi_mergekit.errors import SelectionError, UnclassifiedTensorError
 
@@ -196,11 +196,3 @@ class Selection:
         start, end = self.window
         return tensor.part in self.parts and start <= self.depth(tensor) <= end
 
-
-def describe(names: Iterable[str]) -> Dict[str, int]:
-    """Count tensors per part (for reports and error messages)."""
-    counts: Dict[str, int] = {}
-    for name in names:
-        part = classify(name).part
-        counts[part] = counts.get(part, 0) + 1
-    return counts

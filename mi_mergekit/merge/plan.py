@@ -2,7 +2,7 @@
 
 The plan is resolved by mergekit's own planner (same parameter filters, gradients
 and defaults as the real merge) over the checkpoint-layout architecture, then each
-tensor's parameters go through the same :class:`~mi_mergekit.selection.Selection`
+tensor's parameters go through the same :class:`~mi_mergekit.merge.selection.Selection`
 the kernel uses. What ``mi-mergekit plan`` prints is what the merge does.
 
 Every check here runs before mergekit creates the output folder, so bad input
@@ -22,19 +22,15 @@ from mergekit.config import MergeConfiguration, evaluate_setting
 from mergekit.options import MergeOptions
 
 from mi_mergekit.errors import CheckpointFileError, MergeInputError, SelectionError
-from mi_mergekit.layout import (
+from mi_mergekit.merge.layout import (
     CheckpointIndex,
     checkpoint_architecture,
     compare_indexes,
     model_config,
 )
-from mi_mergekit.methods.interpolation import (
-    METHOD_NAME,
-    PARAMETERS,
-    SELECTION_PARAMETERS,
-    check_lambda,
-)
-from mi_mergekit.selection import PARTS, Selection, classify
+from mi_mergekit.merge.checks import check_lambda
+from mi_mergekit.methods.interpolation import METHOD_NAME, PARAMETERS, SELECTION_PARAMETERS
+from mi_mergekit.merge.selection import PARTS, Selection, classify
 
 LOG = logging.getLogger(__name__)
 
@@ -215,11 +211,10 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
 
     Returns ``(plan, architecture)``; raises :class:`MergeInputError` on bad input.
     """
-    from mergekit.plan import MergePlanner
+    from mi_mergekit.mergekit_compat import planned_saves
+    from mi_mergekit.methods import register_all
 
-    from mi_mergekit.integration import install
-
-    install()
+    register_all()
     options = options or MergeOptions()
     if config.merge_method != METHOD_NAME:
         raise MergeInputError(f"not a {METHOD_NAME} recipe (merge_method: {config.merge_method})")
@@ -249,9 +244,8 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         index_i, num_layers, list(cfg_i.architectures or []), cfg_i.model_type
     )
 
-    # Resolve parameters exactly as the merge will, on a copy (the planner mutates it).
-    planner = MergePlanner(config.model_copy(deep=True), arch, options=options, out_model_config=cfg_i)
-    planner._plan()  # plan_in_memory() cannot build ReturnTensor tasks in 0.1.5
+    # Resolve parameters exactly as the merge will (mergekit's own planner).
+    saves = planned_saves(config, arch, options, cfg_i)
 
     lam_setting = (config.parameters or {}).get("lambda")
     plan = MergePlan(
@@ -263,8 +257,9 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         template_from=template_from,
         lam=float(lam_setting) if isinstance(lam_setting, (int, float)) else None,
     )
-    for weight, task in planner._tensors:
-        params = dict(task.parameters.items())
+    for save in saves:
+        name = save.tensor_name
+        params = dict(save.tensor_task.parameters.items())
         lam = params["lambda"]
         check_lambda(lam)
         try:
@@ -272,13 +267,13 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
                 num_layers=params["num_layers"] or num_layers,
                 **{k: params[k] for k in SELECTION_PARAMETERS},
             )
-            tensor = classify(weight.name)
-            interpolated = selection.selects(weight.name)
+            tensor = classify(name)
+            interpolated = selection.selects(name)
         except SelectionError as exc:
-            raise MergeInputError(f"{exc} (while planning {weight.name})") from None
+            raise MergeInputError(f"{exc} (while planning {name})") from None
         plan.tensors.append(
             TensorPlan(
-                name=weight.name,
+                name=name,
                 part=tensor.part,
                 depth=selection.depth(tensor),
                 layer=tensor.layer,

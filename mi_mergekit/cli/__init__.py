@@ -18,13 +18,13 @@ from mi_mergekit.errors import guard
 # The help lives here so that `mi-mergekit --help` lists the commands without
 # importing them (they import torch and mergekit: seconds, not milliseconds).
 SUBCOMMANDS = {
-    "plan": ("mi_mergekit.commands:plan_command",
+    "plan": ("mi_mergekit.cli.merge:plan_command",
              "Dry run: check a recipe against its checkpoints, print the per-tensor λ plan."),
-    "merge": ("mi_mergekit.commands:merge_command",
+    "merge": ("mi_mergekit.cli.merge:merge_command",
               "Run a recipe into an output folder (mergekit-yaml's options, plus --model NAME=PATH)."),
-    "recipes": ("mi_mergekit.recipes:recipes_command",
+    "recipes": ("mi_mergekit.merge.recipes:recipes_command",
                 "Write model_interpolation recipes: every λ × every window and module variant."),
-    "sweep": ("mi_mergekit.sweep:sweep_command",
+    "sweep": ("mi_mergekit.cli.merge:sweep_command",
               "Write one model folder per λ, reading each input tensor once."),
     "diverge": ("mi_mergekit.analysis.divergence:diverge_command",
                 "Per-layer × per-module weight distance between Instruct and Thinking."),

@@ -27,10 +27,7 @@ from mergekit.common import ModelReference
 from mergekit.options import MergeOptions
 
 from mi_mergekit.errors import CheckpointFileError, MergeInputError, explain
-from mi_mergekit.selection import classify
-
-_LAYER_INDEX = re.compile(r"\.(\d+)\.")
-
+from mi_mergekit.merge.selection import classify
 
 @dataclass(frozen=True)
 class CheckpointIndex:

@@ -1,0 +1,283 @@
+"""Positioned reads and writes of safetensors files, without mapping them.
+
+The streaming engine reads every input tensor in slices and writes every output
+tensor in slices, each at its byte offset, so no whole shard — and no whole
+tensor — ever has to be in memory.
+
+Reading: :class:`SafetensorsFile` parses the header (8-byte little-endian
+length, then JSON: dtype, shape, ``data_offsets`` per tensor) and reads element
+ranges with ``os.preadv`` straight into a torch buffer. ``safetensors.safe_open``
+would work too, but it maps the whole file: every page the merge touches then
+counts as memory of the process (RSS grows to the size of both checkpoints),
+which is what a user watching ``top`` — or a memory limit — sees.
+
+Writing: every output tensor's name, dtype and shape is known before the first
+byte is computed, so :class:`StreamingWriter` writes each file's header first,
+reserves the file's full size (``posix_fallocate``: a disk that cannot hold the
+output fails here, before any arithmetic, not an hour later), then writes each
+slice at its offset with ``os.pwritev``, in any order, from any thread. The
+layout is the one ``safetensors.torch.save_file`` produces (header padded with
+spaces to 8 bytes, ``{"format": "pt"}`` metadata, tensors ordered by dtype size
+then name), so the files load with safetensors, transformers and mergekit.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+#: safetensors dtype names <-> torch dtypes
+DTYPES: Dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64")):
+    if hasattr(torch, _attr):
+        DTYPES[_name] = getattr(torch, _attr)
+NAMES: Dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+
+
+class SafetensorsFormatError(ValueError):
+    """A file that is not a complete safetensors file."""
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor's bytes are: absolute byte offset in its file, dtype, shape."""
+
+    path: str
+    offset: int
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+def _read_exactly(fd: int, buffer: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(buffer):
+        n = os.preadv(fd, [buffer[done:]], offset + done)
+        if n == 0:
+            raise SafetensorsFormatError("the file ends before the tensor data does (truncated)")
+        done += n
+
+
+def _write_exactly(fd: int, buffer: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(buffer):
+        done += os.pwritev(fd, [buffer[done:]], offset + done)
+
+
+def as_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw bytes of a contiguous CPU tensor (no copy)."""
+    flat = tensor.reshape(-1)
+    if flat.numel() == 0:
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+
+
+class SafetensorsFile:
+    """One safetensors file opened for positioned reads."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self.entries = self._parse_header()
+        except Exception:
+            os.close(self.fd)
+            raise
+
+    def _parse_header(self) -> Dict[str, TensorEntry]:
+        size = os.fstat(self.fd).st_size
+        head = os.pread(self.fd, 8, 0)
+        if len(head) < 8:
+            raise SafetensorsFormatError("shorter than a safetensors header (truncated or empty)")
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8 or length > 100_000_000:
+            raise SafetensorsFormatError("header length exceeds the file (truncated or not safetensors)")
+        try:
+            header = json.loads(os.pread(self.fd, length, 8))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SafetensorsFormatError(f"unreadable header ({exc})") from None
+        base = 8 + length
+        entries = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype = DTYPES[info["dtype"]]
+                begin, end = info["data_offsets"]
+                shape = tuple(int(s) for s in info["shape"])
+            except (KeyError, TypeError, ValueError):
+                raise SafetensorsFormatError(f"bad header entry for {name!r}: {info}") from None
+            entry = TensorEntry(self.path, base + begin, dtype, shape)
+            if end - begin != entry.nbytes or base + end > size:
+                raise SafetensorsFormatError(
+                    f"tensor {name!r} lies outside the file (truncated or corrupt)")
+            entries[name] = entry
+        return entries
+
+    def read(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor ``name``, as a new 1-D tensor."""
+        entry = self.entries[name]
+        item = entry.dtype.itemsize
+        out = torch.empty((stop - start) * item, dtype=torch.uint8)
+        if stop > start:
+            _read_exactly(self.fd, memoryview(out.numpy()), entry.offset + start * item)
+        return out.view(entry.dtype)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One tensor to be written: name, dtype, shape."""
+
+    name: str
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for size in self.shape:
+            n *= size
+        return n
+
+
+def header_bytes(specs: Sequence[OutputSpec]) -> Tuple[bytes, Dict[str, int]]:
+    """(header, data offset of each tensor) in ``safetensors.torch.save_file``'s layout."""
+    ordered = sorted(specs, key=lambda s: (-s.dtype.itemsize, s.name))
+    header: Dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offsets, position = {}, 0
+    for spec in ordered:
+        header[spec.name] = {
+            "dtype": NAMES[spec.dtype],
+            "shape": list(spec.shape),
+            "data_offsets": [position, position + spec.nbytes],
+        }
+        offsets[spec.name] = position
+        position += spec.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-(len(text) + 8) % 8)
+    return struct.pack("<Q", len(text)) + text, offsets
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the whole file now (ENOSPC/EDQUOT/EFBIG here, not mid-merge)."""
+    if size == 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+            raise
+        os.ftruncate(fd, size)
+
+
+class StreamingWriter:
+    """The weight files of one output folder, written slice by slice at fixed offsets.
+
+    ``files`` maps each file name to the tensors it holds. ``index`` writes
+    ``model.safetensors.index.json`` (always for more than one file).
+    """
+
+    def __init__(self, folder: str, files: Dict[str, List[OutputSpec]], index: bool = False,
+                 index_metadata: Optional[dict] = None):
+        self.folder = folder
+        self.files = files
+        self.index = index or len(files) > 1
+        self.index_metadata = index_metadata or {}
+        self.locations: Dict[str, Tuple[int, int]] = {}  # name -> (fd, absolute data offset)
+        self.total_bytes = 0
+        self._fds: List[int] = []
+        try:
+            for file_name, specs in files.items():
+                head, offsets = header_bytes(specs)
+                fd = os.open(os.path.join(folder, file_name),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+                self._fds.append(fd)
+                data = sum(spec.nbytes for spec in specs)
+                _reserve(fd, len(head) + data)
+                _write_exactly(fd, memoryview(head), 0)
+                for spec in specs:
+                    self.locations[spec.name] = (fd, len(head) + offsets[spec.name])
+                self.total_bytes += data
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, name: str, start: int, chunk: torch.Tensor) -> int:
+        """Write the 1-D ``chunk`` as elements [start, start+len) of tensor ``name``."""
+        fd, offset = self.locations[name]
+        data = as_bytes(chunk)
+        _write_exactly(fd, data, offset + start * chunk.element_size())
+        return len(data)
+
+    def finish(self) -> None:
+        """Close the files and write the index (the staging folder's publish fsyncs)."""
+        self.close()
+        if self.index:
+            weight_map = {spec.name: file_name for file_name, specs in self.files.items()
+                          for spec in specs}
+            content = {
+                "metadata": {**self.index_metadata, "total_size": self.total_bytes},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            with open(os.path.join(self.folder, "model.safetensors.index.json"), "w",
+                      encoding="utf-8") as handle:
+                json.dump(content, handle, indent=2)
+                handle.write("\n")
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def shard_by_size(specs: Iterable[OutputSpec], max_bytes: int) -> Dict[str, List[OutputSpec]]:
+    """mergekit's ``--out-shard-size`` sharding: fill shards in order, HF file names."""
+    shards: List[List[OutputSpec]] = [[]]
+    size = 0
+    for spec in specs:
+        if shards[-1] and max_bytes > 0 and size + spec.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += spec.nbytes
+    if len(shards) == 1:
+        return {"model.safetensors": shards[0]}
+    total = len(shards)
+    return {f"model-{k + 1:05d}-of-{total:05d}.safetensors": shard for k, shard in enumerate(shards)}

@@ -1,0 +1,142 @@
+"""Many λ outputs from one pass over the inputs: ``mi-mergekit sweep``.
+
+A sweep of a ``model_interpolation`` recipe over λ₁ … λₙ writes ``n`` complete
+model folders (weights, config, tokenizer, chat template, generation_config,
+``mi_plan.json``), ``OUT_DIR/lambda_<λ>/``, while reading every input tensor
+exactly once.
+
+Each λ is planned exactly as a single merge would be (:func:`build_plan`:
+pre-flight checks, checkpoint-layout architecture, resolved per-tensor λ).
+The streaming engine (:mod:`mi_mergekit.merge.engine`) then reads each input
+slice once, computes Θ_T − Θ_I once per slice and writes the ``n`` outputs'
+slices in place — each output bit for bit the output of ``mergekit-yaml`` at
+that λ, for whole-model, layer-windowed and module-selective recipes alike;
+memory is a few slices, whatever n is. ``MI_MERGEKIT_ENGINE=mergekit`` runs
+the same sweep through mergekit's executor (:mod:`mi_mergekit.merge.mergekit_engine`).
+
+``--lambdas`` replaces the recipe's top-level ``lambda`` (which may be absent);
+every other parameter (window, modules, placements, template_from) is kept.
+
+Atomicity: every output is written into a hidden staging folder next to its
+final place (:func:`mi_mergekit.safety.staged_directory`); all are renamed
+into place only after every output is finished, and all are deleted on an
+error or Ctrl-C. An interrupted sweep leaves no folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from decimal import Decimal
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from mi_mergekit.merge.lambdas import format_lambda, output_name
+from mi_mergekit.merge.run import PlannedOutput
+
+# Transparent huge pages for torch's CPU allocator, unless the user chose: with
+# 4 KiB pages the page faults of fresh output tensors cost more than the
+# arithmetic (3-4x on large tensors). torch reads THP_MEM_ALLOC_ENABLE once, at
+# its first allocation, so this only takes effect when torch is not loaded yet —
+# as in `mi-mergekit sweep`. It changes speed, never values.
+if "torch" not in sys.modules:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+LOG = logging.getLogger("mi_mergekit.sweep")
+
+#: the outputs of a sweep (one planned output per λ)
+SweepOutput = PlannedOutput
+
+
+def with_lambda(config, lam: float):
+    """A copy of a MergeConfiguration whose top-level ``lambda`` is ``lam``."""
+    parameters = {**(config.parameters or {}), "lambda": lam}
+    return config.model_copy(update={"parameters": parameters}, deep=True)
+
+
+def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
+    import yaml
+
+    if source:
+        try:
+            data = yaml.safe_load(source)
+        except yaml.YAMLError:
+            data = None
+        if isinstance(data, dict):
+            data["parameters"] = {**(data.get("parameters") or {}), "lambda": lam}
+            return yaml.safe_dump(data, sort_keys=False)
+    return config.to_yaml()
+
+
+def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
+                    config_source: Optional[str] = None) -> Tuple[List[PlannedOutput], Any]:
+    """Plan every λ with :func:`build_plan` (all pre-flight checks before writing anything)."""
+    from mi_mergekit.merge.plan import build_plan
+    from mi_mergekit.safety import check_existing, check_output_path, model_inputs
+
+    inputs = model_inputs(merge_config, options, "Instruct", "Thinking")
+    check_output_path(out_dir, inputs, options, existing=False)
+    for label in lambdas:
+        check_existing(os.path.join(out_dir, output_name(label)))
+    setting = (merge_config.parameters or {}).get("lambda")
+    if setting is not None and not isinstance(setting, (int, float)):
+        LOG.warning("the recipe's non-scalar lambda %r is replaced by each swept value", setting)
+    outputs, arch = [], None
+    for label in lambdas:
+        lam = float(label)
+        config = with_lambda(merge_config, lam)
+        plan, arch_lam = build_plan(config, options)
+        arch = arch or arch_lam
+        outputs.append(
+            PlannedOutput(
+                config=config,
+                plan=plan,
+                path=os.path.join(os.path.abspath(out_dir), output_name(label)),
+                source=_source_with_lambda(config_source, config, lam),
+                lam=lam,
+                label=label,
+            )
+        )
+    for warning in outputs[0].plan.warnings if outputs else ():
+        if "no tensor is interpolated" in warning:
+            LOG.warning(warning)
+    return outputs, arch
+
+
+def run_sweep(merge_config, lambdas: Sequence[Union[str, float, Decimal]], out_dir: str,
+              options=None, config_source: Optional[str] = None, progress: Optional[bool] = None,
+              share: bool = True) -> List[PlannedOutput]:
+    """Write one complete model folder per λ under ``out_dir``; returns the outputs.
+
+    ``lambdas`` are numbers, decimals or decimal strings. ``share=False`` (only
+    with ``MI_MERGEKIT_ENGINE=mergekit``) runs mergekit's own merge task per
+    (tensor, λ) instead of the shared-delta tasks; for comparison and tests.
+    """
+    from mergekit.options import MergeOptions
+
+    from mi_mergekit.merge.run import write_outputs
+    from mi_mergekit.methods import register_all
+    from mi_mergekit.safety import staged_directory
+
+    register_all()
+    options = options or MergeOptions()
+    labels = [format_lambda(lam) for lam in lambdas]
+    if not labels:
+        raise ValueError("no λ values to sweep")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate λ values in {labels}")
+    outputs, arch = prepare_outputs(merge_config, labels, out_dir, options, config_source)
+    if options.multi_gpu:
+        LOG.warning("--multi-gpu is not supported by sweep; using one device (%s)", options.device)
+    with contextlib.ExitStack() as stack:
+        for output in outputs:
+            output.stage = stack.enter_context(staged_directory(output.path))
+        write_outputs(merge_config, outputs, arch, options, progress=progress, share=share)
+        # Leaving the ExitStack publishes the staged folders (last entered first).
+    for output in outputs:
+        LOG.info("λ=%s written to %s", output.label, output.path)
+    return outputs
+
+
+__all__ = ["SweepOutput", "prepare_outputs", "run_sweep", "with_lambda"]
