@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mi_mergekit.methods.interpolation as kernel
+import mi_mergekit.merge.engine as engine
 from common import merge, mi_config
 from common import console, run
 from mi_mergekit.errors import MergeInputError, NonFiniteTensorError, OutputPathError
@@ -127,7 +127,7 @@ def test_non_finite_output(dense_pair, tmp_path):
 def test_interrupted_run_leaves_nothing(dense_pair, tmp_path, monkeypatch):
     instruct, thinking = dense_pair
     calls = []
-    real = kernel.interpolate
+    real = engine.compute
 
     def interrupt_on_fifth(*args, **kwargs):
         calls.append(1)
@@ -135,7 +135,7 @@ def test_interrupted_run_leaves_nothing(dense_pair, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kernel, "interpolate", interrupt_on_fifth)
+    monkeypatch.setattr(engine, "compute", interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         merge(mi_config(instruct, thinking), tmp_path / "out")
     _assert_nothing_written(tmp_path, tmp_path / "out")
@@ -150,13 +150,13 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
     recipe.write_text(make_recipe(instruct, thinking))
     script = (
         "import os, signal, sys\n"
-        "import mi_mergekit.methods.interpolation as k\n"
-        "real = k.interpolate; n = [0]\n"
+        "import mi_mergekit.merge.engine as k\n"
+        "real = k.compute; n = [0]\n"
         "def f(*a, **kw):\n"
         "    n[0] += 1\n"
         "    if n[0] == 10: os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **kw)\n"
-        "k.interpolate = f\n"
+        "k.compute = f\n"
         "from mergekit.scripts.run_yaml import main\n"
         "sys.argv = ['mergekit-yaml', sys.argv[1], sys.argv[2]]\n"
         "main()\n"

@@ -31,7 +31,8 @@ from recipes_fixtures import (  # noqa: F401  (session fixtures)
     yaml_files,
 )
 
-from mi_mergekit.merge.recipes import format_lambda, parse_lambdas, recipes_command
+from mi_mergekit.cli.recipes import recipes_command
+from mi_mergekit.merge.lambdas import format_lambda, parse_lambdas
 
 ALL_RECIPES = yaml_files(RECIPES)
 
@@ -346,7 +347,7 @@ def test_generator_rejects_bad_input(tmp_path, args, message):
 
 def test_generator_runs_as_a_module(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mi_mergekit.merge.recipes", "--lambdas", "0.8", "--window", "last2of3",
+        [sys.executable, "-m", "mi_mergekit.cli", "recipes", "--lambdas", "0.8", "--window", "last2of3",
          "--model-pair", "30b", "-o", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )

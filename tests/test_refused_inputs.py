@@ -171,7 +171,22 @@ ROWS = [
     # --- merge: failures while writing
     ("write-file-size-limit", lambda w: (size_limited(w, 20_000), mergekit_yaml(w.recipe, w.out))[1],
      "file too large (file size limit reached) while writing the output"),
-    ("write-disk-full", lambda w: with_fault(
+    ("write-disk-full-reserving", lambda w: with_fault(
+        "import errno, os\n"
+        "def full(*a): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "os.posix_fallocate = full", "merge", w.recipe, w.out),
+     "disk full while writing the output"),
+    ("write-disk-full-midway", lambda w: with_fault(
+        "import errno, os\n"
+        "calls, real = [], os.pwritev\n"
+        "def full(*a):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) > 5: raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return real(*a)\n"
+        "os.pwritev = full", "merge", w.recipe, w.out),
+     "disk full while writing the output"),
+    ("write-disk-full-mergekit-engine", lambda w: with_fault(
+        "import os; os.environ['MI_MERGEKIT_ENGINE'] = 'mergekit'\n"
         "import safetensors, safetensors.torch\n"
         "def full(*a, **k): raise safetensors.SafetensorError("
         "'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })')\n"

@@ -5,7 +5,6 @@ import os
 import sys
 from collections import Counter
 
-import click
 import pytest
 import torch
 import yaml
@@ -13,7 +12,6 @@ import yaml
 from common import config_from, load_model, merge, mi_config, run
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mergekit.options import MergeOptions
-import mi_mergekit.merge.sweep as sweep_module
 from mi_mergekit.merge.lambdas import LambdaSpecError, format_lambda, output_name, parse_lambdas
 from mi_mergekit.merge.sweep import run_sweep
 
@@ -79,7 +77,11 @@ def test_sweep_equals_single_merges_bitwise(kind, request, tmp_path):
         assert plan["parameters"]["lambda"] == output.lam
 
 
-def test_each_input_tensor_is_read_once(untied_pair, tmp_path, monkeypatch):
+def test_mergekit_engine_reads_each_input_tensor_once(untied_pair, tmp_path, monkeypatch):
+    """MI_MERGEKIT_ENGINE=mergekit: one mergekit executor for all λ (see test_engine for ours)."""
+    from mi_mergekit.merge import mergekit_engine
+
+    monkeypatch.setenv("MI_MERGEKIT_ENGINE", "mergekit")
     instruct, thinking = untied_pair
     reads = Counter()
     original = LazyTensorLoader.get_tensor
@@ -90,7 +92,7 @@ def test_each_input_tensor_is_read_once(untied_pair, tmp_path, monkeypatch):
 
     monkeypatch.setattr(LazyTensorLoader, "get_tensor", counting)
     # the per-tensor work (dtype alignment, Θ_T − Θ_I) is shared by all λ as well
-    shared_cls, interp_cls = sweep_module._tasks()
+    shared_cls, interp_cls = mergekit_engine._tasks()
     runs = Counter()
     for cls in (shared_cls, interp_cls):
         original_execute = cls.execute
@@ -111,8 +113,9 @@ def test_each_input_tensor_is_read_once(untied_pair, tmp_path, monkeypatch):
     assert runs == {"SharedDelta": len(names), "SweepInterpolate": 4 * len(names)}
 
 
-def test_unshared_path_and_mergekit_kernel_agree(untied_pair, tmp_path):
+def test_unshared_path_and_mergekit_kernel_agree(untied_pair, tmp_path, monkeypatch):
     """share=False runs model_interpolation's own kernel per (tensor, λ): same bytes."""
+    monkeypatch.setenv("MI_MERGEKIT_ENGINE", "mergekit")
     instruct, thinking = untied_pair
     data = mi_config(instruct, thinking, lam=0.8, dtype="float32", layer_end=2, exclude_modules="attention")
     for share in (True, False):
@@ -137,13 +140,26 @@ def test_non_finite_input_fails_the_sweep_without_output(dense_pair, copy_pair, 
     assert os.listdir(tmp_path / "s") == []
 
 
-@pytest.mark.parametrize("when", ["during_tensors", "after_weights"])
+@pytest.mark.parametrize("when", ["during_tensors", "during_tensors_mergekit", "after_weights"])
 def test_interrupted_sweep_leaves_no_complete_looking_folder(dense_pair, tmp_path, monkeypatch, when):
     instruct, thinking = dense_pair
     out = tmp_path / "s"
     if when == "during_tensors":
+        from mi_mergekit.merge.safetensors_io import StreamingWriter
+
+        original, calls = StreamingWriter.write, []
+
+        def write(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 20:
+                raise KeyboardInterrupt
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(StreamingWriter, "write", write)
+    elif when == "during_tensors_mergekit":
         from mergekit.io.tensor_writer import TensorWriter
 
+        monkeypatch.setenv("MI_MERGEKIT_ENGINE", "mergekit")
         original, calls = TensorWriter.save_tensor, []
 
         def save(self, *args, **kwargs):
@@ -154,12 +170,12 @@ def test_interrupted_sweep_leaves_no_complete_looking_folder(dense_pair, tmp_pat
 
         monkeypatch.setattr(TensorWriter, "save_tensor", save)
     else:
-        import mi_mergekit.merge.sweep as sweep_module
+        import mi_mergekit.merge.run as run_module
 
         def boom(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(sweep_module, "finish_output", boom)
+        monkeypatch.setattr(run_module, "finish_output", boom)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config_from(mi_config(instruct, thinking, dtype="bfloat16")), ["0.2", "0.8"],
                   str(out), MergeOptions(quiet=True))
@@ -177,7 +193,7 @@ def test_sweep_command_as_a_subprocess(dense_pair, tmp_path):
                   str(out), "--model", f"org/Instruct={instruct}", "--model", f"org/Thinking={thinking}"])
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["lambda_0.2", "lambda_0.4", "lambda_0.6"]
-    assert "Sweep (3 λ) tensors" in result.stderr  # progress bar over tensors
+    assert "Sweep (3 λ)" in result.stderr and "B/s" in result.stderr  # progress bar in bytes/s
     data = mi_config(instruct, thinking, lam=0.8, dtype="bfloat16", layer_start=1)
     ref = _single(data, 0.4, tmp_path / "ref")
     a, b = load_model(str(out / "lambda_0.4")), load_model(str(ref))

@@ -22,7 +22,7 @@ SUBCOMMANDS = {
              "Dry run: check a recipe against its checkpoints, print the per-tensor λ plan."),
     "merge": ("mi_mergekit.cli.merge:merge_command",
               "Run a recipe into an output folder (mergekit-yaml's options, plus --model NAME=PATH)."),
-    "recipes": ("mi_mergekit.merge.recipes:recipes_command",
+    "recipes": ("mi_mergekit.cli.recipes:recipes_command",
                 "Write model_interpolation recipes: every λ × every window and module variant."),
     "sweep": ("mi_mergekit.cli.merge:sweep_command",
               "Write one model folder per λ, reading each input tensor once."),

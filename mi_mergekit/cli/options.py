@@ -13,7 +13,7 @@ from mi_mergekit.merge.config import SubstitutionError, parse_substitutions
 from mi_mergekit.merge.lambdas import LambdaSpecError, parse_lambdas
 
 
-def _check_models(ctx, param, value):
+def check_models(ctx, param, value):
     try:
         parse_substitutions(value)
     except SubstitutionError as exc:
@@ -21,7 +21,7 @@ def _check_models(ctx, param, value):
     return value
 
 
-def _check_lambdas(ctx, param, value):
+def check_lambdas(ctx, param, value):
     if value is None:
         return None
     try:
@@ -33,7 +33,7 @@ def _check_lambdas(ctx, param, value):
 
 #: ``--model NAME=PATH`` (repeatable): a local copy of a model named in the recipe
 model_option = click.option(
-    "--model", "models", multiple=True, metavar="NAME=PATH", callback=_check_models,
+    "--model", "models", multiple=True, metavar="NAME=PATH", callback=check_models,
     help="Use a local copy of a model named in the recipe (repeatable), e.g. "
     "--model Qwen/Qwen3-4B-Instruct-2507=/data/instruct",
 )
@@ -43,7 +43,7 @@ def lambdas_option(*, required: bool = False, help: str = "λ values"):
     """``--lambdas START:STOP:STEP|L1,L2,...`` (validated; the value stays the text)."""
     return click.option(
         "--lambdas", "lambdas_spec", required=required, metavar="START:STOP:STEP|L1,L2,...",
-        callback=_check_lambdas,
+        callback=check_lambdas,
         help=f"{help}: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8.",
     )
 

@@ -25,6 +25,8 @@ from typing import Dict, List
 
 import click
 
+from mi_mergekit.cli.options import check_lambdas
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -81,7 +83,8 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
 @click.command("demo")
 @click.option("--out", "out_dir", default="mi-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for recipes, merged models, eval runs and the report.")
-@click.option("--lambdas", default="0:1:0.1", show_default=True, help="λ grid: start:stop:step or a comma list.")
+@click.option("--lambdas", default="0:1:0.1", show_default=True, callback=check_lambdas,
+              help="λ grid: start:stop:step or a comma list.")
 @click.option("--n-samples", default=4, show_default=True, help="Samples per question.")
 @click.option("--limit", default=None, type=int, help="Use only the first N held-out questions.")
 @click.option("--max-new-tokens", default=None, type=int, help="Generation budget (default: the toy task's).")
@@ -91,7 +94,7 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
 def demo_command(out_dir, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch, skip_variants):
     """Merge the shipped toy pair over a λ grid with mergekit-yaml, evaluate, report."""
     from mi_mergekit.eval import evaluate, write_report
-    from mi_mergekit.merge.recipes import parse_lambdas
+    from mi_mergekit.merge.lambdas import parse_lambdas
     from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
 
     if not (THINKING_DIR / "config.json").exists():
