@@ -171,10 +171,10 @@ ROWS = [
     # --- merge: failures while writing
     ("write-file-size-limit", lambda w: (size_limited(w, 20_000), mergekit_yaml(w.recipe, w.out))[1],
      "file too large (file size limit reached) while writing the output"),
-    ("write-disk-full-reserving", lambda w: with_fault(
-        "import errno, os\n"
-        "def full(*a): raise OSError(errno.ENOSPC, 'No space left on device')\n"
-        "os.posix_fallocate = full", "merge", w.recipe, w.out),
+    ("write-disk-too-small", lambda w: with_fault(
+        "import os, types\n"
+        "os.statvfs = lambda path: types.SimpleNamespace(f_bavail=3, f_frsize=4096)\n",
+        "merge", w.recipe, w.out),
      "disk full while writing the output"),
     ("write-disk-full-midway", lambda w: with_fault(
         "import errno, os\n"

@@ -54,6 +54,7 @@ from mi_mergekit.merge.safetensors_io import (
     OutputSpec,
     SafetensorsFile,
     StreamingWriter,
+    check_free_space,
     shard_by_size,
 )
 
@@ -414,10 +415,12 @@ def write_weights(config, arch, outputs: Sequence[Output], options, out_config=N
             for lam in {v for v in (output.lambdas or {}).values() if v is not None}:
                 check_lambda(lam)
         donor_index = inputs.index(donor) if donor is not None else None
+        layouts = [output_files(jobs, k, donor_index, options.out_shard_size) for k in range(len(outputs))]
+        check_free_space(outputs[0].folder, sum(spec.nbytes for files, _ in layouts
+                                               for specs in files.values() for spec in specs))
         writers: List[StreamingWriter] = []
         try:
-            for k, output in enumerate(outputs):
-                files, index = output_files(jobs, k, donor_index, options.out_shard_size)
+            for output, (files, index) in zip(outputs, layouts):
                 writers.append(StreamingWriter(output.folder, files, index=index))
             execute(jobs, writers, device=options.device or "cpu",
                     progress=not options.quiet, desc=desc)

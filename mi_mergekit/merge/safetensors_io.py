@@ -12,10 +12,10 @@ counts as memory of the process (RSS grows to the size of both checkpoints),
 which is what a user watching ``top`` — or a memory limit — sees.
 
 Writing: every output tensor's name, dtype and shape is known before the first
-byte is computed, so :class:`StreamingWriter` writes each file's header first,
-reserves the file's full size (``posix_fallocate``: a disk that cannot hold the
-output fails here, before any arithmetic, not an hour later), then writes each
-slice at its offset with ``os.pwritev``, in any order, from any thread. The
+byte is computed, so :class:`StreamingWriter` checks the free space
+(:func:`check_free_space`: a disk that cannot hold the outputs fails before any
+arithmetic, not an hour later), writes each file's header, sizes the file, then
+writes each slice at its offset with ``os.pwritev``, in any order, from any thread. The
 layout is the one ``safetensors.torch.save_file`` produces (header padded with
 spaces to 8 bytes, ``{"format": "pt"}`` metadata, tensors ordered by dtype size
 then name), so the files load with safetensors, transformers and mergekit.
@@ -195,16 +195,18 @@ def header_bytes(specs: Sequence[OutputSpec]) -> Tuple[bytes, Dict[str, int]]:
     return struct.pack("<Q", len(text)) + text, offsets
 
 
-def _reserve(fd: int, size: int) -> None:
-    """Allocate the whole file now (ENOSPC/EDQUOT/EFBIG here, not mid-merge)."""
-    if size == 0:
-        return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
-            raise
-        os.ftruncate(fd, size)
+def check_free_space(folder: str, needed: int) -> None:
+    """Fail before any arithmetic when the disk cannot hold ``needed`` more bytes.
+
+    (``posix_fallocate`` would reserve the space for real, but writing into its
+    unwritten extents is ~10× slower on common filesystems; a disk filled by
+    someone else mid-merge still fails the write, and nothing is published.)
+    """
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: the output needs {needed / 2**30:.2f} GiB, "
+                                    f"{free / 2**30:.2f} GiB are free", folder)
 
 
 class StreamingWriter:
@@ -230,7 +232,7 @@ class StreamingWriter:
                              os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
                 self._fds.append(fd)
                 data = sum(spec.nbytes for spec in specs)
-                _reserve(fd, len(head) + data)
+                os.ftruncate(fd, len(head) + data)  # sized now; EFBIG here, not mid-merge
                 _write_exactly(fd, memoryview(head), 0)
                 for spec in specs:
                     self.locations[spec.name] = (fd, len(head) + offsets[spec.name])
