@@ -80,8 +80,21 @@ def test_tied_embedding_follows_the_input_side(dense_pair, tmp_path):
     assert "lm_head.weight" not in last  # output keeps the checkpoint's own tensors
 
 
-MLP_PARTS = {"mlp_proj", "router", "experts", "shared_expert", "post_attention_layernorm"}
-ATTENTION_PARTS = {"attn_proj", "qk_norm", "input_layernorm"}
+# The oracle for module selection, written from the checkpoint's tensor names alone
+# (independently of mi_mergekit.merge.selection): the FFN sub-layer is everything under
+# ".mlp." (dense projections, the MoE router and experts) plus the norm in front of it;
+# attention is everything under ".self_attn." (projections, q/k norms) plus its norm.
+def is_ffn(name: str) -> bool:
+    return ".mlp." in name or name.endswith(".post_attention_layernorm.weight")
+
+
+def is_attention(name: str) -> bool:
+    return ".self_attn." in name or name.endswith(".input_layernorm.weight")
+
+
+# per decoder layer of the test pairs (4 layers; MoE: 4 experts)
+FFN_PER_LAYER = {"dense_pair": 3 + 1, "moe_pair": 1 + 4 * 3 + 1}  # (router +) projections + norm
+ATTENTION_PER_LAYER = 4 + 2 + 1  # q/k/v/o, q_norm/k_norm, input_layernorm
 
 
 @pytest.mark.parametrize("pair_name", ["dense_pair", "moe_pair"])
@@ -89,10 +102,9 @@ def test_excluding_mlp_keeps_every_mlp_tensor(request, tmp_path, pair_name):
     instruct, thinking = request.getfixturevalue(pair_name)
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, exclude_modules="mlp"), tmp_path / "nomlp")
-    merged, kept = _check(out, i, t, lambda n: classify(n).part not in MLP_PARTS)
-    kept_parts = {classify(n).part for n in i if classify(n).part in MLP_PARTS}
-    assert kept_parts == ({"router", "experts", "post_attention_layernorm"} if "moe" in pair_name
-                          else {"mlp_proj", "post_attention_layernorm"})
+    merged, kept = _check(out, i, t, lambda n: not is_ffn(n))
+    assert kept == 4 * FFN_PER_LAYER[pair_name]
+    assert merged == len(i) - kept and merged > 4 * ATTENTION_PER_LAYER  # + embeddings, final norm
 
 
 @pytest.mark.parametrize("pair_name", ["dense_pair", "moe_pair"])
@@ -100,14 +112,16 @@ def test_excluding_attention_keeps_every_attention_tensor(request, tmp_path, pai
     instruct, thinking = request.getfixturevalue(pair_name)
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, exclude_modules="attention"), tmp_path / "noattn")
-    _check(out, i, t, lambda n: classify(n).part not in ATTENTION_PARTS)
+    merged, kept = _check(out, i, t, lambda n: not is_attention(n))
+    assert kept == 4 * ATTENTION_PER_LAYER
 
 
 def test_only_attention_selected(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, modules="attention"), tmp_path / "attn")
-    _check(out, i, t, lambda n: classify(n).part in ATTENTION_PARTS)
+    merged, _ = _check(out, i, t, is_attention)
+    assert merged == 4 * ATTENTION_PER_LAYER
 
 
 def test_norm_placement_overridden_by_naming_parts(dense_pair, tmp_path):
@@ -128,4 +142,4 @@ def test_window_and_modules_combine(moe_pair, tmp_path):
         mi_config(instruct, thinking, LAM, layer_start=1, modules="mlp"), tmp_path / "c"
     )
     _check(out, i, t, lambda n: classify(n).layer is not None and classify(n).layer >= 1
-           and classify(n).part in MLP_PARTS)
+           and is_ffn(n))

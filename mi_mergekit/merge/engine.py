@@ -12,15 +12,15 @@ them, for ``model_interpolation`` (one output, or the n outputs of a sweep) and
   (:mod:`mi_mergekit.merge.safetensors_io`);
 * every merge is element-wise, so each slice is computed on its own with the
   kernel (:mod:`mi_mergekit.merge.kernel`) — same operations, same bits as the
-  whole tensor through mergekit's executor — once for all n outputs of a sweep
-  (Θ_T − Θ_I is computed once per slice and scaled by each λ);
+  whole tensor through mergekit's executor — for all n outputs of a sweep from
+  one read;
 * every output slice is written at its final offset in pre-sized safetensors
   files (:class:`~mi_mergekit.merge.safetensors_io.StreamingWriter`).
 
 Reading, arithmetic and writing run on three threads joined by bounded queues
-(file I/O and torch release the GIL), so the three overlap. Memory is a few
-slices in flight — ``READ_AHEAD`` input slices and ``WRITE_BUFFER`` bytes of
-output — whatever the model size and the number of outputs.
+(file I/O and torch release the GIL), so the three overlap. Memory is a fixed
+set of reused slice buffers — ``READ_AHEAD + 1`` slices per input and
+``WRITE_SLOTS`` output slices — whatever the model size and the number of outputs.
 
 Output layout: by default the output keeps the layout donor's files (the
 Instruct checkpoint for ``model_interpolation``, the base or first model for
@@ -49,7 +49,13 @@ import torch
 
 from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.checks import all_finite, check_finite, check_lambda
-from mi_mergekit.merge.kernel import interpolate_many, weighted_sum
+from mi_mergekit.merge.kernel import (
+    compute_dtype,
+    interpolate,
+    interpolate_from_delta,
+    task_vector,
+    weighted_sum,
+)
 from mi_mergekit.merge.safetensors_io import (
     OutputSpec,
     SafetensorsFile,
@@ -62,14 +68,13 @@ LOG = logging.getLogger("mi_mergekit.engine")
 
 ENGINE_ENV = "MI_MERGEKIT_ENGINE"
 ENGINES = ("stream", "mergekit")
-#: elements per slice (16 MiB of bf16 per input)
-CHUNK = 1 << 23
+#: elements per slice (64 MiB of bf16): large enough that the writes of the n outputs of
+#: a sweep, interleaved, cost what sequential writes cost (16 MiB slices: 2.9× slower)
+CHUNK = 1 << 25
 #: input slices read ahead of the arithmetic
-READ_AHEAD = 3
-#: bytes of computed output slices waiting for the writer
-WRITE_BUFFER = 256 << 20
-#: mergekit's default --out-shard-size: when unchanged, the donor's layout is kept
-DEFAULT_SHARD_SIZE = 5_000_000_000
+READ_AHEAD = 2
+#: output slices computed or waiting for the writer (the outputs of a sweep take turns)
+WRITE_SLOTS = 3
 
 
 def engine_name() -> str:
@@ -203,9 +208,12 @@ def output_files(jobs: Sequence[Job], k: int, donor_index, shard_size: int
     """(file name -> tensors, write an index?) of output ``k``: the donor's layout
     (same files, same tensor-to-file map) unless ``--out-shard-size`` was set or the
     output names are not the donor's."""
+    from mergekit.options import MergeOptions
+
     specs = [OutputSpec(job.name, job.out_dtypes[k], job.shape) for job in jobs]
+    default_size = MergeOptions.model_fields["out_shard_size"].default
     donor_paths = donor_index.tensor_paths if donor_index is not None else {}
-    if shard_size == DEFAULT_SHARD_SIZE and specs and all(s.name in donor_paths for s in specs):
+    if shard_size == default_size and specs and all(s.name in donor_paths for s in specs):
         files: Dict[str, List[OutputSpec]] = {}
         for spec in sorted(specs, key=lambda s: _natural(s.name)):
             files.setdefault(donor_paths[spec.name], []).append(spec)
@@ -234,62 +242,99 @@ def _buffer(job: Job, chunks: List[torch.Tensor]) -> Optional[torch.Tensor]:
     return first
 
 
-def compute(job: Job, chunks: List[torch.Tensor]) -> List[torch.Tensor]:
-    """The output slices (one per output) of one input slice, before the save cast."""
+def _store(value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``value.to(out.dtype)`` written into ``out`` (the save cast; the same rounding)."""
+    return out.copy_(value)
+
+
+def prepare(job: Job, chunks: List[torch.Tensor]) -> List[torch.Tensor]:
+    """One input slice as the merge sees it: the recipe's load dtype, then aligned to the
+    inputs' common dtype (mergekit's align_dtype) — or ``[buffer]`` for an integer buffer."""
     chunks = [c if d is None or c.dtype == d else c.to(d) for c, d in zip(chunks, job.load_dtypes)]
     buffer = _buffer(job, chunks)
     if buffer is not None:
-        return [buffer] * len(job.settings)
+        return [buffer]
     common = chunks[0].dtype
     for chunk in chunks[1:]:
         common = torch.promote_types(common, chunk.dtype)
     chunks = [c.to(common) for c in chunks]
+    if job.method != "nway_interpolation":
+        instruct, thinking = chunks[job.base], chunks[1 - job.base]
+        if any(lam is None for lam in job.settings):
+            check_finite(job.name, Instruct=instruct, Thinking=thinking)
+        if sum(lam is not None for lam in job.settings) > 1:
+            # a sweep: Θ_T − Θ_I once for all its λ (the kernel's own first step)
+            chunks.append(task_vector(instruct, thinking, out=_delta_scratch(instruct)))
+    return chunks
+
+
+_scratch = threading.local()
+
+
+def _delta_scratch(like: torch.Tensor) -> torch.Tensor:
+    """A reused float32 (float64) slice buffer for Θ_T − Θ_I."""
+    dtype = compute_dtype(like.dtype)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.device != like.device or buffer.numel() * buffer.element_size() < like.numel() * dtype.itemsize:
+        buffer = _scratch.buffer = torch.empty(max(like.numel(), CHUNK) * dtype.itemsize, dtype=torch.uint8,
+                                               device=like.device)
+    return buffer[: like.numel() * dtype.itemsize].view(dtype)
+
+
+def compute(job: Job, chunks: List[torch.Tensor], k: int, out: torch.Tensor) -> None:
+    """Output ``k``'s slice from the prepared input slice, written into ``out`` (of that
+    output's final dtype)."""
+    if len(chunks) == 1:  # an integer buffer, copied
+        _store(chunks[0], out)
+        return
+    common = chunks[0].dtype
     if job.method == "nway_interpolation":
-        merged = weighted_sum(chunks, job.settings[0])
+        merged = weighted_sum(chunks, job.settings[k])
         if not all_finite(merged):
             check_finite(job.name, **{f"input {i}": c for i, c in enumerate(chunks)})
             check_finite(job.name, merged=merged)
-        return [merged.to(common)]
-
-    instruct = chunks[job.base]
-    (thinking,) = [c for i, c in enumerate(chunks) if i != job.base]
-    results: List[Optional[torch.Tensor]] = [None] * len(job.settings)
-    selected = [(k, lam) for k, lam in enumerate(job.settings) if lam is not None]
-    if len(selected) < len(job.settings):
+        _store(merged.to(common), out)
+        return
+    instruct, thinking = chunks[job.base], chunks[1 - job.base]
+    lam = job.settings[k]
+    if lam is None:
+        _store(instruct, out)  # kept bit for bit (then the save cast, as mergekit)
+        return
+    direct = out.dtype == common
+    target = out if direct else None
+    if len(chunks) == 3:  # the shared delta of a sweep
+        merged = interpolate_from_delta(instruct, chunks[2], lam, out_dtype=common, out=target)
+    else:
+        merged = interpolate(instruct, thinking, lam, out_dtype=common, out=target)
+    if not all_finite(merged):
         check_finite(job.name, Instruct=instruct, Thinking=thinking)
-        for k, lam in enumerate(job.settings):
-            if lam is None:
-                results[k] = instruct  # kept bit for bit
-    if selected:
-        merged = interpolate_many(instruct, thinking, [lam for _, lam in selected], out_dtype=common)
-        for (k, _), value in zip(selected, merged):
-            if not all_finite(value):
-                check_finite(job.name, Instruct=instruct, Thinking=thinking)
-                check_finite(job.name, merged=value)
-            results[k] = value
-    return results
+        check_finite(job.name, merged=merged)
+    if not direct:
+        _store(merged, out)
 
 
 # --------------------------------------------------------------------------- pipeline
 
 
-class _ByteBudget:
-    """At most ``limit`` bytes of output slices queued for the writer (one slice always fits)."""
+class _Pool:
+    """A fixed set of reusable byte buffers: bounded memory, no page faults per slice."""
 
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-        self.cond = threading.Condition()
+    def __init__(self, count: int, nbytes: int):
+        self.free: queue.Queue = queue.Queue()
+        self.nbytes = nbytes
+        for _ in range(count):
+            self.free.put(torch.empty(nbytes, dtype=torch.uint8))
 
-    def acquire(self, n: int, stop: threading.Event) -> None:
-        with self.cond:
-            while self.used and self.used + n > self.limit and not stop.is_set():
-                self.cond.wait(0.1)
-            self.used += n
+    def get(self, stop: threading.Event) -> Optional[torch.Tensor]:
+        while not stop.is_set():
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
-    def release(self, n: int) -> None:
-        with self.cond:
-            self.used -= n
-            self.cond.notify_all()
+    def put(self, buffer: torch.Tensor) -> None:
+        self.free.put(buffer)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -304,14 +349,23 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str = "cpu",
             progress: bool = True, desc: str = "Merging") -> None:
-    """Run the jobs: reader thread -> arithmetic (this thread) -> writer thread."""
+    """Run the jobs: reader thread -> arithmetic (this thread) -> writer thread.
+
+    Memory: ``READ_AHEAD + 1`` slices of every input and ``WRITE_SLOTS`` output
+    slices, each at most ``CHUNK`` elements — whatever the model size and the
+    number of outputs.
+    """
     import tqdm
 
+    n_inputs = max((len(job.sources) for job in jobs), default=1)
+    in_bytes = CHUNK * max((e[0].entries[e[1]].dtype.itemsize for job in jobs for e in job.sources), default=1)
+    out_bytes = CHUNK * max((d.itemsize for job in jobs for d in job.out_dtypes), default=1)
+    in_pool = _Pool((READ_AHEAD + 1) * n_inputs, in_bytes)
+    out_pool = _Pool(WRITE_SLOTS, out_bytes)
     stop = threading.Event()
     errors: List[BaseException] = []
     slices: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
     writes: queue.Queue = queue.Queue()
-    budget = _ByteBudget(WRITE_BUFFER)
     total = sum(w.total_bytes for w in writers)
     bar = tqdm.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                     disable=not progress, dynamic_ncols=True)
@@ -325,8 +379,14 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
             for job in jobs:
                 for start in range(0, max(job.numel, 1), CHUNK):
                     stop_at = min(start + CHUNK, job.numel)
-                    chunks = [handle.read(name, start, stop_at) for handle, name in job.sources]
-                    if not _put(slices, (job, start, chunks), stop):
+                    buffers, chunks = [], []
+                    for handle, name in job.sources:
+                        buffer = in_pool.get(stop)
+                        if buffer is None:
+                            return
+                        buffers.append(buffer)
+                        chunks.append(handle.read(name, start, stop_at, buffer))
+                    if not _put(slices, (job, start, stop_at, chunks, buffers), stop):
                         return
             _put(slices, None, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -338,10 +398,10 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
                 item = writes.get()
                 if item is None:
                     return
-                k, name, start, data = item
+                k, name, start, data, buffer = item
                 if not stop.is_set():
                     bar.update(writers[k].write(name, start, data))
-                budget.release(data.numel() * data.element_size())
+                out_pool.put(buffer)
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
             while writes.get() is not None:  # keep the producer from blocking
@@ -359,17 +419,24 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
                 continue
             if item is None:
                 break
-            job, start, chunks = item
+            job, start, stop_at, chunks, in_buffers = item
             if device != "cpu":
                 chunks = [c.to(device) for c in chunks]
-            for k, value in enumerate(compute(job, chunks)):
-                save = job.save_dtypes[k]
-                if save is not None and value.dtype != save:
-                    value = value.to(save)
-                value = value.to("cpu").contiguous()
-                size = value.numel() * value.element_size()
-                budget.acquire(size, stop)
-                writes.put((k, job.name, start, value))
+            n = stop_at - start
+            prepared = prepare(job, chunks)
+            for k, dtype in enumerate(job.out_dtypes):
+                buffer = out_pool.get(stop)
+                if buffer is None:
+                    break
+                out = buffer[: n * dtype.itemsize].view(dtype)
+                target = out if device == "cpu" else torch.empty(n, dtype=dtype, device=device)
+                compute(job, prepared, k, target)
+                if target is not out:
+                    out.copy_(target)  # the per-slice transfer back from the device
+                writes.put((k, job.name, start, out, buffer))
+            del prepared, chunks
+            for buffer in in_buffers:
+                in_pool.put(buffer)
     except BaseException as exc:
         fail(exc)
     finally:

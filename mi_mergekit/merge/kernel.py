@@ -52,12 +52,16 @@ def blocks(numel: int, device: torch.device) -> List[Tuple[int, int]]:
 
 
 def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[torch.dtype],
-             delta_of) -> List[torch.Tensor]:
+             delta_of, out: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
     """Θ_I + λ·δ for every λ, block by block; ``delta_of(start, stop, scratch)`` gives δ."""
     compute = compute_dtype(instruct.dtype)
-    out_dtype = out_dtype or compute
     device = instruct.device
-    outs = [torch.empty(instruct.shape, dtype=out_dtype, device=device) for _ in lams]
+    if out is None:
+        out_dtype = out_dtype or compute
+        outs = [torch.empty(instruct.shape, dtype=out_dtype, device=device) for _ in lams]
+    else:
+        outs = list(out)
+        out_dtype = outs[0].dtype
     flat_i = instruct.reshape(-1)
     flat_outs = [out.view(-1) for out in outs]
     ranges = blocks(instruct.numel(), device)
@@ -77,8 +81,10 @@ def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[
 
 
 def interpolate_many(instruct: torch.Tensor, thinking: torch.Tensor, lams: Sequence[float],
-                     out_dtype: Optional[torch.dtype] = None) -> List[torch.Tensor]:
-    """[Θ_I + λ·(Θ_T − Θ_I) for λ in lams], each rounded once to ``out_dtype``.
+                     out_dtype: Optional[torch.dtype] = None,
+                     out: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+    """[Θ_I + λ·(Θ_T − Θ_I) for λ in lams], each rounded once to ``out_dtype``
+    (or written into the tensors ``out``, one per λ, all of one dtype).
 
     Θ_T − Θ_I is computed once per block and shared by every λ (a sweep pays
     for the delta once). On the CPU the work goes block by block through
@@ -89,21 +95,25 @@ def interpolate_many(instruct: torch.Tensor, thinking: torch.Tensor, lams: Seque
     flat_t = thinking.reshape(-1)
     flat_i = instruct.reshape(-1)
     return _blocked(instruct, lams, out_dtype,
-                    lambda start, stop, scratch: task_vector(flat_i[start:stop], flat_t[start:stop], out=scratch))
+                    lambda start, stop, scratch: task_vector(flat_i[start:stop], flat_t[start:stop], out=scratch),
+                    out)
 
 
 def interpolate_from_delta(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
-                           out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """:func:`interpolate` with Θ_T − Θ_I (from :func:`task_vector`) already computed."""
+                           out_dtype: Optional[torch.dtype] = None,
+                           out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`interpolate` with Θ_T − Θ_I (from :func:`task_vector`) already computed
+    (a sweep computes it once for all its λ)."""
     flat_d = delta.reshape(-1)
-    return _blocked(instruct, (lam,), out_dtype, lambda start, stop, scratch: flat_d[start:stop])[0]
+    return _blocked(instruct, (lam,), out_dtype, lambda start, stop, scratch: flat_d[start:stop],
+                    None if out is None else (out,))[0]
 
 
 def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float,
-                out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                out_dtype: Optional[torch.dtype] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Θ_I + λ·(Θ_T − Θ_I), computed in float32, rounded once to ``out_dtype``
-    (default: the compute dtype)."""
-    return interpolate_many(instruct, thinking, (lam,), out_dtype)[0]
+    (default: the compute dtype) or to ``out``'s dtype, into ``out``."""
+    return interpolate_many(instruct, thinking, (lam,), out_dtype, None if out is None else (out,))[0]
 
 
 def weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

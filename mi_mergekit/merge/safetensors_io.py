@@ -143,12 +143,15 @@ class SafetensorsFile:
             entries[name] = entry
         return entries
 
-    def read(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Elements [start, stop) of the flattened tensor ``name``, as a new 1-D tensor."""
+    def read(self, name: str, start: int, stop: int,
+             buffer: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor ``name`` as a 1-D tensor,
+        in a new tensor or at the start of ``buffer`` (a large enough uint8 tensor)."""
         entry = self.entries[name]
         item = entry.dtype.itemsize
-        out = torch.empty((stop - start) * item, dtype=torch.uint8)
-        if stop > start:
+        size = (stop - start) * item
+        out = torch.empty(size, dtype=torch.uint8) if buffer is None else buffer[:size]
+        if size:
             _read_exactly(self.fd, memoryview(out.numpy()), entry.offset + start * item)
         return out.view(entry.dtype)
 
