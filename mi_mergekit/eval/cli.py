@@ -7,7 +7,8 @@ Examples::
     mi-mergekit eval --model Qwen/Qwen3-4B-Thinking-2507 --benchmark gpqa --dataset gpqa_diamond.csv \\
         --backend openai --base-url http://gpu-box:8000/v1 --concurrency 32 --out runs/thinking-gpqa
     mi-mergekit eval --out runs/mi-0.8-aime --grade-only       # re-grade, never regenerates
-    mi-mergekit report runs/* --out report/
+    mi-mergekit eval --out runs/mi-0.8-aime --grade-only --grading strict   # … under the other rules
+    mi-mergekit report runs/* --out report/ --paper-reference 4b --thinking-run Thinking
 
 Re-running an interrupted ``eval`` with the same arguments resumes it.
 """
@@ -23,6 +24,7 @@ from mi_mergekit.eval.backends import BACKENDS
 from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
 from mi_mergekit.eval.decoding import PRESETS
 from mi_mergekit.eval.graders import GRADERS
+from mi_mergekit.eval.grading import GRADING_MODES
 
 
 class _JSONObject(click.ParamType):
@@ -61,6 +63,11 @@ def _parse_columns(values) -> dict:
 @click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
               show_default=True, help="Dataset kind, prompt and defaults.")
 @click.option("--grader", type=click.Choice(sorted(GRADERS)), help="Grader (default: the benchmark's).")
+@click.option("--grading", type=click.Choice(GRADING_MODES),
+              help="paper: the paper's evaluator (OpenCompass rules: a response without </think> is graded on its "
+                   "whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first ANSWER match) — "
+                   "default for aime25/ifeval/gpqa; strict: this harness's stricter rules — default for boxed. "
+                   "With --grade-only: re-grade in this mode (default: the run's).")
 @click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking", show_default=True)
 @click.option("--temperature", type=float, help="Override the preset's temperature.")
 @click.option("--top-p", type=float, help="Override the preset's top_p.")
@@ -69,7 +76,8 @@ def _parse_columns(values) -> dict:
 @click.option("-n", "--n-samples", type=int, help="Samples per question (default: aime25 64, others 8).")
 @click.option("--max-new-tokens", type=int, help="Token budget (default: aime25 81920, others 65536).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per-chunk seeds derive from it).")
-@click.option("--shuffle-seed", type=int, default=0, show_default=True, help="GPQA option shuffling seed.")
+@click.option("--shuffle-seed", type=int, default=0, show_default=True,
+              help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
@@ -109,7 +117,8 @@ def eval_command(**opts):
     from mi_mergekit.eval.runner import evaluate, grade_run, load_run
 
     if opts["grade_only"]:
-        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"])
+        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"],
+                            grading=opts["grading"])
         _echo_summary(summary, Path(opts["out_dir"]))
         return
     if not opts["model_path"] or not opts["dataset"]:
@@ -134,6 +143,7 @@ def eval_command(**opts):
         shuffle_seed=opts["shuffle_seed"],
         system_prompt=opts["system_prompt"],
         progress=not opts["no_progress"],
+        grading=opts["grading"],
     )
     _echo_summary(load_run(run_dir)["metrics"], run_dir)
 
@@ -168,7 +178,8 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
     click.echo(
         f"{m['label']} / {m['benchmark']}: Mean@{n} {100 * m['mean']:.1f}  Pass@{n} {100 * m['pass@k'][n]:.1f}  "
         f"Vote@{n} {vote}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
-        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  -> {run_dir}"
+        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  "
+        f"[{m.get('grading', 'strict')} grading]  -> {run_dir}"
     )
 
 
