@@ -189,16 +189,21 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
               help="Where report.md, report.csv and lambda_*.png go.")
 @click.option("--lm-eval", "lm_eval_dir", type=click.Path(file_okay=False),
               help="Also write each run in lm-eval's results format (results_*.json + samples_*.jsonl) here.")
-def report_command(runs, out_dir, lm_eval_dir):
-    """Put eval runs side by side (paper Table 2 layout; Markdown + CSV) and plot metrics against λ."""
+@click.option("--paper-reference", type=click.Choice(["4b", "30b"]),
+              help="Append the paper's own rows: 4b = Table 2 (Qwen3-4B-2507), 30b = Table 5 (Qwen3-30B-A3B-2507).")
+@click.option("--thinking-run", metavar="LABEL",
+              help="Label of the Thinking run: adds each run's Length Ratio (Token #N relative to it, %; Fig. 5).")
+def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run):
+    """Put eval runs side by side in the paper's Table 2 / 5 layout (Mean/Pass@64, Mean/Pass@8,
+    Mean/Vote@8, Token #N, Think #R; Markdown + CSV), with details, and plot metrics against λ."""
     from mi_mergekit.eval.report import write_report
 
-    result = write_report(runs, out_dir)
+    result = write_report(runs, out_dir, paper_reference=paper_reference, thinking_run=thinking_run)
     click.echo(result["markdown"], nl=False)
     exported = []
     if lm_eval_dir:
         from mi_mergekit.eval.export import export_lm_eval
 
         exported = export_lm_eval(runs, lm_eval_dir)
-    for path in [result["md"], result["csv"], *result["plots"], *exported]:
+    for path in [result["md"], result["csv"], result["paper_csv"], *result["plots"], *exported]:
         click.echo(f"wrote {path}", err=True)
