@@ -156,3 +156,70 @@ TABLE_1: Dict[Tuple[str, str], str] = {
     ("Qwen3-4B", "Qwen3-4B-Thinking"): "0.0633",
     ("Qwen3-4B-Instruct", "Qwen3-4B-Thinking"): "0.0269",
 }
+
+
+# --------------------------------------------------------------------------- Markdown
+
+def _md(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def main_table_markdown(table: Dict[str, Row], methods=None) -> str:
+    """Table 2 / Table 5 (or some of its rows) in the paper's column layout."""
+    header = ["Method", "AIME'25 Mean/Pass@64", "Token #N", "Think #R", "IFEval Mean/Pass@8", "Token #N",
+              "Think #R", "GPQA-Diamond Mean/Vote@8", "Token #N", "Think #R"]
+    rows = []
+    for method in methods or table:
+        cells = table[method]
+        row = [method]
+        for bench in ("aime25", "ifeval", "gpqa"):
+            mean, second, tokens, think = cells[bench]
+            row += [f"{mean}/{second}", tokens, think]
+        rows.append(row)
+    return _md(header, rows)
+
+
+def table_3_markdown() -> str:
+    return _md(("MI-0.8 layers",) + TABLE_3_COLUMNS, [(name,) + values for name, values in TABLE_3.items()])
+
+
+def figure_5_markdown() -> str:
+    return _md(("Model",) + FIGURE_5_COLUMNS, [(name,) + values for name, values in FIGURE_5.items()])
+
+
+def table_4_markdown() -> str:
+    titles = {"aime25": "AIME'25", "ifeval": "IFEval", "gpqa": "GPQA-D"}
+    return _md(("Benchmark", "Metric") + TABLE_4_COLUMNS,
+               [(titles[bench], metric) + values for (bench, metric), values in TABLE_4.items()])
+
+
+def figure_4_markdown() -> str:
+    rows = []
+    for metric, grid in FIGURE_4.items():
+        for top_p, values in zip(FIGURE_4_TOP_P, grid):
+            rows.append((metric, top_p) + values)
+    return _md(("Metric", "top-p") + tuple(f"T = {t}" for t in FIGURE_4_TEMPERATURES), rows)
+
+
+def table_1_markdown() -> str:
+    return _md(("Model A", "Model B", "σ"), [(a, b, value) for (a, b), value in TABLE_1.items()])
+
+
+def all_markdown() -> str:
+    """Every table above, titled."""
+    parts = [
+        ("Table 1: weight similarity σ (Shadow-FT's definition; `mi-mergekit diverge --sigma`)", table_1_markdown()),
+        ("Table 2: Qwen3-4B-2507", main_table_markdown(TABLE_2)),
+        ("Table 3: MI-0.8 on Qwen3-4B, interpolating only a window of layers (AIME'25)", table_3_markdown()),
+        ("Figure 4: MI-0.4 on Qwen3-4B under a decoding grid (temperature × top-p)", figure_4_markdown()),
+        ("Figure 5: MI-0.8 on Qwen3-4B without interpolating attention / FFN (AIME'25; Length Ratio = "
+         "Token #N relative to Thinking, %)", figure_5_markdown()),
+        ("Table 4: Qwen3-4B, λ = 0.8, Thinking interpolated with three backbones", table_4_markdown()),
+        ("Table 5: Qwen3-30B-A3B-2507", main_table_markdown(TABLE_5)),
+    ]
+    return "\n".join(f"**{title}**\n\n{text}" for title, text in parts)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(all_markdown())
