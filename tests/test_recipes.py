@@ -47,17 +47,24 @@ NAME = re.compile(
     r"^mi_(?P<lam>\d+\.\d+)"
     r"(?:_(?P<window>first1of3|mid1of3|last1of3|first2of3|last2of3))?"
     r"(?:_no(?P<exclude>mlp|attention))?"
-    r"(?:_(?P<model>30b))?\.yaml$"
+    r"(?:_(?P<model>30b|mix|base))?\.yaml$"
 )
+# the λ=0 end of each model suffix (Table 4: "Mix" = the hybrid Qwen3-4B, "Base" = Qwen3-4B-Base)
+PAIRS = {
+    None: NAMES_4B,
+    "30b": NAMES_30B,
+    "mix": {"instruct": NAMES_4B["hybrid"], "thinking": NAMES_4B["thinking"]},
+    "base": {"instruct": NAMES_4B["base"], "thinking": NAMES_4B["thinking"]},
+}
 
 
 def expected(name: str):
     """What a recipe's file name promises: (pair names, layers, λ, window, excluded group)."""
     match = NAME.match(name)
-    assert match, f"{name} does not follow mi_<λ>[_<window>][_no<group>][_30b].yaml"
-    layers = 48 if match["model"] else 36
+    assert match, f"{name} does not follow mi_<λ>[_<window>][_no<group>][_30b|_mix|_base].yaml"
+    layers = 48 if match["model"] == "30b" else 36
     window = WINDOWS[layers][match["window"]] if match["window"] else (0, layers - 1)
-    return (NAMES_30B if match["model"] else NAMES_4B), layers, float(match["lam"]), window, match["exclude"]
+    return PAIRS[match["model"]], layers, float(match["lam"]), window, match["exclude"]
 
 
 def should_interpolate(tensor: str, layers: int, window, exclude) -> bool:
@@ -74,11 +81,20 @@ def should_interpolate(tensor: str, layers: int, window, exclude) -> bool:
 
 
 def test_required_configurations_exist():
+    from mi_mergekit.eval.paper import TABLE_2, TABLE_5
+
+    # every MI row of the paper's Table 2 (4B) and Table 5 (30B-A3B)
+    table_2 = [m[3:] for m in TABLE_2 if m.startswith("MI-")]
+    table_5 = [m[3:] for m in TABLE_5 if m.startswith("MI-")]
+    assert table_2 == ["0.2", "0.4", "0.45", "0.5", "0.55", "0.6", "0.8"]
+    assert table_5 == ["0.2", "0.4", "0.45", "0.5", "0.55", "0.6", "0.8", "0.9", "0.95"]
     required = (
         [f"mi_{lam}.yaml" for lam in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")]
-        + [f"mi_0.8_{w}.yaml" for w in WINDOWS[36]]
-        + ["mi_0.8_nomlp.yaml", "mi_0.8_noattention.yaml"]
-        + [f"mi_{lam}_30b.yaml" for lam in ("0.5", "0.6", "0.7", "0.8")]
+        + [f"mi_{lam}.yaml" for lam in table_2]
+        + [f"mi_0.8_{w}.yaml" for w in WINDOWS[36]]  # Table 3
+        + ["mi_0.8_nomlp.yaml", "mi_0.8_noattention.yaml"]  # Figure 5
+        + ["mi_0.8_mix.yaml", "mi_0.8_base.yaml"]  # Table 4
+        + [f"mi_{lam}_30b.yaml" for lam in table_5]
         + [f"mi_0.8_{w}_30b.yaml" for w in WINDOWS[48]]
         + ["mi_0.8_nomlp_30b.yaml", "mi_0.8_noattention_30b.yaml"]
     )
@@ -176,6 +192,7 @@ END_TO_END = [
     "mi_0.65_30b.yaml",
     "mi_0.8_first1of3_30b.yaml",
     "mi_0.8_noattention_30b.yaml",
+    "mi_0.8_mix.yaml",
 ]
 
 
@@ -233,26 +250,109 @@ def test_index_lists_exactly_the_files_that_exist(folder):
     assert sorted(listed) == yaml_files(folder)
 
 
+def paper_cells(name: str):
+    """The AIME'25 cells (Mean@64, Pass@64, tokens, Think %) the index must show for a recipe,
+    looked up in the paper's tables (mi_mergekit/eval/paper.py); '–' where the paper has none."""
+    from mi_mergekit.eval import paper
+
+    match = NAME.match(name)
+    lam, window, exclude, model = match["lam"], match["window"], match["exclude"], match["model"]
+    if model in ("mix", "base"):
+        column = paper.TABLE_4_COLUMNS.index(model.capitalize())
+        return [paper.TABLE_4[("aime25", m)][column] for m in ("Mean@64", "Pass@64", "Token #N", "Think #R")]
+    if window or exclude:
+        if model == "30b":
+            return ["–"] * 4  # extensions: the paper ablates the 4B model only
+        if window:
+            values = paper.TABLE_3["[{}, {}]".format(*WINDOWS[36][window])]
+            return [values[0], values[3], values[5], values[6]]
+        values = paper.FIGURE_5["MI-0.8 w/o FFN" if exclude == "mlp" else "MI-0.8 w/o Attn"]
+        return [values[0], values[1], f"{values[4]}% of Thinking's", values[3]]
+    table = paper.TABLE_5 if model == "30b" else paper.TABLE_2
+    row = table.get(f"MI-{lam}")
+    return list(row["aime25"]) if row else ["–"] * 4
+
+
 def test_index_carries_the_papers_numbers():
-    """Mean@64 / Pass@64 / tokens / Think % as in DESIGN.md §1; '–' where none is given."""
-    paper = {
-        "mi_0.4.yaml": ["55.8", "90.0", "12448", "1.4"],
-        "mi_0.5.yaml": ["62.5", "90.0", "11189", "59.6"],
-        "mi_0.6.yaml": ["71.0", "90.0", "12681", "100"],
-        "mi_0.8.yaml": ["80.5", "93.3", "17574", "99.9"],
-        "mi_0.8_last2of3.yaml": ["69.48", "–", "13159", "100"],
-        "mi_0.8_first2of3.yaml": ["59.06", "–", "18044", "48.13"],
-        "mi_0.8_first1of3.yaml": ["42.50", "–", "32151", "0.00"],
-        "mi_0.8_nomlp.yaml": ["–", "–", "–", "0.68"],
-        "mi_0.8_noattention.yaml": ["71.46", "–", "–", "–"],
-        "mi_0.8_30b.yaml": ["83.91", "100", "16518", "100"],
-    }
+    """Mean@64 / Pass@64 / tokens / Think % of every row as the paper prints them."""
     listed, rows = index_files(os.path.join(RECIPES, "README.md"))
+    with_numbers = 0
     for name, row in zip(listed, rows):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 7, row
-        assert cells[3:] == paper.get(name, ["–"] * 4), name
-    assert "80.47 / – / 17574 / 99.95" in rows[listed.index("mi_0.8.yaml")]  # window [0,35]
+        assert cells[3:] == paper_cells(name), name
+        with_numbers += cells[3] != "–"
+        # the "Paper row" column says whether it is the paper's or ours
+        assert cells[2].startswith("paper: " if cells[3] != "–" else "extension: "), name
+    assert with_numbers == 7 + 5 + 2 + 2 + 9  # Table 2, Table 3, Figure 5, Table 4, Table 5
+    mi_08 = rows[listed.index("mi_0.8.yaml")]
+    assert "80.5 | 93.3 | 17574 | 99.9" in mi_08 and "80.47 / 93.30 / 17574 / 99.95" in mi_08  # Table 3 [0,35]
+    assert "| 71.46 | 90.00 | 59.21% of Thinking's | 99.90 |" in rows[listed.index("mi_0.8_noattention.yaml")]
+    assert "| 75.31 | 96.67 | 12650 | 48.1 |" in rows[listed.index("mi_0.6_30b.yaml")]
+
+
+def block(path: str) -> str:
+    text = open(path, encoding="utf-8").read()
+    start = text.index("<!-- paper-numbers:start")
+    return text[text.index("-->", start) + 4:text.index("<!-- paper-numbers:end -->")]
+
+
+def test_readmes_carry_every_number_of_the_paper():
+    from mi_mergekit.eval import paper
+
+    assert block(os.path.join(RECIPES, "README.md")) == paper.all_markdown()
+    baselines = block(os.path.join(BASELINES, "README.md"))
+    methods = ["Instruct", "Thinking", "TA", "TA-Base", "TIES", "TIES-Base", "MI-0.8"]
+    assert paper.main_table_markdown(paper.TABLE_2, methods) in baselines
+    assert paper.main_table_markdown(paper.TABLE_5, methods) in baselines
+    # spot checks against the PDF, independent of paper.py's tables
+    for text in ("| MI-0.2 | 52.2/86.7 | 16794 | 0.0 |", "| [12, 23] | 54.69 | 78.05 | 85.53 | 86.67 | 63.30 | 20679 | 10.57 |",
+                 "| TA-Base | 79.84/86.67 | 17868 | 0.0 |", "| MI-0.8 w/o FFN | 51.88 | 90.00 | 63.30 | 0.68 | 69.55 |",
+                 "| Qwen3-4B-Instruct | Qwen3-4B-Thinking | 0.0269 |"):
+        assert text in block(os.path.join(RECIPES, "README.md")), text
+    assert "| TIES-Base | 72.86/93.33 | 11240 | 0.0 |" in baselines
+    assert "sparsity 0.2 (density 0.8)" in open(os.path.join(BASELINES, "README.md"), encoding="utf-8").read()
+
+
+def test_families_file_says_what_is_the_papers():
+    """Every family line follows a comment that starts with 'paper:' or 'extension:'; the paper's
+    λ lines are exactly Table 2's and Table 5's MI rows."""
+    from mi_mergekit.eval.paper import TABLE_2, TABLE_5
+
+    lines = open(os.path.join(RECIPES, "families.txt"), encoding="utf-8").read().splitlines()
+    assert not any("Figure 1" in line for line in lines)
+    kind, paper_lambdas = None, {}
+    for line in lines:
+        if line.startswith("# paper:"):
+            kind = "paper"
+        elif line.startswith("# extension:"):
+            kind = "extension"
+        elif line.strip() and not line.startswith("#"):
+            assert kind, f"family without a paper:/extension: comment: {line}"
+            args = line.split()
+            pair = args[args.index("--model-pair") + 1]
+            if kind == "paper" and len(args) == 4:  # a plain λ list
+                paper_lambdas[pair] = args[1].split(",")
+        elif not line.strip():
+            kind = None
+    assert paper_lambdas["4b"] == [m[3:] for m in TABLE_2 if m.startswith("MI-")]
+    assert paper_lambdas["30b"] == [m[3:] for m in TABLE_5 if m.startswith("MI-")]
+    assert paper_lambdas["4b-mix"] == paper_lambdas["4b-base"] == ["0.8"]
+
+
+def test_figure_4_grid_command_covers_the_papers_grid():
+    from mi_mergekit.eval.decoding import resolve_decoding
+    from mi_mergekit.eval.paper import FIGURE_4_TEMPERATURES, FIGURE_4_TOP_P
+
+    text = open(os.path.join(RECIPES, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Figure 4"):text.index("## Index")]
+    assert re.search(r"for T in ([\d. ]+); do", section).group(1).split() == list(FIGURE_4_TEMPERATURES)
+    assert re.search(r"for P in ([\d. ]+); do", section).group(1).split() == list(FIGURE_4_TOP_P)
+    assert "--model out/mi_0.4" in section and "--benchmark ifeval" in section and "--benchmark gpqa" in section
+    for t in FIGURE_4_TEMPERATURES:
+        for top_p in FIGURE_4_TOP_P:
+            d = resolve_decoding("thinking", float(t), float(top_p))
+            assert (d.temperature, d.top_p, d.top_k) == (float(t), float(top_p), 20)
 
 
 # --------------------------------------------------------------------------- generator

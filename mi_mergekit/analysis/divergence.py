@@ -3,9 +3,23 @@
 For every tensor, and aggregated per decoder layer × module part (and per
 module group, per non-layer tensor and for the whole model):
 
-- relative distance ``‖Θ_T − Θ_I‖_F / ‖Θ_I‖_F`` (the paper's Table 1 reports the
-  weight distance of its model pairs), and
+- relative distance ``‖Θ_T − Θ_I‖_F / ‖Θ_I‖_F``, and
 - cosine similarity ``⟨Θ_I, Θ_T⟩ / (‖Θ_I‖_F ‖Θ_T‖_F)``.
+
+These are *not* the σ of the paper's Table 1. That one is ``--sigma`` (:func:`sigma`):
+the weight similarity of Shadow-FT (Wu et al., "Shadow-FT: Tuning Instruct via Base",
+arXiv 2505.12716, Sec. 2.3), which the paper cites for Table 1 ("σ defined in Wu et
+al. (2025b)"), as its authors compute it (github.com/wutaiqiang/Shadow-FT,
+``src/shadow/weight_similarity.py``, whose README reproduces Table 1's 0.0562 for
+Qwen3-4B-Base × Qwen3-4B-Instruct-2507): per tensor of the decoder layers (names
+``model.layers.<i>.…``, norms included; embeddings, final norm and lm_head not),
+
+    σ(W_A, W_B) = Σ|W_A − W_B| / (Σ|W_A| + Σ|W_B|)      (L1, symmetric, in [0, 1])
+
+and the model pair's σ is the plain mean of the per-tensor values (every tensor counts
+once, whatever its size). ``mi-mergekit diverge --sigma M1 M2 M3 …`` computes it for
+every pair of the models given (four models: Table 1's six pairs), or for the pairs
+named with ``--pair A B``; each tensor is read once per model.
 
 Aggregates are over the concatenation of the tensors in a cell (sums of squares
 add up), not means of per-tensor ratios, so large tensors weigh by their size.
@@ -46,6 +60,11 @@ NON_LAYER_PARTS = ("embed_tokens", "final_norm", "lm_head")
 LAYER_GROUPS = ("attention", "mlp", "all")
 DEFAULT_CHUNK = 1 << 24  # 16M values (128 MB of float64 per operand)
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+#: the tensors Shadow-FT's σ runs over (``weight_similarity.py``: ``model\.layers\.(\d+)\.``, searched)
+SIGMA_TENSOR = re.compile(r"model\.layers\.(\d+)\.")
+SIGMA_DEFINITION = ("mean over the decoder-layer tensors (model.layers.<i>.*) of "
+                    "sum|A - B| / (sum|A| + sum|B|) (Shadow-FT, arXiv 2505.12716, Sec. 2.3; "
+                    "github.com/wutaiqiang/Shadow-FT src/shadow/weight_similarity.py)")
 
 
 @dataclass
@@ -104,6 +123,100 @@ def tensor_sums(instruct, thinking, chunk_elements: int = DEFAULT_CHUNK) -> Sums
         sums.dd += float(torch.dot(y, y))
         del x, y
     return sums
+
+
+def sigma_sums(a, b, chunk_elements: int = DEFAULT_CHUNK) -> Tuple[float, float, float]:
+    """(Σ|a − b|, Σ|a|, Σ|b|) of one tensor pair in float64, ``chunk_elements`` values at a time."""
+    import torch
+
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+    x_all, y_all = a.reshape(-1), b.reshape(-1)
+    diff = norm_a = norm_b = 0.0
+    step = max(1, int(chunk_elements))
+    for start in range(0, x_all.numel(), step):
+        x = x_all[start:start + step].to(torch.float64)
+        y = y_all[start:start + step].to(torch.float64)
+        norm_a += float(x.abs().sum())
+        norm_b += float(y.abs().sum())
+        diff += float((x - y).abs().sum())
+    return diff, norm_a, norm_b
+
+
+def tensor_sigma(a, b, chunk_elements: int = DEFAULT_CHUNK) -> float:
+    """Shadow-FT's σ of one tensor pair: Σ|a − b| / (Σ|a| + Σ|b|); 0 for two all-zero tensors."""
+    diff, norm_a, norm_b = sigma_sums(a, b, chunk_elements)
+    return diff / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0
+
+
+def sigma(models: List[str], pairs: Optional[List[Tuple[int, int]]] = None,
+          chunk_elements: int = DEFAULT_CHUNK, progress: bool = False, device: str = "cpu") -> dict:
+    """Table 1's σ (see the module docstring) for ``pairs`` of ``models`` (indices; default:
+    every pair i < j). Each decoder-layer tensor is read once per model that a pair uses.
+
+    Returns ``{"definition", "models", "pairs": [{"a", "b", "sigma", "n_tensors",
+    "layers": [{"layer", "sigma", "n_tensors"}]}]}``; a pair's ``sigma`` is the mean of
+    its per-tensor σ, each layer's the mean over that layer's tensors.
+    """
+    import tqdm
+
+    from mi_mergekit.errors import MergeInputError
+
+    if len(models) < 2:
+        raise MergeInputError("--sigma needs at least two models")
+    if pairs is None:
+        pairs = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))]
+    if not pairs:
+        raise MergeInputError("no model pairs to compare")
+    used = sorted({i for pair in pairs for i in pair})
+    loaders = {i: _loader(models[i]) for i in used}
+    names = {i: {n for n in loaders[i].index.tensor_paths if SIGMA_TENSOR.search(n)} for i in used}
+    first = names[used[0]]
+    if not first:
+        raise MergeInputError(f"{models[used[0]]} has no decoder-layer tensors (model.layers.<i>.*) to compare")
+    for i in used[1:]:
+        if names[i] != first:
+            only_a, only_b = sorted(first - names[i]), sorted(names[i] - first)
+            raise MergeInputError(
+                f"the checkpoints do not store the same decoder-layer tensors: only in {models[used[0]]} "
+                f"{only_a[:5]}, only in {models[i]} {only_b[:5]}")
+    per_pair: Dict[Tuple[int, int], List[Tuple[int, float]]] = {pair: [] for pair in pairs}
+    for name in tqdm.tqdm(sorted(first, key=_natural), desc="σ", unit="tensor", disable=not progress):
+        tensors = {i: loaders[i].get_tensor(name, device=device) for i in used}
+        if not tensors[used[0]].is_floating_point():
+            continue
+        layer = int(SIGMA_TENSOR.search(name).group(1))
+        for a, b in pairs:
+            if tensors[a].shape != tensors[b].shape:
+                raise MergeInputError(f"{name}: shape {tuple(tensors[a].shape)} in {models[a]} vs "
+                                      f"{tuple(tensors[b].shape)} in {models[b]}")
+            per_pair[(a, b)].append((layer, tensor_sigma(tensors[a], tensors[b], chunk_elements)))
+        del tensors
+    for loader in loaders.values():
+        loader.flush()
+    result = []
+    for (a, b), values in per_pair.items():
+        layers: Dict[int, List[float]] = {}
+        for layer, value in values:
+            layers.setdefault(layer, []).append(value)
+        result.append({
+            "a": str(models[a]), "b": str(models[b]),
+            "sigma": sum(v for _, v in values) / len(values), "n_tensors": len(values),
+            "layers": [{"layer": layer, "sigma": sum(vs) / len(vs), "n_tensors": len(vs)}
+                       for layer, vs in sorted(layers.items())],
+        })
+    return {"definition": SIGMA_DEFINITION, "models": [str(m) for m in models], "pairs": result}
+
+
+def sigma_table(doc: dict) -> str:
+    """The pairs and their σ as Table 1 prints them (four decimals, plus the full value)."""
+    width = max(len(os.path.basename(p[key].rstrip("/"))) for p in doc["pairs"] for key in ("a", "b"))
+    lines = [f"{'model A':<{width}}  {'model B':<{width}}  σ       (exact)       tensors"]
+    for pair in doc["pairs"]:
+        a, b = (os.path.basename(pair[key].rstrip("/")) for key in ("a", "b"))
+        lines.append(f"{a:<{width}}  {b:<{width}}  {pair['sigma']:.4f}  ({pair['sigma']:.10f})  {pair['n_tensors']}")
+    lines.append(f"σ = {doc['definition']}")
+    return "\n".join(lines)
 
 
 def _classify(name: str) -> Tuple[str, Optional[int]]:
@@ -297,8 +410,12 @@ def summary_table(doc: dict) -> str:
 
 
 @click.command("diverge")
-@click.argument("instruct", type=click.Path(exists=True, file_okay=False))
-@click.argument("thinking", type=click.Path(exists=True, file_okay=False))
+@click.argument("models", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--sigma", "sigma_mode", is_flag=True,
+              help="Table 1's weight similarity σ (Shadow-FT's definition: mean over decoder-layer tensors of "
+                   "Σ|A−B| / (Σ|A|+Σ|B|)) for every pair of MODELS, or for the --pair pairs.")
+@click.option("--pair", "pair_args", nargs=2, multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="A B", help="With --sigma: compare these two models (repeatable) instead of every pair.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the heatmap PNG here.")
 @click.option("--metric", type=click.Choice(["relative_distance", "cosine"]), default="relative_distance",
@@ -307,11 +424,43 @@ def summary_table(doc: dict) -> str:
               help="Values reduced at a time (memory knob).")
 @click.option("--cuda", is_flag=True, help="As mergekit's --cuda: compute on the GPU.")
 @click.option("--device", help="As mergekit's --device: cpu, cuda, cuda:1 … (default: cuda with --cuda, else cpu).")
-def diverge_command(instruct, thinking, json_path, png_path, metric, chunk_elements, cuda, device):
-    """Per-layer × per-module weight distance between INSTRUCT and THINKING (local folders).
+def diverge_command(models, sigma_mode, pair_args, json_path, png_path, metric, chunk_elements, cuda, device):
+    """Per-layer × per-module weight distance between INSTRUCT and THINKING (MODELS: two
+    local folders); or, with --sigma, the paper's Table 1 σ for pairs of models.
 
     Streams one tensor at a time; prints a per-layer table, optionally writes JSON and a PNG.
+
+    \b
+    mi-mergekit diverge /data/instruct /data/thinking --png diverge.png
+    mi-mergekit diverge --sigma Qwen3-4B-Base Qwen3-4B Qwen3-4B-Instruct-2507 Qwen3-4B-Thinking-2507
+    mi-mergekit diverge --sigma --pair /data/base /data/instruct --pair /data/instruct /data/thinking
     """
+    from mi_mergekit.errors import MiMergekitError
+
+    if sigma_mode:
+        if png_path:
+            raise click.UsageError("--png draws the distance heatmap; --sigma writes a table (and --json)")
+        if pair_args and models:
+            raise click.UsageError("give either MODELS (every pair) or --pair A B, not both")
+        if pair_args:
+            names = list(dict.fromkeys(p for pair in pair_args for p in pair))
+            pairs = [(names.index(a), names.index(b)) for a, b in pair_args]
+        else:
+            names, pairs = list(models), None
+            if len(names) < 2:
+                raise click.UsageError("--sigma needs two or more MODELS (or --pair A B)")
+        doc = sigma(names, pairs, chunk_elements=chunk_elements, progress=True, device=resolve_device(device, cuda))
+        click.echo(sigma_table(doc))
+        if json_path:
+            write_json(doc, json_path)
+            click.echo(f"JSON written to {json_path}")
+        return
+    if pair_args:
+        raise click.UsageError("--pair is for --sigma")
+    if len(models) != 2:
+        raise MiMergekitError(f"diverge compares two models, INSTRUCT and THINKING; got {len(models)} "
+                              "(for σ of several pairs use --sigma)")
+    instruct, thinking = models
     doc = divergence(instruct, thinking, chunk_elements=chunk_elements, progress=True,
                      device=resolve_device(device, cuda))
     click.echo(summary_table(doc))

@@ -35,7 +35,7 @@ SUBCOMMANDS = {
     "eval": ("mi_mergekit.eval.cli:eval_command",
              "Generate k samples per question, grade them, write per-run metrics (resumable)."),
     "report": ("mi_mergekit.eval.cli:report_command",
-               "Put eval runs side by side (paper Table 2 layout) and plot metrics against λ."),
+               "Put eval runs side by side (paper Tables 2 / 5 layout, --paper-reference) and plot against λ."),
     "demo": ("mi_mergekit.toy.demo:demo_command",
              "Merge the shipped toy pair over a λ grid, evaluate and report, offline."),
 }

@@ -20,7 +20,8 @@ from mi_mergekit.merge.recipes import MODEL_PAIRS, THIRDS, Recipe, family, read_
 @click.option("--modules", help="Interpolate only these module groups (e.g. attention).")
 @click.option("--exclude-modules", help="Keep these module groups at Instruct weights (e.g. mlp).")
 @click.option("--model-pair", type=click.Choice(sorted(MODEL_PAIRS)),
-              help="4b = Qwen3-4B-Instruct/Thinking-2507 (default), 30b = Qwen3-30B-A3B-Instruct/Thinking-2507.")
+              help="4b = Qwen3-4B-Instruct/Thinking-2507 (default), 30b = Qwen3-30B-A3B-Instruct/Thinking-2507, "
+                   "4b-mix / 4b-base = Qwen3-4B / Qwen3-4B-Base (λ=0 end) × Qwen3-4B-Thinking-2507 (Table 4).")
 @click.option("--instruct", help="Custom pair: the Instruct model (base_model, λ=0).")
 @click.option("--thinking", help="Custom pair: the Thinking model (λ=1).")
 @click.option("--num-layers", type=click.IntRange(min=1), help="Custom pair: decoder layer count (for thirds windows and names).")

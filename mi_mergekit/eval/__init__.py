@@ -21,13 +21,16 @@ Python API::
         backend="transformers",     # or "vllm", "openai" (+ backend_options), or a Backend
         benchmark="boxed",          # aime25 | ifeval | gpqa | boxed (id, prompt|question, answer)
         lambda_=0.5,                # recorded for report plots (default: model's mi_plan.json)
+        grading="paper",            # paper (OpenCompass rules) | strict (default: the benchmark's)
     )
     metrics = load_run(run_dir)["metrics"]
     # metrics: mean, pass@k / mean@k / vote@k {k: value} for k = 1..n, think_ratio,
     # tokens_mean, tokens_median, truncation_rate, unterminated_rate, scores (extra grader
-    # scores, e.g. IFEval loose), n_questions, n_samples, label, lambda, benchmark
+    # scores, e.g. IFEval loose), n_questions, n_samples, label, lambda, benchmark, grading
+    grade_run(run_dir, grading="strict")      # re-grade the stored samples under the other rules
 
-    write_report([run_a, run_b], "report/")   # report.md, report.csv, lambda_<benchmark>.png
+    write_report([run_a, run_b], "report/", paper_reference="4b", thinking_run="Thinking")
+    # report.md (paper's Tables 2/5 layout + details), report.csv, paper_table.csv, lambda_<benchmark>.png
 
 All fractions are in [0, 1]; the report prints percent. See each module's
 docstring for definitions (metrics.py) and file formats (store.py, datasets.py).

@@ -7,7 +7,8 @@ Examples::
     mi-mergekit eval --model Qwen/Qwen3-4B-Thinking-2507 --benchmark gpqa --dataset gpqa_diamond.csv \\
         --backend openai --base-url http://gpu-box:8000/v1 --concurrency 32 --out runs/thinking-gpqa
     mi-mergekit eval --out runs/mi-0.8-aime --grade-only       # re-grade, never regenerates
-    mi-mergekit report runs/* --out report/
+    mi-mergekit eval --out runs/mi-0.8-aime --grade-only --grading strict   # … under the other rules
+    mi-mergekit report runs/* --out report/ --paper-reference 4b --thinking-run Thinking
 
 Re-running an interrupted ``eval`` with the same arguments resumes it.
 """
@@ -23,6 +24,7 @@ from mi_mergekit.eval.backends import BACKENDS
 from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
 from mi_mergekit.eval.decoding import PRESETS
 from mi_mergekit.eval.graders import GRADERS
+from mi_mergekit.eval.grading import GRADING_MODES
 
 
 class _JSONObject(click.ParamType):
@@ -61,6 +63,11 @@ def _parse_columns(values) -> dict:
 @click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
               show_default=True, help="Dataset kind, prompt and defaults.")
 @click.option("--grader", type=click.Choice(sorted(GRADERS)), help="Grader (default: the benchmark's).")
+@click.option("--grading", type=click.Choice(GRADING_MODES),
+              help="paper: the paper's evaluator (OpenCompass rules: a response without </think> is graded on its "
+                   "whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first ANSWER match) — "
+                   "default for aime25/ifeval/gpqa; strict: this harness's stricter rules — default for boxed. "
+                   "With --grade-only: re-grade in this mode (default: the run's).")
 @click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking", show_default=True)
 @click.option("--temperature", type=float, help="Override the preset's temperature.")
 @click.option("--top-p", type=float, help="Override the preset's top_p.")
@@ -69,7 +76,8 @@ def _parse_columns(values) -> dict:
 @click.option("-n", "--n-samples", type=int, help="Samples per question (default: aime25 64, others 8).")
 @click.option("--max-new-tokens", type=int, help="Token budget (default: aime25 81920, others 65536).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per-chunk seeds derive from it).")
-@click.option("--shuffle-seed", type=int, default=0, show_default=True, help="GPQA option shuffling seed.")
+@click.option("--shuffle-seed", type=int, default=0, show_default=True,
+              help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
@@ -109,7 +117,8 @@ def eval_command(**opts):
     from mi_mergekit.eval.runner import evaluate, grade_run, load_run
 
     if opts["grade_only"]:
-        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"])
+        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"],
+                            grading=opts["grading"])
         _echo_summary(summary, Path(opts["out_dir"]))
         return
     if not opts["model_path"] or not opts["dataset"]:
@@ -134,6 +143,7 @@ def eval_command(**opts):
         shuffle_seed=opts["shuffle_seed"],
         system_prompt=opts["system_prompt"],
         progress=not opts["no_progress"],
+        grading=opts["grading"],
     )
     _echo_summary(load_run(run_dir)["metrics"], run_dir)
 
@@ -168,7 +178,8 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
     click.echo(
         f"{m['label']} / {m['benchmark']}: Mean@{n} {100 * m['mean']:.1f}  Pass@{n} {100 * m['pass@k'][n]:.1f}  "
         f"Vote@{n} {vote}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
-        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  -> {run_dir}"
+        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  "
+        f"[{m.get('grading', 'strict')} grading]  -> {run_dir}"
     )
 
 
@@ -178,16 +189,21 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
               help="Where report.md, report.csv and lambda_*.png go.")
 @click.option("--lm-eval", "lm_eval_dir", type=click.Path(file_okay=False),
               help="Also write each run in lm-eval's results format (results_*.json + samples_*.jsonl) here.")
-def report_command(runs, out_dir, lm_eval_dir):
-    """Put eval runs side by side (paper Table 2 layout; Markdown + CSV) and plot metrics against λ."""
+@click.option("--paper-reference", type=click.Choice(["4b", "30b"]),
+              help="Append the paper's own rows: 4b = Table 2 (Qwen3-4B-2507), 30b = Table 5 (Qwen3-30B-A3B-2507).")
+@click.option("--thinking-run", metavar="LABEL",
+              help="Label of the Thinking run: adds each run's Length Ratio (Token #N relative to it, %; Fig. 5).")
+def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run):
+    """Put eval runs side by side in the paper's Table 2 / 5 layout (Mean/Pass@64, Mean/Pass@8,
+    Mean/Vote@8, Token #N, Think #R; Markdown + CSV), with details, and plot metrics against λ."""
     from mi_mergekit.eval.report import write_report
 
-    result = write_report(runs, out_dir)
+    result = write_report(runs, out_dir, paper_reference=paper_reference, thinking_run=thinking_run)
     click.echo(result["markdown"], nl=False)
     exported = []
     if lm_eval_dir:
         from mi_mergekit.eval.export import export_lm_eval
 
         exported = export_lm_eval(runs, lm_eval_dir)
-    for path in [result["md"], result["csv"], *result["plots"], *exported]:
+    for path in [result["md"], result["csv"], result["paper_csv"], *result["plots"], *exported]:
         click.echo(f"wrote {path}", err=True)

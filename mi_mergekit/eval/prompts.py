@@ -2,10 +2,16 @@
 
 - AIME'25: ``"{question}\\nPlease reason step by step, and put your final answer
   within \\boxed{}."`` (the Qwen math prompt the paper uses).
-- GPQA-Diamond: multiple choice; the four options are shuffled per question by
-  a seeded RNG (``random.Random(f"{shuffle_seed}:{question_id}")``), and the
-  permutation and gold letter are recorded in the run's ``prompts.jsonl``. The
-  model is asked to end with ``ANSWER: $LETTER``.
+- GPQA-Diamond: multiple choice, OpenCompass's prompt (``gpqa_openai_simple_evals_gen_5aeece``,
+  which the authors' config uses); the model is asked to end with ``ANSWER: $LETTER``.
+  Option order (``gpqa_options``): ``rotate`` (``paper`` grading, the default) places
+  the options as OpenCompass's ``GPQADataset.load`` does (``opencompass/datasets/gpqa.py``):
+  data row ``cnt`` (1-based, file order) takes the pattern ``['ABCD', 'BCDA', 'CDAB',
+  'DABC'][cnt % 4]`` over ``[correct, incorrect 1, incorrect 2, incorrect 3]``, and the
+  gold is the first letter whose text equals the correct answer; ``shuffle`` (``strict``
+  grading) shuffles the four options per question by a seeded RNG
+  (``random.Random(f"{shuffle_seed}:{question_id}")``). The permutation and gold letter
+  are recorded in the run's ``prompts.jsonl``.
 - IFEval and ``boxed``: the prompt verbatim.
 
 Rendering uses ``tokenizer.apply_chat_template(messages, tokenize=False,
@@ -40,24 +46,52 @@ def verbatim_message(example: Example) -> Tuple[str, str, dict]:
     return example.question, example.answer, dict(example.grader_data)
 
 
-def gpqa_message(example: Example, shuffle_seed: int) -> Tuple[str, str, dict]:
-    """The multiple-choice prompt with options shuffled; the first original option is the correct one."""
+#: OpenCompass's GPQA option patterns, indexed by ``row % 4`` (``opencompass/datasets/gpqa.py``)
+GPQA_ROTATIONS = ("ABCD", "BCDA", "CDAB", "DABC")
+GPQA_OPTION_ORDERS = ("rotate", "shuffle")
+
+
+def gpqa_rotation(row: int) -> List[int]:
+    """The option order of 1-based data row ``row`` as OpenCompass lays it out:
+    position ``i`` shows original option ``ord(pattern[i]) - ord('A')`` (0 = the correct one)."""
+    return [ord(c) - ord("A") for c in GPQA_ROTATIONS[row % 4]]
+
+
+def gpqa_message(example: Example, shuffle_seed: int, order_kind: str = "shuffle") -> Tuple[str, str, dict]:
+    """The multiple-choice prompt with options rotated by row or shuffled; the first
+    original option is the correct one."""
     options = example.grader_data["options"]
-    order = list(range(len(options)))
-    random.Random(f"{shuffle_seed}:{example.id}").shuffle(order)
+    if order_kind == "rotate":
+        if len(options) != 4:
+            raise ValueError(f"rotating GPQA options needs 4 options, got {len(options)}")
+        row = example.grader_data.get("row")
+        if not isinstance(row, int):
+            raise ValueError(f"GPQA question {example.id!r} has no data row number to rotate its options by")
+        order = gpqa_rotation(row)
+        shown = [options[j] for j in order]
+        gold = "ABCD"[shown.index(options[0])]  # first letter whose text is the correct answer
+        extra = {"option_order": "rotate", "row": row}
+    elif order_kind == "shuffle":
+        order = list(range(len(options)))
+        random.Random(f"{shuffle_seed}:{example.id}").shuffle(order)
+        shown = [options[j] for j in order]
+        gold = "ABCDEFGHIJ"[order.index(0)]
+        extra = {"option_order": "shuffle", "shuffle_seed": shuffle_seed}
+    else:
+        raise ValueError(f"unknown GPQA option order {order_kind!r}; choose from {list(GPQA_OPTION_ORDERS)}")
     letters = "ABCDEFGHIJ"[: len(options)]
-    lines = "\n".join(f"{letters[i]}) {options[j]}" for i, j in enumerate(order))
-    gold = letters[order.index(0)]
+    lines = "\n".join(f"{letters[i]}) {text}" for i, text in enumerate(shown))
     text = GPQA_TEMPLATE.format(letters="".join(letters), question=example.question, options=lines)
-    return text, gold, {"options": [options[j] for j in order], "permutation": order, "shuffle_seed": shuffle_seed}
+    return text, gold, {"options": shown, "permutation": order, **extra}
 
 
-def build_message(kind: str, example: Example, shuffle_seed: int = 0) -> Tuple[str, str, dict]:
+def build_message(kind: str, example: Example, shuffle_seed: int = 0,
+                  gpqa_options: str = "shuffle") -> Tuple[str, str, dict]:
     """(user message, gold answer, grader data) of ``example`` for dataset kind ``kind``."""
     if kind == "aime25":
         return aime_message(example)
     if kind == "gpqa":
-        return gpqa_message(example, shuffle_seed)
+        return gpqa_message(example, shuffle_seed, gpqa_options)
     return verbatim_message(example)
 
 
@@ -76,9 +110,10 @@ def render_chat(tokenizer, user_message: str, system_prompt: str | None = None) 
     return text, messages
 
 
-def prompt_record(kind: str, example: Example, tokenizer, shuffle_seed: int = 0, system_prompt: str | None = None) -> dict:
+def prompt_record(kind: str, example: Example, tokenizer, shuffle_seed: int = 0, system_prompt: str | None = None,
+                  gpqa_options: str = "shuffle") -> dict:
     """One line of ``prompts.jsonl``: everything needed to generate and to grade a question."""
-    user, gold, data = build_message(kind, example, shuffle_seed)
+    user, gold, data = build_message(kind, example, shuffle_seed, gpqa_options)
     if tokenizer is None:  # a chat endpoint renders the template itself
         text, messages = None, chat_messages(user, system_prompt)
     else:

@@ -1,30 +1,54 @@
-"""Runs side by side in the paper's Table 2 layout, and metrics against λ.
+"""Runs side by side in the paper's Table 2 / Table 5 layout, a details table, and
+metrics against λ.
 
-One row per model (run ``label``), one column group per benchmark:
-``Mean@n``, ``Pass@n`` (accuracy, %), ``#N`` (mean generated tokens),
-``#R`` (Think ratio, % of responses with ``</think>``), and, reported
-separately, ``Trunc`` (% of responses cut by the token budget). Rows keep
-the order of the runs given. Written as ``report.md`` and ``report.csv``.
+``report.md`` starts with the **paper layout** (the columns of Tables 2 and 5): one row
+per model (run ``label``), and per benchmark, in the paper's order (AIME'25, IFEval,
+GPQA-Diamond, then any other benchmark):
 
-When runs carry λ (``--lambda`` at eval time, or the model's
-``mi_plan.json``), ``lambda_<benchmark>.png`` plots Mean@n / Pass@n, Think #R
-and Token #N against λ for each benchmark (matplotlib, Agg backend; no display
-needed).
+    ``<benchmark> Mean/<second>@k`` | ``Token #N`` | ``Think #R``
+
+where ``<second>`` is Pass@k, except for GPQA-Diamond, where the paper reports
+**Vote@k** ("Since questions from GPQA-Diamond are multiple-choice, we report Vote@8
+instead of Pass@8"). Accuracies and Think #R are percentages, Token #N the mean
+generated tokens. ``paper_reference="4b"`` / ``"30b"`` appends the paper's own rows of
+Table 2 / Table 5 (from :mod:`mi_mergekit.eval.paper`, as printed) under the runs,
+labelled ``paper: <method>``; accuracies of the runs are then printed with the
+reference's decimals (Table 2: one, Table 5: two). When the runs of a benchmark (and
+the reference) do not share one sample count, the header says ``@n`` and each cell
+carries its own ``(@k)``. Under the table, one line names each benchmark's grading
+mode(s) and the runs graded in each (``paper`` / ``strict``,
+:mod:`mi_mergekit.eval.grading`).
+
+``thinking_run=LABEL`` adds the **Length Ratio** of the paper's Figure 5: each run's
+Token #N relative to that of the run labelled ``LABEL`` (the Thinking model) on the
+same benchmark, in %, as a column of the details table.
+
+The **details** table follows: ``Mean@n``, ``Pass@n`` (``± SE``, the standard error
+over questions), ``Vote@n``, ``#N``, ``#R``, ``Trunc`` (% of responses cut by the token
+budget), the Length Ratio when asked, and the grading mode, with λ. ``report.csv``
+holds the details (standard errors in columns of their own), ``paper_table.csv`` the
+paper layout (with each benchmark's grading mode). Rows keep the order of the runs given.
+
+When runs carry λ (``--lambda`` at eval time, or the model's ``mi_plan.json``),
+``lambda_<benchmark>.png`` plots Mean@n / Pass@n, Think #R and Token #N against λ for
+each benchmark (matplotlib, Agg backend; no display needed).
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from mi_mergekit.eval.benchmarks import get_benchmark
+from mi_mergekit.eval.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, get_benchmark
 from mi_mergekit.eval.runner import grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
 
-COLUMNS = ("Mean", "Pass", "#N", "#R", "Trunc")
+COLUMNS = ("Mean", "Pass", "Vote", "#N", "#R", "Trunc")
 #: columns that carry a standard error
 SE_COLUMNS = ("Mean", "Pass")
+#: samples per question behind the paper's numbers
+PAPER_K = {"aime25": 64, "ifeval": 8, "gpqa": 8}
 
 
 def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
@@ -40,12 +64,13 @@ def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
     return runs
 
 
-def _cells(metrics: dict) -> Dict[str, float]:
+def _cells(metrics: dict) -> Dict[str, Optional[float]]:
     n = metrics["n_samples"]
     stderr = metrics.get("stderr", {})  # absent in runs graded before standard errors
     return {
         "Mean": 100 * metrics["mean@k"][n],
         "Pass": 100 * metrics["pass@k"][n],
+        "Vote": _percent(metrics["vote@k"].get(n)),  # empty where the grader does not vote (IFEval)
         "Mean SE": _percent(stderr.get("mean@k", {}).get(n)),
         "Pass SE": _percent(stderr.get("pass@k", {}).get(n)),
         "#N": metrics["tokens_mean"],
@@ -58,44 +83,77 @@ def _percent(value: Optional[float]) -> Optional[float]:
     return None if value is None else 100 * value
 
 
-def table(runs: Sequence[dict], separate_se: bool = False) -> tuple:
-    """(header, rows) with rows as lists of strings; a missing (model, benchmark) pair is blank.
-
-    Mean and Pass carry ``± SE`` (standard error over questions, when the run has it);
-    ``separate_se`` puts the SE in columns of their own instead (for the CSV).
-    """
+def _index(runs: Sequence[dict]) -> Tuple[List[str], Dict[str, Dict[str, dict]], Dict[str, object]]:
+    """(benchmarks in run order, label -> benchmark -> metrics, label -> λ); one run per pair."""
     benchmarks: List[str] = []
-    ks: Dict[str, set] = {}
-    rows: Dict[str, dict] = {}
+    rows: Dict[str, Dict[str, dict]] = {}
     lambdas: Dict[str, object] = {}
     for run in runs:
         m = run["metrics"]
         bench = m["benchmark"]
         if bench not in benchmarks:
             benchmarks.append(bench)
-        ks.setdefault(bench, set()).add(m["n_samples"])
         row = rows.setdefault(m["label"], {})
         if bench in row:
             raise ValueError(f"two runs of {m['label']!r} on {bench}; give them different --label")
-        row[bench] = _cells(m)
+        row[bench] = m
         lambdas[m["label"]] = m.get("lambda")
+    return benchmarks, rows, lambdas
+
+
+def length_ratios(runs: Sequence[dict], thinking_run: str) -> Dict[Tuple[str, str], Optional[float]]:
+    """(label, benchmark) -> 100 · Token #N / Token #N of the run labelled ``thinking_run`` on that benchmark."""
+    _, rows, _ = _index(runs)
+    if thinking_run not in rows:
+        raise ValueError(f"no run is labelled {thinking_run!r} (the Thinking run for the Length Ratio); "
+                         f"labels are {sorted(rows)}")
+    reference = rows[thinking_run]
+    ratios = {}
+    for label, row in rows.items():
+        for bench, m in row.items():
+            base = reference.get(bench)
+            ratios[(label, bench)] = (100 * m["tokens_mean"] / base["tokens_mean"]
+                                      if base is not None and base["tokens_mean"] > 0 else None)
+    return ratios
+
+
+def table(runs: Sequence[dict], separate_se: bool = False, thinking_run: Optional[str] = None) -> tuple:
+    """The details table: (header, rows) with rows as lists of strings; a missing
+    (model, benchmark) pair is blank.
+
+    Mean and Pass carry ``± SE`` (standard error over questions, when the run has it);
+    ``separate_se`` puts the SE in columns of their own instead (for the CSV).
+    """
+    benchmarks, rows, lambdas = _index(runs)
+    ratios = length_ratios(runs, thinking_run) if thinking_run else {}
+    ks: Dict[str, set] = {b: {m["n_samples"] for row in rows.values() for bb, m in row.items() if bb == b}
+                          for b in benchmarks}
+    columns = COLUMNS + (("Len. Ratio",) if thinking_run else ()) + ("Grading",)
     header = ["Model", "λ"]
     for bench in benchmarks:
         title = get_benchmark(bench).title
         k = f"@{next(iter(ks[bench]))}" if len(ks[bench]) == 1 else "@n"
-        for column in COLUMNS:
-            name = f"{title} {column}{k if column in SE_COLUMNS else ''}"
+        for column in columns:
+            name = f"{title} {column}{k if column in SE_COLUMNS + ('Vote',) else ''}"
             header += [name, f"{name} SE"] if separate_se and column in SE_COLUMNS else [name]
     body = []
     for label, row in rows.items():
         lam = lambdas[label]
         line = [label, "" if lam is None else f"{lam:g}"]
         for bench in benchmarks:
-            cells = row.get(bench)
-            for column in COLUMNS:
+            m = row.get(bench)
+            cells = None if m is None else _cells(m)
+            for column in columns:
                 se = None if cells is None else cells.get(f"{column} SE")
                 if cells is None:
                     line.append("")
+                elif column == "Grading":
+                    line.append(m.get("grading", "strict"))
+                elif column == "Len. Ratio":
+                    ratio = ratios.get((label, bench))
+                    line.append("" if ratio is None else f"{ratio:.2f}")
+                elif cells[column] is None:
+                    line.append("–")
                 elif column == "#N":
                     line.append(f"{cells[column]:.0f}")
                 elif se is not None and not separate_se:
@@ -106,6 +164,86 @@ def table(runs: Sequence[dict], separate_se: bool = False) -> tuple:
                     line.append("" if se is None else f"{se:.1f}")
         body.append(line)
     return header, body
+
+
+def _paper_order(benchmarks: Sequence[str]) -> List[str]:
+    return [b for b in PAPER_BENCHMARKS if b in benchmarks] + [b for b in benchmarks if b not in PAPER_BENCHMARKS]
+
+
+def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
+                with_grading: bool = False) -> tuple:
+    """The paper-layout table (Tables 2 / 5): (header, rows, notes).
+
+    ``paper_reference``: ``4b`` / ``30b`` appends the paper's rows. ``with_grading``
+    adds a grading column per benchmark (for the CSV). ``notes`` are Markdown lines
+    naming the grading of each benchmark's runs and the reference's source.
+    """
+    from mi_mergekit.eval import paper
+
+    run_benchmarks, rows, _ = _index(runs)
+    reference: Dict[str, dict] = {}
+    decimals = 1
+    if paper_reference is not None:
+        if paper_reference not in paper.REFERENCES:
+            raise ValueError(f"unknown paper reference {paper_reference!r}; choose from {sorted(paper.REFERENCES)}")
+        reference = paper.REFERENCES[paper_reference][0]
+        decimals = paper.DECIMALS[paper_reference]
+    benchmarks = _paper_order(list(run_benchmarks) + (list(PAPER_BENCHMARKS) if reference else []))
+    ks: Dict[str, set] = {}
+    for bench in benchmarks:
+        ks[bench] = {m["n_samples"] for row in rows.values() for b, m in row.items() if b == bench}
+        if reference and bench in PAPER_K:
+            ks[bench].add(PAPER_K[bench])
+    header = ["Method"]
+    for bench in benchmarks:
+        spec = BENCHMARKS[bench]
+        k = f"@{next(iter(ks[bench]))}" if len(ks[bench]) == 1 else "@n"
+        second = "Vote" if spec.second == "vote" else "Pass"
+        header += [f"{spec.title} Mean/{second}{k}", f"{spec.title} Token #N", f"{spec.title} Think #R"]
+        if with_grading:
+            header.append(f"{spec.title} Grading")
+    body = []
+    for label, row in rows.items():
+        line = [label]
+        for bench in benchmarks:
+            m = row.get(bench)
+            if m is None:
+                line += ["", "", ""] + ([""] if with_grading else [])
+                continue
+            n = m["n_samples"]
+            mean = 100 * m["mean@k"][n]
+            second_map = m["vote@k"] if BENCHMARKS[bench].second == "vote" else m["pass@k"]
+            second = second_map.get(n)
+            acc = f"{mean:.{decimals}f}/" + ("–" if second is None else f"{100 * second:.{decimals}f}")
+            if len(ks[bench]) > 1:
+                acc += f" (@{n})"
+            line += [acc, f"{m['tokens_mean']:.0f}", f"{100 * m['think_ratio']:.1f}"]
+            if with_grading:
+                line.append(m.get("grading", "strict"))
+        body.append(line)
+    for method, cells in reference.items():
+        line = [f"paper: {method}"]
+        for bench in benchmarks:
+            if bench not in cells:
+                line += ["", "", ""] + ([""] if with_grading else [])
+                continue
+            mean, second, tokens, think = cells[bench]
+            acc = f"{mean}/{second}" + (f" (@{PAPER_K[bench]})" if len(ks[bench]) > 1 else "")
+            line += [acc, tokens, think] + (["paper"] if with_grading else [])
+        body.append(line)
+    notes = []
+    for bench in benchmarks:
+        modes: Dict[str, List[str]] = {}
+        for label, row in rows.items():
+            if bench in row:
+                modes.setdefault(row[bench].get("grading", "strict"), []).append(label)
+        if modes:
+            parts = [f"{mode} ({', '.join(labels)})" for mode, labels in modes.items()]
+            notes.append(f"- {BENCHMARKS[bench].title} grading: " + "; ".join(parts))
+    if reference:
+        notes.append(f"- `paper:` rows: arXiv 2510.10977, {paper.REFERENCES[paper_reference][1]}, as printed; "
+                     "graded by the paper with OpenCompass (= `--grading paper`); 64 samples on AIME'25, 8 on the others")
+    return header, body, notes
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -134,6 +272,8 @@ def plot_lambda(runs: Sequence[dict], out_dir: Path) -> List[Path]:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
         axes[0].plot(lam, [c["Mean"] for c in cells], "o-", label="Mean@n")
         axes[0].plot(lam, [c["Pass"] for c in cells], "s--", label="Pass@n")
+        if all(c["Vote"] is not None for c in cells):
+            axes[0].plot(lam, [c["Vote"] for c in cells], "^:", label="Vote@n")
         axes[0].set_ylabel("accuracy (%)")
         axes[0].legend()
         axes[1].plot(lam, [c["#R"] for c in cells], "o-", color="tab:green")
@@ -152,18 +292,32 @@ def plot_lambda(runs: Sequence[dict], out_dir: Path) -> List[Path]:
     return written
 
 
-def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]) -> dict:
-    """Write report.md, report.csv and λ plots for ``run_dirs`` into ``out_dir``; returns the paths and Markdown."""
+def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path],
+                 paper_reference: Optional[str] = None, thinking_run: Optional[str] = None) -> dict:
+    """Write report.md, report.csv, paper_table.csv and λ plots for ``run_dirs`` into
+    ``out_dir``; returns the paths and the Markdown.
+
+    ``paper_reference``: ``"4b"`` (Table 2) or ``"30b"`` (Table 5) reference rows;
+    ``thinking_run``: the label of the Thinking run the Length Ratio is relative to.
+    """
     runs = load_runs(run_dirs)
+    header, rows, notes = paper_table(runs, paper_reference)
+    details_header, details_rows = table(runs, thinking_run=thinking_run)  # checks thinking_run before writing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    header, rows = table(runs)
-    text = markdown(header, rows)
+    text = markdown(header, rows) + "\n" + "\n".join(notes) + "\n\nDetails (± standard error over questions):\n\n"
+    text += markdown(details_header, details_rows)
     (out / "report.md").write_text(text, encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        csv_header, csv_rows = table(runs, separate_se=True)
+        csv_header, csv_rows = table(runs, separate_se=True, thinking_run=thinking_run)
         writer.writerow(csv_header)
         writer.writerows(csv_rows)
+    with (out / "paper_table.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        paper_header, paper_rows, _ = paper_table(runs, paper_reference, with_grading=True)
+        writer.writerow(paper_header)
+        writer.writerows(paper_rows)
     plots = plot_lambda(runs, out)
-    return {"markdown": text, "md": out / "report.md", "csv": out / "report.csv", "plots": plots}
+    return {"markdown": text, "md": out / "report.md", "csv": out / "report.csv",
+            "paper_csv": out / "paper_table.csv", "plots": plots}

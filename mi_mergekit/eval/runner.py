@@ -18,6 +18,12 @@ fails. Re-grading (:func:`grade_run`) never loads a model or generates.
 λ: ``lambda_`` is recorded in ``run.json`` for the report's plots; if it is
 not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when present
 (unless that plan says ``"whole_model": false``).
+
+Grading: ``grading`` is ``paper`` (OpenCompass's rules, the paper's evaluator; the
+default for aime25 / ifeval / gpqa) or ``strict`` (see :mod:`mi_mergekit.eval.grading`),
+recorded in ``run.json`` and ``metrics.json``. For GPQA the mode also fixes the option
+order of the prompts at generation (``gpqa_options``: ``rotate`` / ``shuffle``), which a
+resume must keep; :func:`grade_run` re-grades a run in either mode.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from mi_mergekit.eval.benchmarks import get_benchmark
 from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
 from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
 from mi_mergekit.eval.graders import check_requirements, get_grader
+from mi_mergekit.eval.grading import LEGACY_GRADING, check_grading
 from mi_mergekit.eval.metrics import run_metrics
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.thinking import split_response
@@ -55,6 +62,7 @@ GENERATION_KEYS = (
     "system_prompt",
     "backend_name",
     "chunk_size",
+    "gpqa_options",
 )
 
 
@@ -160,6 +168,7 @@ def evaluate(
     shuffle_seed: int = 0,
     system_prompt: Optional[str] = None,
     progress: bool = True,
+    grading: Optional[str] = None,
 ) -> Path:
     """Generate (or resume) and grade one (model, benchmark) run; returns the run directory.
 
@@ -167,9 +176,12 @@ def evaluate(
     columns, the prompt and the defaults of ``grader``, ``n_samples`` and
     ``max_new_tokens``. ``backend`` is a name (``transformers``, ``vllm``,
     ``openai``) with ``backend_options`` for its constructor, or a ready
-    :class:`~mi_mergekit.eval.backends.Backend`.
+    :class:`~mi_mergekit.eval.backends.Backend`. ``grading``: ``paper`` | ``strict``
+    (default: the benchmark's, see :mod:`mi_mergekit.eval.grading`).
     """
     bench = get_benchmark(benchmark)
+    grading = check_grading(grading) or bench.grading
+    gpqa_options = gpqa_option_order(bench.kind, grading)
     grader_name = grader or bench.grader
     check_requirements(grader_name)  # unknown names and missing extras fail before anything runs
     decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
@@ -191,11 +203,12 @@ def evaluate(
         config = _run_config(
             model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
             split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
-            shuffle_seed=shuffle_seed, system_prompt=system_prompt,
+            shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading, gpqa_options=gpqa_options,
         )
         _check_resume(out, config)
         st.write_json(out / st.RUN_FILE, config)
-        prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt) for e in examples]
+        prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt,
+                                 gpqa_options=gpqa_options or "shuffle") for e in examples]
         st.write_jsonl(out / st.PROMPTS_FILE, prompts)
         started = time.monotonic()
         added, tokens = generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed,
@@ -206,6 +219,13 @@ def evaluate(
         backend.close()
     grade_run(out, progress=progress)
     return out
+
+
+def gpqa_option_order(kind: str, grading: str) -> Optional[str]:
+    """How GPQA options are laid out for ``grading``: ``rotate`` (paper) or ``shuffle``; None for other kinds."""
+    if kind != "gpqa":
+        return None
+    return "rotate" if grading == "paper" else "shuffle"
 
 
 def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend, **extra) -> dict:
@@ -273,15 +293,26 @@ def _versions() -> dict:
     return found
 
 
+def _stored(old: dict, key: str):
+    """A run.json setting, with the value runs written before it existed implied."""
+    if key == "gpqa_options" and key not in old:
+        return "shuffle" if old.get("benchmark") == "gpqa" else None  # GPQA options were always shuffled
+    return old.get(key)
+
+
 def _check_resume(out: Path, config: dict) -> None:
     path = out / st.RUN_FILE
     if not path.exists():
         return
     old = st.read_json(path)
-    diffs = [k for k in GENERATION_KEYS if old.get(k) != config.get(k)]
+    diffs = [k for k in GENERATION_KEYS if _stored(old, k) != config.get(k)]
     if diffs:
-        details = "; ".join(f"{k}: stored {old.get(k)!r}, now {config.get(k)!r}" for k in diffs)
-        raise RunMismatchError(f"the --out folder holds a run with other settings ({details}); "
+        details = "; ".join(f"{k}: stored {_stored(old, k)!r}, now {config.get(k)!r}" for k in diffs)
+        hint = ""
+        if "gpqa_options" in diffs:
+            mode = "paper" if _stored(old, "gpqa_options") == "rotate" else "strict"
+            hint = f" (its GPQA prompts were laid out for --grading {mode}: pass that to resume it)"
+        raise RunMismatchError(f"the --out folder holds a run with other settings ({details}){hint}; "
                               f"use a new --out folder ({out})")
     config["created"] = old.get("created", config["created"])
     if "timing" in old:
@@ -346,17 +377,22 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
     return added, tokens
 
 
-def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress: bool = True) -> dict:
+def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress: bool = True,
+              grading: Optional[str] = None) -> dict:
     """Grade all stored samples of a complete run and write grades.jsonl, metrics.json, questions.json.
 
     Never generates. ``grader`` overrides the run's grader (recorded in metrics.json).
+    ``grading`` (``paper`` | ``strict``) overrides the run's grading mode (default: the
+    one in run.json; ``strict`` for runs written before grading modes existed); the
+    mode used is written to run.json and metrics.json.
     """
     out = Path(run_dir)
     if not (out / st.RUN_FILE).is_file():
         raise FileNotFoundError(f"the folder is not a run directory: it has no {st.RUN_FILE} ({out})")
     config = st.read_json(out / st.RUN_FILE)
+    mode = check_grading(grading) or config.get("grading", LEGACY_GRADING)
     grader_name = grader or config["grader"]
-    grader_obj = get_grader(grader_name)
+    grader_obj = get_grader(grader_name, mode)
     prompts = {p["question_id"]: p for p in st.read_jsonl(out / st.PROMPTS_FILE)}
     store = st.SampleStore(out / st.SAMPLES_FILE)
     n = config["n_samples"]
@@ -378,6 +414,9 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
             g["vote_key"] = key
         grades.extend(graded)
     st.write_jsonl(out / st.GRADES_FILE, grades)
+    if config.get("grading") != mode:
+        config["grading"] = mode
+        st.write_json(out / st.RUN_FILE, config)
     metrics = run_metrics(grades)
     if not grader_obj.votes:  # e.g. IFEval: a majority answer means nothing; vote@k is left empty
         for block in [metrics["run"], *metrics["questions"]]:
@@ -387,6 +426,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
         "lambda": config.get("lambda"),
         "benchmark": config["benchmark"],
         "grader": grader_name,
+        "grading": mode,
         "model": config["model"],
         "decoding": config["decoding"]["name"],
         **metrics["run"],
@@ -400,7 +440,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
 def _grade_sample(grader, sample: dict, item: dict) -> dict:
     split = split_response(
         sample["text"], item.get("prompt_opens_think", False),
-        truncated=sample.get("finish_reason") == "length",
+        truncated=sample.get("finish_reason") == "length", grading=grader.grading,
     )
     grade = grader.no_answer() if split.answer is None else grader.grade(split.answer, item)
     return {

@@ -16,6 +16,11 @@ Thinking template answers directly. It is graded as a whole (minus a stray
 ``<think>`` tag) and does not count for Think #R. This is how the paper's
 numbers read: MI-0.4 thinks in 1.4% of responses yet scores 55.8 on AIME'25.
 A response with no think tags at all (an Instruct model) is all answer.
+
+These are the ``strict`` rules. Under ``grading="paper"`` (the paper's evaluator,
+see :mod:`mi_mergekit.eval.grading`) every response is graded on OpenCompass's
+``extract_non_reasoning_content`` of its text: unterminated thinking is graded on
+its whole text rather than as no answer (it is still *counted* as unterminated).
 """
 
 from __future__ import annotations
@@ -44,12 +49,22 @@ class SplitResponse:
     answer: Optional[str]
 
 
-def split_response(text: str, prompt_opens_think: bool, truncated: bool = True) -> SplitResponse:
+def split_response(text: str, prompt_opens_think: bool, truncated: bool = True,
+                   grading: str = "strict") -> SplitResponse:
     """Split ``text`` (the generated continuation) for grading.
 
     ``truncated`` is True when the sample stopped at the token budget
-    (``finish_reason == "length"``) rather than ending its turn.
+    (``finish_reason == "length"``) rather than ending its turn. ``grading``:
+    ``strict`` (the rules above) or ``paper`` (OpenCompass's post-processor).
     """
+    if grading == "paper":
+        from mi_mergekit.eval.grading import extract_non_reasoning_content
+
+        closed = THINK_CLOSE in text
+        unterminated = not closed and (prompt_opens_think or THINK_OPEN in text) and truncated
+        return SplitResponse(closed, unterminated, extract_non_reasoning_content(text))
+    if grading != "strict":
+        raise ValueError(f"unknown grading mode {grading!r}")
     close = text.rfind(THINK_CLOSE)
     if close >= 0:
         return SplitResponse(True, False, text[close + len(THINK_CLOSE):].strip())

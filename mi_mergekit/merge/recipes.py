@@ -17,8 +17,9 @@ Naming scheme (one file per configuration)::
     <modules>  <group> for ``--modules <group>`` (only that group interpolated),
                no<group> for ``--exclude-modules <group>`` (that group kept at
                Instruct, everything else interpolated); omitted for all modules
-    <model>    omitted for Qwen3-4B-2507, ``30b`` for Qwen3-30B-A3B-2507, or
-               ``--suffix`` for a custom pair
+    <model>    omitted for Qwen3-4B-2507, ``30b`` for Qwen3-30B-A3B-2507, ``mix`` /
+               ``base`` for Qwen3-4B / Qwen3-4B-Base × Qwen3-4B-Thinking-2507 (the
+               paper's Table 4), or ``--suffix`` for a custom pair
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ModelPair:
     num_layers: Optional[int]
     suffix: str  # file-name suffix without the underscore ("" = none)
     label: str
+    low_end: str = "Instruct"  # what the λ=0 model is, for the recipe's comments
 
 
 MODEL_PAIRS = {
@@ -57,6 +59,15 @@ MODEL_PAIRS = {
         48,
         "30b",
         "Qwen3-30B-A3B-2507",
+    ),
+    # the paper's Table 4: the Thinking model interpolated with other backbones at the λ=0 end
+    "4b-mix": ModelPair(
+        "4b-mix", "Qwen/Qwen3-4B", "Qwen/Qwen3-4B-Thinking-2507", 36, "mix",
+        "Qwen3-4B (hybrid, Table 4's 'Mix') × Qwen3-4B-Thinking-2507", "hybrid Qwen3-4B, in place of Instruct",
+    ),
+    "4b-base": ModelPair(
+        "4b-base", "Qwen/Qwen3-4B-Base", "Qwen/Qwen3-4B-Thinking-2507", 36, "base",
+        "Qwen3-4B-Base (Table 4's 'Base') × Qwen3-4B-Thinking-2507", "Qwen3-4B-Base, in place of Instruct",
     ),
 }
 
@@ -216,7 +227,7 @@ class Recipe:
             f"#  or: mi-mergekit merge {self.name}.yaml OUT/ --model {self.pair.instruct}=/local/instruct \\",
             f"#        --model {self.pair.thinking}=/local/thinking",
             "merge_method: model_interpolation",
-            f"base_model: {self.pair.instruct}  # Instruct: the λ=0 end",
+            f"base_model: {self.pair.instruct}  # {self.pair.low_end}: the λ=0 end",
             "models:",
             f"  - model: {self.pair.thinking}  # Thinking: the λ=1 end",
             "parameters:",

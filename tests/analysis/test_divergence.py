@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import os
 import sys
 import weakref
@@ -148,3 +149,102 @@ def test_device_options(known_pair, tmp_path):
         assert refused.returncode == 1 and "CUDA is not available" in refused.stderr
     bad = run(base + ["--device", "abacus"])
     assert bad.returncode == 1 and "unknown device 'abacus'" in bad.stderr
+
+
+# --------------------------------------------------------------------------- Table 1's σ (Shadow-FT)
+
+
+def shadow_ft_sigma(path_a, path_b):
+    """The σ of Shadow-FT's weight_similarity.py (github.com/wutaiqiang/Shadow-FT), written out:
+    per decoder-layer tensor sum|A-B| / (sum|A| + sum|B|) in float32 numpy, then np.mean."""
+    import numpy as np
+
+    a, b = load_model(path_a), load_model(path_b)
+    values = []
+    for key in a:
+        if re.search(r"model\.layers\.(\d+)\.", key):
+            x, y = a[key].float().numpy(), b[key].float().numpy()
+            values.append(np.abs(x - y).sum() / (np.abs(x).sum() + np.abs(y).sum()))
+    return float(np.mean(values))
+
+
+@pytest.fixture(scope="module")
+def sigma_models(tmp_path_factory):
+    """A: a tiny Qwen3 checkpoint. B: every decoder-layer tensor of A doubled (exact in bf16), and
+    its embeddings / final norm changed too (σ must not see those). C: A with layer 0's q_proj negated."""
+    root = tmp_path_factory.mktemp("sigma")
+    a_dir, _ = build_pair(str(root / "src"), PairSpec(num_layers=3, tie_word_embeddings=False))
+    tensors = load_model(a_dir)
+    layer_names = [n for n in tensors if n.startswith("model.layers.")]
+    q0 = "model.layers.0.self_attn.q_proj.weight"
+
+    def write(name, changed):
+        folder = root / name
+        folder.mkdir()
+        for fname in os.listdir(a_dir):
+            if not fname.endswith(".safetensors"):
+                (folder / fname).write_bytes(open(os.path.join(a_dir, fname), "rb").read())
+        save_file({n: changed.get(n, t).contiguous() for n, t in tensors.items()}, str(folder / "model.safetensors"))
+        return str(folder)
+
+    b_dir = write("b", {**{n: tensors[n] * 2 for n in layer_names},
+                        "model.embed_tokens.weight": -tensors["model.embed_tokens.weight"],
+                        "model.norm.weight": tensors["model.norm.weight"] * 3})
+    c_dir = write("c", {q0: -tensors[q0]})
+    return a_dir, b_dir, c_dir, tensors, layer_names
+
+
+def test_sigma_of_constructed_pairs_has_the_known_value(sigma_models):
+    from mi_mergekit.analysis.divergence import sigma
+
+    a, b, c, tensors, layer_names = sigma_models
+    n = len(layer_names)
+    doc = sigma([a, b, c])
+    got = {(os.path.basename(p["a"]), os.path.basename(p["b"])): p for p in doc["pairs"]}
+    assert list(got) == [(os.path.basename(a), "b"), (os.path.basename(a), "c"), ("b", "c")]  # every pair, in order
+    # A vs 2A: |A - 2A| / (|A| + |2A|) = 1/3 for every tensor, whatever the embeddings do
+    assert got[(os.path.basename(a), "b")]["sigma"] == pytest.approx(1 / 3, abs=1e-12)
+    assert got[(os.path.basename(a), "b")]["n_tensors"] == n
+    # A vs C: one tensor at σ = 2|A| / 2|A| = 1, the others 0 -> the plain mean 1/n (not size-weighted)
+    assert got[(os.path.basename(a), "c")]["sigma"] == pytest.approx(1 / n, abs=1e-12)
+    layer0 = got[(os.path.basename(a), "c")]["layers"][0]
+    assert layer0["layer"] == 0 and layer0["sigma"] == pytest.approx(1 / layer0["n_tensors"], abs=1e-12)
+    # 2A vs C: |2A + A| / (|2A| + |A|) = 1 for q_proj 0, |2A - A| / 3|A| = 1/3 elsewhere
+    assert got[("b", "c")]["sigma"] == pytest.approx((1 + (n - 1) / 3) / n, abs=1e-12)
+    q_share = tensors["model.layers.0.self_attn.q_proj.weight"].numel() / sum(tensors[x].numel() for x in layer_names)
+    assert abs(got[(os.path.basename(a), "c")]["sigma"] - q_share) > 1e-3  # a pooled ratio would differ
+    assert "Shadow-FT" in doc["definition"]
+
+
+def test_sigma_matches_shadow_ft_on_a_random_pair(tmp_path):
+    from mi_mergekit.analysis.divergence import sigma
+
+    instruct, thinking = build_pair(str(tmp_path / "pair"), PairSpec(num_layers=2))
+    (pair,) = sigma([instruct, thinking], chunk_elements=7)["pairs"]
+    assert 0 < pair["sigma"] < 1
+    assert pair["sigma"] == pytest.approx(shadow_ft_sigma(instruct, thinking), rel=1e-5)
+    (swapped,) = sigma([thinking, instruct])["pairs"]
+    assert swapped["sigma"] == pytest.approx(pair["sigma"], rel=1e-12)  # symmetric
+
+
+def test_diverge_sigma_command(sigma_models, tmp_path):
+    a, b, c, _, _ = sigma_models
+    base = [sys.executable, "-m", "mi_mergekit.analysis.divergence", "--sigma"]
+    result = run(base + [a, b, c, "--json", str(tmp_path / "s.json")])
+    assert result.returncode == 0, result.stderr
+    assert "0.3333" in result.stdout and "Shadow-FT" in result.stdout
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert len(doc["pairs"]) == 3
+    only = run(base + ["--pair", b, c, "--json", str(tmp_path / "p.json")])
+    assert only.returncode == 0, only.stderr
+    (pair,) = json.loads((tmp_path / "p.json").read_text())["pairs"]
+    assert (pair["a"], pair["b"]) == (b, c) and pair["sigma"] == pytest.approx(doc["pairs"][2]["sigma"])
+    # bad input: one model, --png with --sigma, three models without --sigma, a different architecture
+    assert run(base + [a]).returncode == 2
+    assert "heatmap" in run(base + [a, b, "--png", str(tmp_path / "x.png")]).stderr
+    plain = run([sys.executable, "-m", "mi_mergekit.analysis.divergence", a, b, c])
+    assert plain.returncode == 1 and "for σ of several pairs use --sigma" in plain.stderr
+    other, _ = build_pair(str(tmp_path / "other"), PairSpec(num_layers=2))
+    mismatch = run(base + [a, other])
+    assert mismatch.returncode == 1 and "same decoder-layer tensors" in mismatch.stderr
+    assert "Traceback" not in mismatch.stderr

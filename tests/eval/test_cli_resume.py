@@ -54,8 +54,9 @@ def test_eval_and_report_commands(tmp_path, fixtures, tiny_model):
     (results,) = (tmp_path / "lm" / "tiny").glob("results_*.json")
     assert f"wrote {results}" in report.stderr
     assert json.loads(results.read_text())["results"]["mi_aime25"]["alias"] == "mi_aime25"
-    assert report.stdout.startswith("| Model | λ | AIME'25 Mean@2 | AIME'25 Pass@2 | AIME'25 #N | AIME'25 #R |")
-    assert "| tiny | 0.4 |" in report.stdout
+    assert report.stdout.startswith("| Method | AIME'25 Mean/Pass@2 | AIME'25 Token #N | AIME'25 Think #R |")
+    assert "| tiny | 0.4 |" in report.stdout  # the details table
+    assert "- AIME'25 grading: paper (tiny)" in report.stdout
     assert (tmp_path / "report" / "lambda_aime25.png").is_file()
 
 

@@ -134,17 +134,26 @@ def test_report_table_csv_and_lambda_plot(tmp_path, fixtures, tokenizer):
                              label=f"MI-{lam}", lambda_=lam, progress=False))
     result = write_report(runs, tmp_path / "report")
     lines = result["markdown"].splitlines()
-    assert lines[0] == ("| Model | λ | Boxed Mean@4 | Boxed Pass@4 | Boxed #N | Boxed #R | Boxed Trunc |")
+    # the paper layout first (Tables 2 / 5: Mean/Pass@k, Token #N, Think #R per benchmark)
+    assert lines[0] == "| Method | Boxed Mean/Pass@4 | Boxed Token #N | Boxed Think #R |"
+    assert lines[2] == "| MI-0.8 | 33.3/66.7 | 115 | 91.7 |"
+    assert "- Boxed grading: strict (MI-0.8, MI-0.2)" in lines
+    details = lines[lines.index("Details (± standard error over questions):") + 2:]
+    assert details[0] == ("| Model | λ | Boxed Mean@4 | Boxed Pass@4 | Boxed Vote@4 | Boxed #N | Boxed #R | "
+                          "Boxed Trunc | Boxed Grading |")
     # ± the standard error over questions, computed here from the per-question values
     questions = json.loads((runs[0] / "questions.json").read_text())
     mean_se, pass_se = (100 * statistics.stdev(q[key]["4"] for q in questions) / math.sqrt(len(questions))
                         for key in ("mean@k", "pass@k"))
     assert f"{mean_se:.1f}" == "16.7" and f"{pass_se:.1f}" == "33.3"
-    assert lines[2] == "| MI-0.8 | 0.8 | 33.3 ± 16.7 | 66.7 ± 33.3 | 115 | 91.7 | 8.3 |"
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| MI-0.8", "| MI-0.2"]
+    assert details[2] == "| MI-0.8 | 0.8 | 33.3 ± 16.7 | 66.7 ± 33.3 | 50.0 | 115 | 91.7 | 8.3 | strict |"
+    assert [line.split(" | ")[0] for line in details[2:]] == ["| MI-0.8", "| MI-0.2"]
     csv_lines = (tmp_path / "report" / "report.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("Model,λ,Boxed Mean@4,Boxed Mean@4 SE,Boxed Pass@4,Boxed Pass@4 SE,Boxed #N")
-    assert csv_lines[1] == "MI-0.8,0.8,33.3,16.7,66.7,33.3,115,91.7,8.3"
+    assert csv_lines[0].startswith("Model,λ,Boxed Mean@4,Boxed Mean@4 SE,Boxed Pass@4,Boxed Pass@4 SE,Boxed Vote@4,Boxed #N")
+    assert csv_lines[1] == "MI-0.8,0.8,33.3,16.7,66.7,33.3,50.0,115,91.7,8.3,strict"
+    paper_csv = (tmp_path / "report" / "paper_table.csv").read_text().splitlines()
+    assert paper_csv[:2] == ["Method,Boxed Mean/Pass@4,Boxed Token #N,Boxed Think #R,Boxed Grading",
+                             "MI-0.8,33.3/66.7,115,91.7,strict"]
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert "question" in metrics["stderr_method"] and set(metrics["stderr"]) == {"mean@k", "pass@k"}
     (png,) = result["plots"]

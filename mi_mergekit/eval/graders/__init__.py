@@ -1,6 +1,7 @@
 """Graders by name: ``math`` (math-verify), ``ifeval`` (lm-eval's instruction
 checkers, prompt-level strict; loose as an extra score), ``gpqa`` (multiple-choice
-letter after ``ANSWER:``).
+letter after ``ANSWER:``), each in a grading mode: ``paper`` (OpenCompass's rules, as
+the paper graded) or ``strict`` (see :mod:`mi_mergekit.eval.grading`).
 
 A custom benchmark is a dataset file plus one of these names. Graders import
 their libraries lazily, so a missing optional dependency only breaks the grader
@@ -42,12 +43,13 @@ def _importable(module: str) -> bool:
         return False
 
 
-def get_grader(name: str) -> Grader:
-    """Instantiate the grader called ``name``; unknown names raise ValueError listing the known ones."""
+def get_grader(name: str, grading: str = "strict") -> Grader:
+    """Instantiate the grader called ``name`` for ``grading`` (``paper`` | ``strict``);
+    unknown names or modes raise ValueError listing the known ones."""
     if name not in GRADERS:
         raise ValueError(f"unknown grader {name!r}; choose from {sorted(GRADERS)}")
     module_name, class_name = GRADERS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)(grading)
 
 
 __all__ = ["GRADERS", "Grade", "Grader", "check_requirements", "get_grader"]

@@ -2,8 +2,10 @@
 
 A grader turns one answer text (the part of a response after the last
 ``</think>``, see :mod:`mi_mergekit.eval.thinking`) and the question's gold data
-into a :class:`Grade`. Graders never see unterminated thinking: the runner
-grades that as "no answer" itself (:func:`no_answer`).
+into a :class:`Grade`. Under ``strict`` grading, graders never see unterminated
+thinking: the runner grades that as "no answer" itself (:func:`no_answer`). Under
+``paper`` grading they get OpenCompass's post-processed text of every response.
+A grader is built for one grading mode (``grading``, see :mod:`mi_mergekit.eval.grading`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class Grader:
     votes: bool = True
     #: modules the grader imports lazily (checked before any generation)
     requires: tuple = ()
+
+    def __init__(self, grading: str = "strict"):
+        from mi_mergekit.eval.grading import GRADING_MODES
+
+        if grading not in GRADING_MODES:
+            raise ValueError(f"unknown grading mode {grading!r}; choose from {list(GRADING_MODES)}")
+        #: ``paper`` (OpenCompass's rules) or ``strict``
+        self.grading = grading
 
     def grade(self, answer: str, item: dict) -> Grade:
         """Grade ``answer`` against ``item`` (a prompts.jsonl record: gold ``answer`` and ``grader_data``)."""
