@@ -92,7 +92,9 @@ def is_attention(name: str) -> bool:
     return ".self_attn." in name or name.endswith(".input_layernorm.weight")
 
 
-# per decoder layer of the test pairs (4 layers; MoE: 4 experts)
+# the test pairs (conftest.py): dense 4 layers; MoE 3 layers, 4 experts
+LAYERS = {"dense_pair": 4, "moe_pair": 3}
+# tensors per decoder layer
 FFN_PER_LAYER = {"dense_pair": 3 + 1, "moe_pair": 1 + 4 * 3 + 1}  # (router +) projections + norm
 ATTENTION_PER_LAYER = 4 + 2 + 1  # q/k/v/o, q_norm/k_norm, input_layernorm
 
@@ -103,8 +105,8 @@ def test_excluding_mlp_keeps_every_mlp_tensor(request, tmp_path, pair_name):
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, exclude_modules="mlp"), tmp_path / "nomlp")
     merged, kept = _check(out, i, t, lambda n: not is_ffn(n))
-    assert kept == 4 * FFN_PER_LAYER[pair_name]
-    assert merged == len(i) - kept and merged > 4 * ATTENTION_PER_LAYER  # + embeddings, final norm
+    assert kept == LAYERS[pair_name] * FFN_PER_LAYER[pair_name]
+    assert merged == len(i) - kept and merged > LAYERS[pair_name] * ATTENTION_PER_LAYER  # + embeddings, norm
 
 
 @pytest.mark.parametrize("pair_name", ["dense_pair", "moe_pair"])
@@ -113,7 +115,7 @@ def test_excluding_attention_keeps_every_attention_tensor(request, tmp_path, pai
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, exclude_modules="attention"), tmp_path / "noattn")
     merged, kept = _check(out, i, t, lambda n: not is_attention(n))
-    assert kept == 4 * ATTENTION_PER_LAYER
+    assert kept == LAYERS[pair_name] * ATTENTION_PER_LAYER
 
 
 def test_only_attention_selected(dense_pair, tmp_path):
@@ -121,7 +123,7 @@ def test_only_attention_selected(dense_pair, tmp_path):
     i, t = load_model(instruct), load_model(thinking)
     out = merge(mi_config(instruct, thinking, LAM, modules="attention"), tmp_path / "attn")
     merged, _ = _check(out, i, t, is_attention)
-    assert merged == 4 * ATTENTION_PER_LAYER
+    assert merged == LAYERS["dense_pair"] * ATTENTION_PER_LAYER
 
 
 def test_norm_placement_overridden_by_naming_parts(dense_pair, tmp_path):
