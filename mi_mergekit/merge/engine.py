@@ -42,13 +42,15 @@ import logging
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mergekit.merge_methods.buffers import copy_non_floating_buffer
 
 from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.checks import all_finite, check_finite, check_lambda
+from mi_mergekit.merge.layout import natural_key
 from mi_mergekit.merge.kernel import (
     compute_dtype,
     interpolate,
@@ -109,8 +111,7 @@ class Job:
     base: int  # index of the base model (Instruct) in sources, or -1
     method: str
     settings: List[Any]  # per output: λ or None (interpolation); weights (nway)
-    save_dtypes: List[Optional[torch.dtype]]
-    out_dtypes: List[torch.dtype] = field(default_factory=list)
+    out_dtypes: List[torch.dtype]  # per output: the save dtype, else the aligned input dtype
 
 
 def _dtype(name: Optional[str]) -> Optional[torch.dtype]:
@@ -194,7 +195,6 @@ def plan_jobs(saves: Sequence[Any], outputs: Sequence[Output], inputs: Inputs,
         jobs.append(Job(
             name=save.tensor_name, shape=shape, numel=entries[0].numel, sources=sources,
             load_dtypes=load_dtypes, base=base, method=task.method_name, settings=settings,
-            save_dtypes=[save_dtype] * len(settings),
             out_dtypes=[save_dtype or aligned] * len(settings),
         ))
     # Read the inputs in file order: sequential reads of the base (or first) model.
@@ -210,36 +210,20 @@ def output_files(jobs: Sequence[Job], k: int, donor_index, shard_size: int
     output names are not the donor's."""
     from mergekit.options import MergeOptions
 
-    specs = [OutputSpec(job.name, job.out_dtypes[k], job.shape) for job in jobs]
+    specs = sorted((OutputSpec(job.name, job.out_dtypes[k], job.shape) for job in jobs),
+                   key=lambda spec: natural_key(spec.name))
     default_size = MergeOptions.model_fields["out_shard_size"].default
     donor_paths = donor_index.tensor_paths if donor_index is not None else {}
     if shard_size == default_size and specs and all(s.name in donor_paths for s in specs):
         files: Dict[str, List[OutputSpec]] = {}
-        for spec in sorted(specs, key=lambda s: _natural(s.name)):
+        for spec in specs:
             files.setdefault(donor_paths[spec.name], []).append(spec)
         has_index = os.path.exists(os.path.join(donor_index.base_path, "model.safetensors.index.json"))
         return files, has_index
-    return shard_by_size(sorted(specs, key=lambda s: _natural(s.name)), shard_size), False
-
-
-def _natural(name: str):
-    import re
-
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+    return shard_by_size(specs, shard_size), False
 
 
 # --------------------------------------------------------------------------- arithmetic
-
-
-def _buffer(job: Job, chunks: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    """mergekit's copy_non_floating_buffer: an integer/bool buffer must agree across inputs."""
-    if all(chunk.is_floating_point() for chunk in chunks):
-        return None
-    first = chunks[0]
-    if any(c.dtype != first.dtype or not torch.equal(c, first) for c in chunks[1:]):
-        raise MergeInputError(
-            f"Non-floating buffer {job.name!r} differs between inputs; resolve it explicitly before merging")
-    return first
 
 
 def _store(value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -251,7 +235,7 @@ def prepare(job: Job, chunks: List[torch.Tensor]) -> List[torch.Tensor]:
     """One input slice as the merge sees it: the recipe's load dtype, then aligned to the
     inputs' common dtype (mergekit's align_dtype) — or ``[buffer]`` for an integer buffer."""
     chunks = [c if d is None or c.dtype == d else c.to(d) for c, d in zip(chunks, job.load_dtypes)]
-    buffer = _buffer(job, chunks)
+    buffer = copy_non_floating_buffer(chunks, job.name)  # mergekit's rule: must agree, copied
     if buffer is not None:
         return [buffer]
     common = chunks[0].dtype
@@ -321,7 +305,6 @@ class _Pool:
 
     def __init__(self, count: int, nbytes: int):
         self.free: queue.Queue = queue.Queue()
-        self.nbytes = nbytes
         for _ in range(count):
             self.free.put(torch.empty(nbytes, dtype=torch.uint8))
 

@@ -120,7 +120,7 @@ class CheckpointModuleArchitecture(ModuleArchitecture):
     def __init__(self, names: List[str], num_layers: int):
         pre, post = [], []
         layers: Dict[int, List[WeightInfo]] = defaultdict(list)
-        for name in sorted(names, key=_natural_key):
+        for name in sorted(names, key=natural_key):
             part = classify(name)  # refuses unknown tensors up front
             vocab_axis = 0 if part.part in ("embed_tokens", "lm_head") else None
             info = WeightInfo(name=name, vocabulary_axis=vocab_axis)
@@ -168,5 +168,6 @@ def checkpoint_architecture(
     )
 
 
-def _natural_key(name: str):
+def natural_key(name: str):
+    """Sort key that orders layer 2 before layer 10."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
