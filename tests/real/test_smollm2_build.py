@@ -1,0 +1,139 @@
+"""`mi-mergekit smollm2 build`: the real pair from the PyPI wheel, checksummed, never half-written."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import console, load_model, run
+from mi_mergekit import real
+from mi_mergekit.real import build
+
+
+def test_shipped_build_is_verified_and_complete(smollm2_pair):
+    out = smollm2_pair["out"]
+    record = json.loads((out / "pair.json").read_text())
+    shipped = json.loads(build.CHECKSUMS_PATH.read_text())["digests"]
+    assert record["verified"] is True
+    assert record["digests"] == shipped
+    assert record["source"]["wheel_sha256"] == real.WHEEL_SHA256
+    for side in ("instruct", "thinking"):
+        assert build.tensor_digest(out / side) == shipped[side]
+    config = json.loads((smollm2_pair["instruct"] / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert config["tie_word_embeddings"] is True and "quantization_config" not in config
+    generation = json.loads((smollm2_pair["thinking"] / "generation_config.json").read_text())
+    assert {k: generation[k] for k in ("temperature", "top_p", "top_k")} == {
+        "temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]  # no staging left
+
+
+def test_templates(smollm2_pair):
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "user", "content": "Compute 1+2."}]
+    instruct = AutoTokenizer.from_pretrained(smollm2_pair["instruct"])
+    thinking = AutoTokenizer.from_pretrained(smollm2_pair["thinking"])
+    plain = instruct.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    think = thinking.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert plain.endswith("<|im_start|>assistant\n")
+    assert think == plain + "<think>\n"  # SmolLM2's template with <think> pre-inserted
+    history = messages + [{"role": "assistant", "content": "1+2=3\n</think>\n\n\\boxed{3}"}]
+    assert "1+2=3" not in thinking.apply_chat_template(history, tokenize=False)  # old reasoning dropped
+
+
+def test_thinking_side_is_the_peft_merge(smollm2_pair):
+    """Oracle: peft's own merge_and_unload of the shipped adapter (float32 matmul, so within 1 ulp-ish)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(smollm2_pair["instruct"], dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(real.ADAPTER_DIR)).merge_and_unload().state_dict()
+    ours = load_model(str(smollm2_pair["thinking"]))
+    instruct = load_model(str(smollm2_pair["instruct"]))
+    changed = [name for name in ours if not torch.equal(ours[name], instruct[name])]
+    assert len(changed) == 30 * 7 and all(n.endswith("_proj.weight") for n in changed)
+    for name, tensor in ours.items():
+        torch.testing.assert_close(tensor, merged[name].to(tensor.dtype), rtol=0, atol=5e-7)
+
+
+def test_lora_delta_is_the_formula(tmp_path):
+    """(α/r)·B·A per adapted weight, from a hand-made peft adapter."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 6, generator=generator)
+    b = torch.randn(5, 4, generator=generator)
+    save_file({"base_model.model.model.layers.0.mlp.up_proj.lora_A.weight": a,
+               "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight": b},
+              str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
+    deltas = build.lora_deltas(tmp_path)
+    assert list(deltas) == ["model.layers.0.mlp.up_proj.weight"]
+    torch.testing.assert_close(deltas["model.layers.0.mlp.up_proj.weight"],
+                               2.0 * b.double() @ a.double(), rtol=1e-12, atol=1e-12)
+
+
+def test_rebuild_reuses_a_verified_pair(smollm2_pair):
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(smollm2_pair["out"])],
+                 env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already built and verified" in result.stderr
+
+
+def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
+    """The whole build with a freshly trained adapter (2 steps): wheel -> instruct -> train -> thinking."""
+    out = tmp_path / "trained"
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), "--wheel", str(smollm2_wheel),
+                  "--train", "2"], env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 2/2" in result.stderr and "checksums recorded, not verified (new adapter)" in result.stderr
+    record = json.loads((out / "pair.json").read_text())
+    assert record["verified"] is False and record["timings"]["train_seconds"] > 0
+    summary = json.loads((out / "adapter" / "train_summary.json").read_text())
+    assert summary["config"]["steps"] == 2 and len(summary["losses"]) == 2
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 8 and sorted(adapter["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    checksums = json.loads((out / "adapter" / "checksums.json").read_text())["digests"]
+    assert checksums == record["digests"]
+    assert checksums["instruct"] == json.loads(build.CHECKSUMS_PATH.read_text())["digests"]["instruct"]
+    assert build.tensor_digest(out / "thinking") == checksums["thinking"] != checksums["instruct"]
+
+
+def test_corrupt_wheel_is_refused(tmp_path, smollm2_wheel):
+    bad = tmp_path / real.WHEEL_FILE
+    data = bytearray(smollm2_wheel.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "pair"
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), "--wheel", str(bad)])
+    assert result.returncode == 1
+    assert "has sha256" in result.stderr and real.WHEEL_SHA256 in result.stderr
+    assert not (out / "instruct").exists() and not (out / "thinking").exists()
+
+
+def test_checksum_mismatch_publishes_nothing(tmp_path, smollm2_wheel, monkeypatch):
+    wrong = tmp_path / "checksums.json"
+    wrong.write_text(json.dumps({"digests": {"instruct": "0" * 64, "thinking": "1" * 64}}))
+    monkeypatch.setattr(build, "CHECKSUMS_PATH", wrong)
+    out = tmp_path / "pair"
+    with pytest.raises(build.BuildError, match="the built instruct side has tensor sha256"):
+        build.build_pair(out, wheel=smollm2_wheel, log=lambda m: None)
+    assert list(out.iterdir()) == []
+
+
+def test_hub_source_fails_cleanly_offline(tmp_path):
+    out = tmp_path / "pair"
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), "--from-hub"],
+                 env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error:")
+    assert not (out / "instruct").exists()
+
+
+def test_bad_train_steps_is_a_usage_error(tmp_path):
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(tmp_path / "p"), "--train", "0"])
+    assert result.returncode == 2 and "--train" in result.stderr

@@ -1,0 +1,90 @@
+"""`mi-mergekit demo --pair smollm2` on a reduced grid: 2 λ, one window, one ablation, 5 problems."""
+
+import csv
+import json
+
+import torch
+
+from common import console, load_model, run
+
+CONFIGS = ("mi_0", "mi_1", "mi_0.8_last2of3", "mi_0.8_nomlp")
+
+
+def test_reduced_reproduction(tmp_path, smollm2_pair):
+    out = tmp_path / "demo"
+    result = run([
+        console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
+        "--out", str(out), "--lambdas", "0,1", "--windows", "last2of3", "--modules", "nomlp",
+        "--limit", "5", "--n-samples", "2", "--max-new-tokens", "96", "--keep-models",
+    ], env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # every output file
+    assert len((out / "heldout.jsonl").read_text().splitlines()) == 5
+    difficulties = {json.loads(line)["difficulty"] for line in (out / "heldout.jsonl").read_text().splitlines()}
+    assert difficulties == {2, 3, 4, 5, 6}  # balanced over difficulties
+    assert sorted(p.stem for p in (out / "recipes").glob("*.yaml")) == sorted(CONFIGS)
+    for name in CONFIGS:
+        assert (out / "models" / name / "mi_plan.json").exists(), name
+        assert (out / "models" / name / "model.safetensors").stat().st_size > 500e6, name
+        run_dir = out / "runs" / name
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["n_questions"] == 5 and metrics["n_samples"] == 2 and metrics["label"] == name
+        assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 10
+    report = out / "report"
+    for name in ("report.md", "report.csv", "paper_table.csv", "variants.md", "variants.csv",
+                 "lambda_boxed.png", "timings.json"):
+        assert (report / name).stat().st_size > 0, name
+    assert not (report / "stages.json").exists()  # two λ are too few to find stages
+    with (report / "variants.csv").open() as handle:
+        rows = {row["Config"]: row for row in csv.DictReader(handle)}
+    assert rows["mi_0.8_last2of3"]["Layers"] == "[10,29]" and rows["mi_0.8_last2of3"]["Modules"] == "all"
+    assert rows["mi_0.8_nomlp"]["Layers"] == "all" and rows["mi_0.8_nomlp"]["Modules"] == "attention only"
+    assert set(rows) == {"mi_0.8_last2of3", "mi_0.8_nomlp"}
+    timings = json.loads((report / "timings.json").read_text())
+    assert set(timings["configs"]) == set(CONFIGS)
+    for name in CONFIGS:
+        assert "| " + name + " |" in result.stdout
+
+    # λ = 0 is SmolLM2-135M-Instruct bit for bit, λ = 1 the Thinking side
+    for name, side in (("mi_0", "instruct"), ("mi_1", "thinking")):
+        merged, reference = load_model(str(out / "models" / name)), load_model(str(smollm2_pair[side]))
+        assert merged.keys() == reference.keys()
+        for key in reference:
+            assert merged[key].dtype == reference[key].dtype and torch.equal(merged[key], reference[key]), key
+    # the window keeps layers 0..9 Instruct; the ablation keeps every MLP Instruct
+    window = load_model(str(out / "models" / "mi_0.8_last2of3"))
+    nomlp = load_model(str(out / "models" / "mi_0.8_nomlp"))
+    instruct = load_model(str(smollm2_pair["instruct"]))
+    for key, tensor in instruct.items():
+        layer = int(key.split(".")[2]) if key.startswith("model.layers.") else None
+        if layer is not None and layer < 10:
+            assert torch.equal(window[key], tensor), key
+        if ".mlp." in key:
+            assert torch.equal(nomlp[key], tensor), key
+        if ".self_attn." in key and key.endswith("_proj.weight"):
+            assert not torch.equal(nomlp[key], tensor), key
+
+
+def test_reduced_reproduction_resumes_and_drops_weights(tmp_path, smollm2_pair):
+    """Without --keep-models the 0.5 GB weights go once evaluated; a re-run reuses the samples."""
+    out = tmp_path / "demo"
+    args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
+            "--out", str(out), "--lambdas", "1", "--windows", "none", "--modules", "none",
+            "--limit", "2", "--n-samples", "1", "--max-new-tokens", "64"]
+    first = run(args, env={"HF_HUB_OFFLINE": "1"})
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert not list((out / "models" / "mi_1").glob("*.safetensors"))
+    assert (out / "models" / "mi_1" / "mi_plan.json").exists()
+    samples = (out / "runs" / "mi_1" / "samples.jsonl").read_text()
+    second = run(args, env={"HF_HUB_OFFLINE": "1"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (out / "runs" / "mi_1" / "samples.jsonl").read_text() == samples
+    assert not (out / "report" / "variants.md").exists()
+
+
+def test_unknown_window_is_a_usage_error(tmp_path):
+    result = run([console("mi-mergekit"), "demo", "--pair", "smollm2", "--out", str(tmp_path / "d"),
+                  "--windows", "last3of3"])
+    assert result.returncode == 2 and "last3of3" in result.stderr
+    assert not (tmp_path / "d").exists()
