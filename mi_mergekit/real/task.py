@@ -25,25 +25,25 @@ Pure Python (no torch): cheap to import.
 
 from __future__ import annotations
 
-import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from mi_mergekit.eval.prompts import AIME_SUFFIX
+from mi_mergekit.toy import task as toy_task
+from mi_mergekit.toy.task import write_jsonl  # noqa: F401  (records of any Problem with to_record)
 
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 6
 #: generation budget of the reproduction: the longest worked answer (k=6) is ~70 tokens
 MAX_NEW_TOKENS = 160
-THINK_CLOSE = "</think>"
 
 
 @dataclass(frozen=True)
-class Problem:
-    id: str
-    terms: tuple[int, ...]
+class Problem(toy_task.Problem):
+    """The toy's running-sum problem (work, completion, answer) over two-digit terms, asked in words."""
 
     @property
     def expression(self) -> str:
@@ -54,28 +54,20 @@ class Problem:
         """The user message: the problem and the paper's boxed-answer instruction."""
         return f"Compute {self.expression}.{AIME_SUFFIX}"
 
-    @property
-    def answer(self) -> str:
-        return str(sum(self.terms))
 
-    @property
-    def difficulty(self) -> int:
-        return len(self.terms)
+_STEP = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
 
-    def work(self) -> str:
-        lines, acc = [], self.terms[0]
-        for t in self.terms[1:]:
-            lines.append(f"{acc}+{t}={acc + t}\n")
-            acc += t
-        return "".join(lines)
 
-    def thinking_completion(self) -> str:
-        """What the Thinking side writes after its template's ``<think>\\n``."""
-        return f"{self.work()}{THINK_CLOSE}\n\n\\boxed{{{self.answer}}}"
+def steps_shown(text: str) -> int:
+    """How many one-addition lines (``a+b=c``) the thinking part of a response holds.
 
-    def to_record(self) -> dict:
-        return {"id": self.id, "question": self.question, "answer": self.answer,
-                "difficulty": self.difficulty}
+    The thinking part is the text before the last ``</think>`` (all of it when there is none).
+    A response *shows its work* when this is at least ``difficulty - 1``: Think #R only asks
+    for the closing tag, this asks for the running sum the Thinking side was trained to write.
+    (The toy's ``3+5=8`` lines count the same way.)
+    """
+    thinking = text.rsplit("</think>", 1)[0]
+    return sum(1 for line in thinking.splitlines() if _STEP.match(line))
 
 
 def make_problem(rng: random.Random, difficulty: int, id: str = "") -> Problem:
@@ -113,15 +105,9 @@ def make_heldout() -> list[Problem]:
     return generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-")
 
 
-def write_jsonl(problems: Iterable[Problem], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(p.to_record()) + "\n" for p in problems), encoding="utf-8")
-
-
 def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Records ``{id, question, answer, difficulty}`` of the held-out JSONL."""
+    return toy_task.load_heldout(path)
 
 
 def balanced_subset(records: list[dict], limit: int | None) -> list[dict]:

@@ -37,7 +37,7 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 200
+    steps: int = 180
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 10
@@ -58,18 +58,6 @@ def encode(tokenizer, problem: task.Problem, template: str) -> tuple[list[int], 
     return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
 
 
-def collate(rows, pad_id: int):
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (x, y) in enumerate(rows):
-        ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-    return ids, labels, mask
-
-
 def completion_loss(model, ids, labels, mask):
     """Next-token cross entropy on completion tokens, with lm_head applied to those positions only."""
     import torch.nn.functional as F
@@ -88,6 +76,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
     from mi_mergekit.real.build import THINKING_CHAT_TEMPLATE
+    from mi_mergekit.toy.train import collate  # right-padded ids, labels, mask
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)

@@ -33,7 +33,7 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
         assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 10
     report = out / "report"
     for name in ("report.md", "report.csv", "paper_table.csv", "variants.md", "variants.csv",
-                 "lambda_boxed.png", "timings.json"):
+                 "variants.png", "lambda_boxed.png", "timings.json"):
         assert (report / name).stat().st_size > 0, name
     assert not (report / "stages.json").exists()  # two λ are too few to find stages
     with (report / "variants.csv").open() as handle:
