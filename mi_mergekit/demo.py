@@ -164,9 +164,14 @@ def toy_pair() -> DemoPair:
 def smollm2_pair(pair_dir: Path, wheel: Optional[Path]) -> DemoPair:
     from mi_mergekit import real
     from mi_mergekit.real import task
-    from mi_mergekit.real.build import build_pair
+    from mi_mergekit.real.build import build_pair, built_pair
 
-    record = build_pair(pair_dir, wheel=wheel, log=lambda m: click.echo(f"[smollm2] {m}", err=True))
+    record = built_pair(pair_dir)  # any finished build (e.g. one with a retrained adapter) is used as is
+    if record is None:
+        record = build_pair(pair_dir, wheel=wheel, log=lambda m: click.echo(f"[smollm2] {m}", err=True))
+    elif not record["verified"]:
+        click.echo(f"[smollm2] using the pair in {pair_dir} (adapter {record['adapter']}; not the shipped one)",
+                   err=True)
     return DemoPair("smollm2", pair_dir / "instruct", pair_dir / "thinking", task.load_heldout(),
                     "0:1:0.2", paper_windows(real.NUM_LAYERS), n_samples=4,
                     max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=25, limit=50, provenance=record)

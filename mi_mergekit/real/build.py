@@ -79,6 +79,7 @@ def tensor_digest(folder: Path) -> str:
 
     Independent of how the files are split or what metadata the writer put in the header.
     """
+    import torch
     from safetensors import safe_open
 
     tensors = {}
@@ -91,7 +92,7 @@ def tensor_digest(folder: Path) -> str:
         with safe_open(str(tensors[name][0]), "pt") as handle:
             tensor = handle.get_tensor(name).contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -290,11 +291,13 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
     """
     out = Path(out)
     verify = not from_hub and train_config is None and Path(adapter) == real.ADAPTER_DIR
-    if verify:
-        existing = built_pair(out)
-        if existing is not None and existing["digests"] == expected_checksums()["digests"]:
+    existing = built_pair(out)
+    if existing is not None:
+        if verify and existing["digests"] == expected_checksums()["digests"]:
             log(f"pair already built and verified in {out}")
             return existing
+        raise BuildError(f"{out} already holds a built pair ({out / PAIR_FILE}) other than the one asked for; "
+                         f"build into another folder, or delete that one first")
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     timings: Dict[str, float] = {}
@@ -336,7 +339,6 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
                         f"({CHECKSUMS_PATH}); nothing was published in {out}")
             log("checksums of both sides match checksums.json")
         else:
-            (staging / ("adapter" if train_config is not None else ".")).mkdir(exist_ok=True)
             log("checksums recorded, not verified (" + ("hub weights" if from_hub else "new adapter") + ")")
         record = {"source": source, "adapter": str(adapter), "verified": verify, "digests": digests,
                   "timings": timings}

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +136,18 @@ def test_hub_source_fails_cleanly_offline(tmp_path):
 def test_bad_train_steps_is_a_usage_error(tmp_path):
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(tmp_path / "p"), "--train", "0"])
     assert result.returncode == 2 and "--train" in result.stderr
+
+
+def test_a_different_pair_in_out_is_never_replaced(tmp_path, smollm2_pair):
+    """A folder holding another finished build (e.g. one with a retrained adapter) is refused, untouched."""
+    out = tmp_path / "other"
+    shutil.copytree(smollm2_pair["out"], out)
+    shutil.rmtree(out / "thinking")
+    shutil.copytree(out / "instruct", out / "thinking")  # another Thinking side, with its own record
+    record = json.loads((out / "pair.json").read_text())
+    record["verified"], record["digests"]["thinking"] = False, build.tensor_digest(out / "thinking")
+    (out / "pair.json").write_text(json.dumps(record))
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out)], env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and "already holds a built pair" in result.stderr
+    assert build.tensor_digest(out / "thinking") == record["digests"]["thinking"]
+    assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]
