@@ -177,28 +177,36 @@ def smollm2_pair(pair_dir: Path, wheel: Optional[Path]) -> DemoPair:
                     max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=25, limit=50, provenance=record)
 
 
+def _write_table(out: Path, stem: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``out/<stem>.csv`` and ``out/<stem>.md`` (``intro`` above the table); returns the Markdown."""
+    from mi_mergekit.eval.report import markdown
+
+    with (out / f"{stem}.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    text = f"{intro}\n\n" + markdown(header, rows)
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    return text
+
+
 def variants_table(configs: Sequence[DemoConfig], runs: Sequence[Path], out: Path) -> str:
     """``variants.md`` / ``variants.csv``: the λ=0.8 whole model, each window and each ablation."""
+    from mi_mergekit.eval.runner import load_run
+
     header = ["Config", "Layers", "Modules", "Mean@n", "Pass@n", "Token #N", "Think #R"]
     rows = []
     for config, run in zip(configs, runs):
         if config.lam != VARIANT_LAMBDA:
             continue
-        m = json.loads((run / "metrics.json").read_text())
+        m = load_run(run)["metrics"]
         params = config.parameters
         layers = (f"[{params['layer_start']},{params['layer_end']}]" if "layer_start" in params else "all")
         modules = {"mlp": "attention only", "attention": "MLP only"}.get(params.get("exclude_modules"), "all")
-        rows.append([config.name, layers, modules, f"{100 * m['mean']:.1f}", f"{100 * m['pass@k'][str(m['n_samples'])]:.1f}",
+        rows.append([config.name, layers, modules, f"{100 * m['mean']:.1f}", f"{100 * m['pass@k'][m['n_samples']]:.1f}",
                      f"{m['tokens_mean']:.1f}", f"{100 * m['think_ratio']:.1f}"])
-    with (out / "variants.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    from mi_mergekit.eval.report import markdown
-
-    text = f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g} (n = samples per question):\n\n"
-    text += markdown(header, rows)
-    (out / "variants.md").write_text(text, encoding="utf-8")
+    text = _write_table(out, "variants", f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g} "
+                        "(n = samples per question):", header, rows)
     plot_variants(rows, out / "variants.png")
     return text
 
@@ -206,7 +214,7 @@ def variants_table(configs: Sequence[DemoConfig], runs: Sequence[Path], out: Pat
 def work_table(configs: Sequence[DemoConfig], runs: Sequence[Path], records: Sequence[dict], out: Path) -> str:
     """``task.md`` / ``task.csv``: per config, Work #R (% of responses whose thinking holds the full
     running sum, :func:`mi_mergekit.real.task.steps_shown`) and accuracy per difficulty."""
-    from mi_mergekit.eval.report import markdown
+    from mi_mergekit.eval.store import GRADES_FILE, SAMPLES_FILE, SampleStore, read_jsonl
     from mi_mergekit.real.task import steps_shown
 
     difficulty = {r["id"]: int(r["difficulty"]) for r in records}
@@ -214,22 +222,15 @@ def work_table(configs: Sequence[DemoConfig], runs: Sequence[Path], records: Seq
     header = ["Config", "Work #R"] + [f"Acc k={k}" for k in levels]
     rows = []
     for config, run in zip(configs, runs):
-        samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines() if line.strip()]
-        grades = [json.loads(line) for line in (run / "grades.jsonl").read_text().splitlines() if line.strip()]
+        samples, grades = SampleStore(run / SAMPLES_FILE).samples(), read_jsonl(run / GRADES_FILE)
         shown = [steps_shown(s["text"]) >= difficulty[s["question_id"]] - 1 for s in samples]
         by_level: Dict[int, List[bool]] = {}
         for grade in grades:
             by_level.setdefault(difficulty[grade["question_id"]], []).append(bool(grade["correct"]))
         rows.append([config.name, f"{100 * sum(shown) / len(shown):.1f}"]
                     + [f"{100 * sum(by_level[k]) / len(by_level[k]):.1f}" if by_level.get(k) else "" for k in levels])
-    with (out / "task.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    text = ("Work #R: % of responses whose thinking writes the whole running sum (k−1 lines a+b=c); "
-            "accuracy (% of samples) by number of terms k:\n\n" + markdown(header, rows))
-    (out / "task.md").write_text(text, encoding="utf-8")
-    return text
+    return _write_table(out, "task", "Work #R: % of responses whose thinking writes the whole running sum "
+                        "(k−1 lines a+b=c); accuracy (% of samples) by number of terms k:", header, rows)
 
 
 def plot_variants(rows: Sequence[Sequence[str]], path: Path) -> Path:

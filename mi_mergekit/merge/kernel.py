@@ -9,10 +9,11 @@ Precision: float32 (float64 inputs stay float64), one rounding to the output
 dtype at the end. The end points are the inputs themselves: λ = 0 gives Θ_I and
 λ = 1 gives Θ_T bit for bit (rounded to the output dtype), as the method defines
 them; Θ_I + 1·(Θ_T − Θ_I) would not be Θ_T in float32 arithmetic (it is off by
-rounding wherever Θ_T − Θ_I is inexact, e.g. for float32 checkpoints). Operation order (delta, scale, add base — no fused
-multiply-add) is the order of mergekit's stock ``task_arithmetic``, so the two
-agree bit for bit. Every function is element-wise, so any slice of a tensor can
-be computed on its own and gives the same bits as the whole tensor.
+rounding wherever Θ_T − Θ_I is inexact, e.g. for float32 checkpoints). Between
+them, the operation order (delta, scale, add base — no fused multiply-add) is the
+order of mergekit's stock ``task_arithmetic``, so the two agree bit for bit. Every
+function is element-wise, so any slice of a tensor can be computed on its own and
+gives the same bits as the whole tensor.
 """
 
 from __future__ import annotations

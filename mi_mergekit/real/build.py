@@ -79,20 +79,21 @@ def tensor_digest(folder: Path) -> str:
 
     Independent of how the files are split or what metadata the writer put in the header.
     """
+    import contextlib
+
     import torch
     from safetensors import safe_open
 
-    tensors = {}
-    for file in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(file), "pt") as handle:
-            for name in handle.keys():
-                tensors[name] = (file, name)
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        with safe_open(str(tensors[name][0]), "pt") as handle:
-            tensor = handle.get_tensor(name).contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    with contextlib.ExitStack() as stack:
+        where = {}  # tensor name -> the open file that holds it
+        for file in sorted(Path(folder).glob("*.safetensors")):
+            handle = stack.enter_context(safe_open(str(file), "pt"))
+            where.update(dict.fromkeys(handle.keys(), handle))
+        digest = hashlib.sha256()
+        for name in sorted(where):
+            tensor = where[name].get_tensor(name).contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -208,9 +209,10 @@ def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
     for file in sorted(instruct.iterdir()):
         if file.suffix != ".safetensors":
             shutil.copy2(file, out / file.name)
-    touched = 0
+    touched, names = 0, set()
     for file in sorted(instruct.glob("*.safetensors")):
         state = load_file(str(file))
+        names.update(state)
         for name in list(state):
             if name in deltas:
                 weight = state[name]
@@ -220,7 +222,7 @@ def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
                 state[name] = (weight.to(torch.float64) + deltas[name]).to(weight.dtype)
                 touched += 1
         save_file(state, str(out / file.name), metadata={"format": "pt"})
-    missing = sorted(set(deltas) - {n for f in instruct.glob("*.safetensors") for n in load_file(str(f))})
+    missing = sorted(set(deltas) - names)
     if missing:
         raise BuildError(f"the adapter adapts weights the model does not have: {missing[:3]}")
     write_thinking_files(out)
@@ -247,8 +249,12 @@ def record_checksums(instruct: Path, adapter_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(dir=adapter_dir) as scratch:
         apply_adapter(Path(instruct), Path(adapter_dir), Path(scratch) / "thinking")
         digests = {"instruct": tensor_digest(Path(instruct)), "thinking": tensor_digest(Path(scratch) / "thinking")}
-    (Path(adapter_dir) / "checksums.json").write_text(json.dumps({"digests": digests}, indent=1) + "\n")
+    write_checksums(Path(adapter_dir), digests)
     return digests
+
+
+def write_checksums(adapter_dir: Path, digests: dict) -> None:
+    (adapter_dir / "checksums.json").write_text(json.dumps({"digests": digests}, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------
@@ -343,7 +349,7 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
         record = {"source": source, "adapter": str(adapter), "verified": verify, "digests": digests,
                   "timings": timings}
         if train_config is not None:
-            (staging / "adapter" / "checksums.json").write_text(json.dumps({"digests": digests}, indent=1) + "\n")
+            write_checksums(staging / "adapter", digests)
         for name in ("instruct", "thinking", "adapter"):
             if (staging / name).exists():
                 if (out / name).exists():
