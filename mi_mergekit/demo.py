@@ -117,8 +117,10 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
     recipe = recipe_dir / f"{config.name}.yaml"
     recipe.write_text(yaml.safe_dump({
         "merge_method": "model_interpolation",
-        "base_model": str(instruct),
-        "models": [{"model": str(thinking)}],
+        # absolute: the recipe works from any folder, and mergekit's model card would take a
+        # relative "dir/name" for a hub repo id and ask the hub about it (fatal offline)
+        "base_model": str(Path(instruct).resolve()),
+        "models": [{"model": str(Path(thinking).resolve())}],
         "parameters": {"lambda": config.lam, **config.parameters},
         "dtype": "float32",
     }, sort_keys=False))

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import torch
 
@@ -67,17 +68,20 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
 
 
 def test_reduced_reproduction_resumes_and_drops_weights(tmp_path, smollm2_pair):
-    """Without --keep-models the 0.5 GB weights go once evaluated; a re-run reuses the samples."""
+    """Without --keep-models the 0.5 GB weights go once evaluated; a re-run reuses the samples.
+    Relative --pair-dir / --out of the "dir/name" shape, as the README's default ones, and no
+    hub at all (the offline flag unset, so a hub lookup would fail on the network)."""
     out = tmp_path / "demo"
-    args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
-            "--out", str(out), "--lambdas", "1", "--windows", "none", "--modules", "none",
+    os.symlink(smollm2_pair["out"], tmp_path / "pair")  # so the sides are "pair/instruct", "pair/thinking"
+    args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", "pair",
+            "--out", "demo", "--lambdas", "1", "--windows", "none", "--modules", "none",
             "--limit", "2", "--n-samples", "1", "--max-new-tokens", "64"]
-    first = run(args, env={"HF_HUB_OFFLINE": "1"})
+    first = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert first.returncode == 0, first.stderr[-3000:]
     assert not list((out / "models" / "mi_1").glob("*.safetensors"))
     assert (out / "models" / "mi_1" / "mi_plan.json").exists()
     samples = (out / "runs" / "mi_1" / "samples.jsonl").read_text()
-    second = run(args, env={"HF_HUB_OFFLINE": "1"})
+    second = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert second.returncode == 0, second.stderr[-3000:]
     assert (out / "runs" / "mi_1" / "samples.jsonl").read_text() == samples
     assert not (out / "report" / "variants.md").exists()
