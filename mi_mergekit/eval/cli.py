@@ -24,7 +24,7 @@ from mi_mergekit.eval.backends import BACKENDS
 from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
 from mi_mergekit.eval.decoding import PRESETS
 from mi_mergekit.eval.graders import GRADERS
-from mi_mergekit.eval.grading import GRADING_MODES
+from mi_mergekit.eval.grading import GRADING_MODES, POSTPROCESS
 
 
 class _JSONObject(click.ParamType):
@@ -68,6 +68,11 @@ def _parse_columns(values) -> dict:
                    "whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first ANSWER match) — "
                    "default for aime25/ifeval/gpqa; strict: this harness's stricter rules — default for boxed. "
                    "With --grade-only: re-grade in this mode (default: the run's).")
+@click.option("--postprocess", type=click.Choice(["auto", *POSTPROCESS]), default="auto", show_default=True,
+              help="paper grading: non-reasoning = OpenCompass's extract_non_reasoning_content (the paper's Thinking "
+                   "and merged models), none = the raw response (the paper's Instruct model); auto = the paper's "
+                   "grouping: none for --decoding instruct with a template that opens no think block. "
+                   "With --grade-only: re-grade with this (default: the run's).")
 @click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking", show_default=True)
 @click.option("--temperature", type=float, help="Override the preset's temperature.")
 @click.option("--top-p", type=float, help="Override the preset's top_p.")
@@ -95,6 +100,10 @@ def _parse_columns(values) -> dict:
 @click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="openai: bearer token.")
 @click.option("--extra-body", type=JSON_OBJECT, metavar="JSON",
               help='openai: merged into every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": true}}\'.')
+@click.option("--drop-unsupported", is_flag=True,
+              help="openai: send only the sampling fields the server takes (e.g. no top_k for the OpenAI API or "
+                   "transformers serve); what is dropped is recorded in run.json and shown in the report as a "
+                   "deviation from the paper's decoding. Without it, a refused field stops the run before generating.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="openai: requests in flight.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="openai: seconds of silence allowed between streamed chunks (never bounds a whole generation).")
@@ -118,7 +127,8 @@ def eval_command(**opts):
 
     if opts["grade_only"]:
         summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"],
-                            grading=opts["grading"])
+                            grading=opts["grading"],
+                            postprocess=None if opts["postprocess"] == "auto" else opts["postprocess"])
         _echo_summary(summary, Path(opts["out_dir"]))
         return
     if not opts["model_path"] or not opts["dataset"]:
@@ -144,6 +154,7 @@ def eval_command(**opts):
         system_prompt=opts["system_prompt"],
         progress=not opts["no_progress"],
         grading=opts["grading"],
+        postprocess=opts["postprocess"],
     )
     _echo_summary(load_run(run_dir)["metrics"], run_dir)
 
@@ -169,7 +180,8 @@ def _backend_options(opts) -> dict:
     return dict(base_url=list(opts["base_urls"]), served_model=opts["served_model"], api=opts["api"],
                 concurrency=opts["concurrency"], timeout=opts["timeout"], connect_timeout=opts["connect_timeout"],
                 retries=opts["retries"], api_key=opts["api_key"], extra_body=opts["extra_body"],
-                samples_per_request=opts["samples_per_request"], tokenizer_path=opts["tokenizer_path"])
+                samples_per_request=opts["samples_per_request"], tokenizer_path=opts["tokenizer_path"],
+                drop_unsupported=opts["drop_unsupported"])
 
 
 def _echo_summary(m: dict, run_dir: Path) -> None:
@@ -181,6 +193,8 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
         f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  "
         f"[{m.get('grading', 'strict')} grading]  -> {run_dir}"
     )
+    for deviation in m.get("decoding_deviations") or ():
+        click.echo(f"  decoding deviation: {deviation}", err=True)
 
 
 @click.command("report")

@@ -22,7 +22,14 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class Decoding:
-    """Sampling settings. ``temperature == 0`` means greedy decoding."""
+    """Sampling settings. ``temperature == 0`` means greedy decoding.
+
+    ``top_k`` / ``min_p`` None means *off* (no top-k / min-p filtering) on every backend:
+    each sends the value that switches the filter off (transformers 0 / 0.0, vLLM 0 / 0.0,
+    servers -1 / 0.0), so neither a model's ``generation_config.json`` nor a server's own
+    default fills it in unseen (``vllm serve`` and ``transformers serve`` would: Qwen3 has
+    top_k 20 there). A server that does not take the field at all is recorded as such.
+    """
 
     name: str
     temperature: float

@@ -37,6 +37,16 @@ IFEval                       prompt-level strict on the post-processed  prompt-l
 
 Think #R (``</think>`` present) and Token #N do not depend on the mode.
 
+**Post-processing** (``postprocess``, ``paper`` grading only). The paper's configs apply
+``extract_non_reasoning_content`` only to the Thinking and merged models; the Instruct model's
+responses are graded as they are (``evaluation/qwen3_AIME.py``, ``qwen3_ifeval_gpqa.py``: the
+``pred_postprocessor`` sits on the Thinking models alone). ``non-reasoning`` applies it,
+``none`` grades the raw text; the default, ``auto``, takes the paper's grouping: ``none`` for a
+run decoded with the ``instruct`` preset whose chat template opens no think block (the Instruct
+model; a merged model carries the Thinking template, so a decoding ablation on it keeps the
+post-processor), ``non-reasoning`` otherwise. The choice is recorded in ``run.json``
+(``postprocess``); ``--grade-only --postprocess …`` re-grades under the other.
+
 ``paper`` is the default for the paper's benchmarks (aime25, ifeval, gpqa); ``strict`` for
 custom ones (``boxed``). A run records the mode in ``run.json`` (``grading``) and its
 metrics in ``metrics.json``; ``mi-mergekit eval --out RUN --grade-only --grading MODE``
@@ -52,6 +62,27 @@ from typing import Optional
 GRADING_MODES = ("paper", "strict")
 #: mode of a run written before grading modes existed (its metrics were graded this way)
 LEGACY_GRADING = "strict"
+
+
+#: what ``paper`` grading does to a response before its graders (module docstring)
+POSTPROCESS = ("non-reasoning", "none")
+#: the post-processing of runs written before it was recorded: every response post-processed
+LEGACY_POSTPROCESS = "non-reasoning"
+
+
+def check_postprocess(value: Optional[str]) -> Optional[str]:
+    """``value`` if it is a post-processing choice (``auto`` and None mean: decide per run)."""
+    if value in (None, "auto"):
+        return None
+    if value not in POSTPROCESS:
+        raise ValueError(f"unknown post-processing {value!r}; choose from {['auto', *POSTPROCESS]}")
+    return value
+
+
+def default_postprocess(decoding_name: str, template_opens_think: bool) -> str:
+    """The paper's grouping: no post-processor for the Instruct model (``instruct`` decoding, a
+    template that opens no think block), ``extract_non_reasoning_content`` for the rest."""
+    return "none" if decoding_name == "instruct" and not template_opens_think else "non-reasoning"
 
 
 def check_grading(mode: Optional[str]) -> Optional[str]:

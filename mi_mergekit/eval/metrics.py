@@ -17,8 +17,9 @@ Definitions (fractions in [0, 1] in the JSON files; the report prints percent):
   majority answer means nothing (IFEval) leave ``vote@k`` empty.
 - **Think #R** -- fraction of responses containing ``</think>``.
 - **Token #N** -- generated tokens per response, mean and median.
-- **Truncation rate** -- fraction of responses that stopped at the token budget
-  (``finish_reason == "length"``), reported separately from Think #R, along with
+- **Truncation rate** -- fraction of responses that stopped at a limit instead of ending
+  their turn: the token budget (``finish_reason == "length"``) or a server's repetition
+  detector (vLLM's ``"repetition"``), reported separately from Think #R, along with
   the rate of unterminated thinking.
 - **Standard errors** of the run's Mean@k and Pass@k (``stderr``): see
   :data:`STDERR_METHOD`. ``None`` with a single question.
@@ -31,6 +32,8 @@ import statistics
 from collections import Counter
 from math import comb
 from typing import Iterable, Optional, Sequence
+
+from mi_mergekit.eval.backends.base import is_cut_off
 
 
 #: how ``stderr`` is computed (recorded in metrics.json beside the numbers)
@@ -104,7 +107,7 @@ def question_metrics(grades: Sequence[dict]) -> dict:
         "scores": {name: _mean(g.get("scores", {}).get(name, 0.0) for g in grades) for name in score_names},
         "think_ratio": _mean(g["has_think_close"] for g in grades),
         "unterminated_rate": _mean(g["unterminated"] for g in grades),
-        "truncation_rate": _mean(g["finish_reason"] == "length" for g in grades),
+        "truncation_rate": _mean(is_cut_off(g["finish_reason"]) for g in grades),
         "tokens_mean": _mean(tokens),
         "tokens_median": float(statistics.median(tokens)),
     }
@@ -142,7 +145,7 @@ def run_metrics(grades: Iterable[dict]) -> dict:
         "scores": {name: _mean(q["scores"].get(name, 0.0) for q in questions) for name in score_names},
         "think_ratio": _mean(g["has_think_close"] for g in all_grades),
         "unterminated_rate": _mean(g["unterminated"] for g in all_grades),
-        "truncation_rate": _mean(g["finish_reason"] == "length" for g in all_grades),
+        "truncation_rate": _mean(is_cut_off(g["finish_reason"]) for g in all_grades),
         "tokens_mean": _mean(tokens),
         "tokens_median": float(statistics.median(tokens)),
         "stderr": {

@@ -16,8 +16,10 @@ labelled ``paper: <method>``; accuracies of the runs are then printed with the
 reference's decimals (Table 2: one, Table 5: two). When the runs of a benchmark (and
 the reference) do not share one sample count, the header says ``@n`` and each cell
 carries its own ``(@k)``. Under the table, one line names each benchmark's grading
-mode(s) and the runs graded in each (``paper`` / ``strict``,
-:mod:`mi_mergekit.eval.grading`).
+mode(s) and the runs graded in each (``paper`` / ``strict``, ``paper (raw)`` where the
+paper's Instruct-side rule skipped the post-processor, :mod:`mi_mergekit.eval.grading`),
+and one line per run whose samples deviate from its decoding settings (a sampling field
+the server did not take, ``--drop-unsupported``; :mod:`mi_mergekit.eval.backends.openai_http`).
 
 ``thinking_run=LABEL`` adds the **Length Ratio** of the paper's Figure 5: each run's
 Token #N relative to that of the run labelled ``LABEL`` (the Thinking model) on the
@@ -148,7 +150,7 @@ def table(runs: Sequence[dict], separate_se: bool = False, thinking_run: Optiona
                 if cells is None:
                     line.append("")
                 elif column == "Grading":
-                    line.append(m.get("grading", "strict"))
+                    line.append(grading_text(m))
                 elif column == "Len. Ratio":
                     ratio = ratios.get((label, bench))
                     line.append("" if ratio is None else f"{ratio:.2f}")
@@ -164,6 +166,12 @@ def table(runs: Sequence[dict], separate_se: bool = False, thinking_run: Optiona
                     line.append("" if se is None else f"{se:.1f}")
         body.append(line)
     return header, body
+
+
+def grading_text(metrics: dict) -> str:
+    """The grading mode of a run, with ``raw`` when paper grading skipped OpenCompass's post-processor."""
+    mode = metrics.get("grading", "strict")
+    return f"{mode} (raw)" if mode == "paper" and metrics.get("postprocess") == "none" else mode
 
 
 def _paper_order(benchmarks: Sequence[str]) -> List[str]:
@@ -219,7 +227,7 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
                 acc += f" (@{n})"
             line += [acc, f"{m['tokens_mean']:.0f}", f"{100 * m['think_ratio']:.1f}"]
             if with_grading:
-                line.append(m.get("grading", "strict"))
+                line.append(grading_text(m))
         body.append(line)
     for method, cells in reference.items():
         line = [f"paper: {method}"]
@@ -236,10 +244,15 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
         modes: Dict[str, List[str]] = {}
         for label, row in rows.items():
             if bench in row:
-                modes.setdefault(row[bench].get("grading", "strict"), []).append(label)
+                modes.setdefault(grading_text(row[bench]), []).append(label)
         if modes:
             parts = [f"{mode} ({', '.join(labels)})" for mode, labels in modes.items()]
             notes.append(f"- {BENCHMARKS[bench].title} grading: " + "; ".join(parts))
+    for label, row in rows.items():
+        for bench, m in row.items():
+            if m.get("decoding_deviations"):
+                notes.append(f"- **decoding deviation** of {label} on {BENCHMARKS[bench].title} from its "
+                             f"{m['decoding']} settings: " + "; ".join(m["decoding_deviations"]))
     if reference:
         notes.append(f"- `paper:` rows: arXiv 2510.10977, {paper.REFERENCES[paper_reference][1]}, as printed; "
                      "graded by the paper with OpenCompass (= `--grading paper`); 64 samples on AIME'25, 8 on the others")

@@ -39,14 +39,17 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, make_backend
+from mi_mergekit.eval.backends.base import is_cut_off
 from mi_mergekit.eval.benchmarks import get_benchmark
 from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
 from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
 from mi_mergekit.eval.graders import check_requirements, get_grader
-from mi_mergekit.eval.grading import LEGACY_GRADING, check_grading
+from mi_mergekit.eval.grading import (LEGACY_GRADING, LEGACY_POSTPROCESS, check_grading, check_postprocess,
+                                      default_postprocess)
 from mi_mergekit.eval.metrics import run_metrics
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.thinking import split_response
+from mi_mergekit.runlock import LOCK_FILE, run_lock
 
 FORMAT_VERSION = 1
 #: run.json keys that determine the samples; a resume must not change them
@@ -63,6 +66,8 @@ GENERATION_KEYS = (
     "backend_name",
     "chunk_size",
     "gpqa_options",
+    "gpqa_prompt",
+    "sampling_not_sent",
 )
 
 
@@ -77,7 +82,7 @@ class ModelFolderError(ValueError):
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 #: what `mi-mergekit eval` writes into a run folder (anything else: not a run folder)
 RUN_FOLDER_FILES = {st.RUN_FILE, st.PROMPTS_FILE, st.SAMPLES_FILE, st.GRADES_FILE, st.METRICS_FILE,
-                    st.QUESTIONS_FILE}
+                    st.QUESTIONS_FILE, LOCK_FILE}
 
 
 def check_model_folder(model_path: Union[str, Path]) -> None:
@@ -169,6 +174,7 @@ def evaluate(
     system_prompt: Optional[str] = None,
     progress: bool = True,
     grading: Optional[str] = None,
+    postprocess: Optional[str] = None,
 ) -> Path:
     """Generate (or resume) and grade one (model, benchmark) run; returns the run directory.
 
@@ -177,7 +183,12 @@ def evaluate(
     ``max_new_tokens``. ``backend`` is a name (``transformers``, ``vllm``,
     ``openai``) with ``backend_options`` for its constructor, or a ready
     :class:`~mi_mergekit.eval.backends.Backend`. ``grading``: ``paper`` | ``strict``
-    (default: the benchmark's, see :mod:`mi_mergekit.eval.grading`).
+    (default: the benchmark's, see :mod:`mi_mergekit.eval.grading`); ``postprocess``: what
+    ``paper`` grading does to a response first (:data:`~mi_mergekit.eval.grading.POSTPROCESS`;
+    default: the paper's config, none for the Instruct model's ``instruct`` decoding).
+
+    One process writes ``out_dir`` at a time (:mod:`mi_mergekit.runlock`); a second one
+    stops before generating.
     """
     bench = get_benchmark(benchmark)
     grading = check_grading(grading) or bench.grading
@@ -197,28 +208,44 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out)
 
-    if isinstance(backend, str):
-        backend = make_backend(backend, str(model_path), **(backend_options or {}))
-    try:
-        config = _run_config(
-            model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
-            split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
-            shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading, gpqa_options=gpqa_options,
-        )
-        _check_resume(out, config)
-        st.write_json(out / st.RUN_FILE, config)
-        prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt,
-                                 gpqa_options=gpqa_options or "shuffle") for e in examples]
-        st.write_jsonl(out / st.PROMPTS_FILE, prompts)
-        started = time.monotonic()
-        added, tokens = generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed,
-                                         str(model_path), progress)
-        config["timing"] = _timing(config.get("timing"), time.monotonic() - started, added, tokens)
-        st.write_json(out / st.RUN_FILE, config)
-    finally:
-        backend.close()
-    grade_run(out, progress=progress)
+    with run_lock(out, "mi-mergekit eval"):
+        if isinstance(backend, str):
+            backend = make_backend(backend, str(model_path), **(backend_options or {}))
+        try:
+            prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt,
+                                     gpqa_options=gpqa_options or "shuffle") for e in examples]
+            store = st.SampleStore(out / st.SAMPLES_FILE)
+            todo = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store, getattr(backend, "prompt_batch", 1))
+            # what the backend makes of these settings, checked before anything is stored
+            server = backend.prepare(todo[0], decoding, max_new_tokens) if todo else None
+            config = _run_config(
+                model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
+                split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
+                shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading, gpqa_options=gpqa_options,
+                gpqa_prompt=GPQA_PROMPTS.get(gpqa_options), server=server,
+                sampling_not_sent=sampling_not_sent(server),
+                postprocess=check_postprocess(postprocess) or default_postprocess(
+                    decoding.name, any(p["prompt_opens_think"] for p in prompts)),
+            )
+            _check_resume(out, config)
+            st.write_json(out / st.RUN_FILE, config)
+            st.write_jsonl(out / st.PROMPTS_FILE, prompts)
+            started = time.monotonic()
+            added, tokens = generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed,
+                                             str(model_path), progress)
+            config["timing"] = _timing(config.get("timing"), time.monotonic() - started, added, tokens)
+            if todo:
+                config["server"] = backend.report()
+            st.write_json(out / st.RUN_FILE, config)
+        finally:
+            backend.close()
+        grade_run(out, progress=progress)
     return out
+
+
+#: how GPQA prompts are written for each option order (run.json ``gpqa_prompt``): ``opencompass``
+#: is OpenCompass's text byte for byte, ``raw`` the same text with the options shuffled
+GPQA_PROMPTS = {"rotate": "opencompass", "shuffle": "raw"}
 
 
 def gpqa_option_order(kind: str, grading: str) -> Optional[str]:
@@ -293,10 +320,21 @@ def _versions() -> dict:
     return found
 
 
+def sampling_not_sent(server: Optional[dict]) -> List[str]:
+    """The sampling fields of the decoding that a server did not take (run.json ``sampling_not_sent``)."""
+    from mi_mergekit.eval.backends.openai_http import SAMPLING_EXTENSIONS
+
+    return sorted(f for f in (server or {}).get("not_sent", {}) if f in SAMPLING_EXTENSIONS)
+
+
 def _stored(old: dict, key: str):
     """A run.json setting, with the value runs written before it existed implied."""
     if key == "gpqa_options" and key not in old:
         return "shuffle" if old.get("benchmark") == "gpqa" else None  # GPQA options were always shuffled
+    if key == "gpqa_prompt" and key not in old:  # GPQA text was stripped before the raw OpenCompass prompt
+        return "stripped" if old.get("benchmark") == "gpqa" else None
+    if key == "sampling_not_sent" and key not in old:
+        return []
     return old.get(key)
 
 
@@ -305,6 +343,9 @@ def _check_resume(out: Path, config: dict) -> None:
     if not path.exists():
         return
     old = st.read_json(path)
+    if config.get("server") is None and old.get("server") is not None:
+        # nothing left to generate, so no server was asked: what it was asked before stands
+        config["server"], config["sampling_not_sent"] = old["server"], _stored(old, "sampling_not_sent")
     diffs = [k for k in GENERATION_KEYS if _stored(old, k) != config.get(k)]
     if diffs:
         details = "; ".join(f"{k}: stored {_stored(old, k)!r}, now {config.get(k)!r}" for k in diffs)
@@ -378,7 +419,7 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
 
 
 def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress: bool = True,
-              grading: Optional[str] = None) -> dict:
+              grading: Optional[str] = None, postprocess: Optional[str] = None) -> dict:
     """Grade all stored samples of a complete run and write grades.jsonl, metrics.json, questions.json.
 
     Never generates. ``grader`` overrides the run's grader (recorded in metrics.json).
@@ -391,6 +432,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
         raise FileNotFoundError(f"the folder is not a run directory: it has no {st.RUN_FILE} ({out})")
     config = st.read_json(out / st.RUN_FILE)
     mode = check_grading(grading) or config.get("grading", LEGACY_GRADING)
+    post = check_postprocess(postprocess) or config.get("postprocess", LEGACY_POSTPROCESS)
     grader_name = grader or config["grader"]
     grader_obj = get_grader(grader_name, mode)
     prompts = {p["question_id"]: p for p in st.read_jsonl(out / st.PROMPTS_FILE)}
@@ -408,14 +450,14 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     for qid, item in tqdm(prompts.items(), total=len(prompts), desc="grading", unit="question",
                           disable=not progress):
         samples = [store.get(qid, i) for i in range(n)]
-        graded = [_grade_sample(grader_obj, s, item) for s in samples]
+        graded = [_grade_sample(grader_obj, s, item, post) for s in samples]
         keys = grader_obj.vote_keys([g["extracted"] for g in graded])
         for g, key in zip(graded, keys):
             g["vote_key"] = key
         grades.extend(graded)
     st.write_jsonl(out / st.GRADES_FILE, grades)
-    if config.get("grading") != mode:
-        config["grading"] = mode
+    if (config.get("grading"), config.get("postprocess")) != (mode, post):
+        config["grading"], config["postprocess"] = mode, post
         st.write_json(out / st.RUN_FILE, config)
     metrics = run_metrics(grades)
     if not grader_obj.votes:  # e.g. IFEval: a majority answer means nothing; vote@k is left empty
@@ -427,8 +469,10 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
         "benchmark": config["benchmark"],
         "grader": grader_name,
         "grading": mode,
+        "postprocess": post if mode == "paper" else None,
         "model": config["model"],
         "decoding": config["decoding"]["name"],
+        "decoding_deviations": decoding_deviations(config),
         **metrics["run"],
         "timing": config.get("timing"),
     }
@@ -437,10 +481,24 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     return summary
 
 
-def _grade_sample(grader, sample: dict, item: dict) -> dict:
+def decoding_deviations(config: dict) -> List[str]:
+    """How the samples' decoding differs from the run's decoding settings, one phrase each
+    (sampling fields a server did not take, or took through --extra-body)."""
+    server = config.get("server") or {}
+    deviations = []
+    for name, entry in sorted((server.get("not_sent") or {}).items()):
+        if name in ("top_k", "min_p"):
+            value = entry.get("value")
+            deviations.append(f"{name}={value} not sent (the server refuses it; --drop-unsupported)"
+                              if value is not None else f"{name} unset: the server's own default applies")
+    deviations += [f"{name} sent through --extra-body" for name in server.get("via_extra_body") or ()]
+    return deviations
+
+
+def _grade_sample(grader, sample: dict, item: dict, postprocess: str = LEGACY_POSTPROCESS) -> dict:
     split = split_response(
         sample["text"], item.get("prompt_opens_think", False),
-        truncated=sample.get("finish_reason") == "length", grading=grader.grading,
+        truncated=is_cut_off(sample.get("finish_reason")), grading=grader.grading, postprocess=postprocess,
     )
     grade = grader.no_answer() if split.answer is None else grader.grade(split.answer, item)
     return {

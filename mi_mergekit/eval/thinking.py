@@ -50,19 +50,22 @@ class SplitResponse:
 
 
 def split_response(text: str, prompt_opens_think: bool, truncated: bool = True,
-                   grading: str = "strict") -> SplitResponse:
+                   grading: str = "strict", postprocess: str = "non-reasoning") -> SplitResponse:
     """Split ``text`` (the generated continuation) for grading.
 
-    ``truncated`` is True when the sample stopped at the token budget
-    (``finish_reason == "length"``) rather than ending its turn. ``grading``:
-    ``strict`` (the rules above) or ``paper`` (OpenCompass's post-processor).
+    ``truncated`` is True when the sample stopped at a limit (the token budget) rather
+    than ending its turn. ``grading``: ``strict`` (the rules above) or ``paper``
+    (OpenCompass's rules), where ``postprocess`` is ``non-reasoning`` (OpenCompass's
+    ``extract_non_reasoning_content``) or ``none`` (the raw text, as the paper grades its
+    Instruct model; see :mod:`mi_mergekit.eval.grading`).
     """
     if grading == "paper":
         from mi_mergekit.eval.grading import extract_non_reasoning_content
 
         closed = THINK_CLOSE in text
         unterminated = not closed and (prompt_opens_think or THINK_OPEN in text) and truncated
-        return SplitResponse(closed, unterminated, extract_non_reasoning_content(text))
+        answer = text if postprocess == "none" else extract_non_reasoning_content(text)
+        return SplitResponse(closed, unterminated, answer)
     if grading != "strict":
         raise ValueError(f"unknown grading mode {grading!r}")
     close = text.rfind(THINK_CLOSE)

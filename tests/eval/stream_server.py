@@ -7,7 +7,19 @@ vLLM does with ``stream: true, stream_options: {include_usage: true}``.
 
 ``reasoning_parser=True`` streams chat thoughts as ``reasoning_content`` deltas
 and the answer as ``content`` (vLLM's ``--reasoning-parser``); otherwise chat
-content carries the whole text with its ``</think>``. ``faults`` maps request
+content carries the whole text with its ``</think>``.
+
+Other servers' habits, each switchable: ``done=False`` sends no ``[DONE]`` and puts the
+usage into the finish event (``transformers serve``); ``ignore_n`` streams choice 0 only
+whatever ``n`` is (``transformers serve``, llama.cpp); ``refuse_fields`` answers a request
+carrying any of those fields with HTTP 422 ``Unexpected fields in the request: {...}``
+(``transformers serve``), 400 ``Unrecognized request argument supplied: …`` (the OpenAI
+API, ``refuse_style="openai"``) or a 400 that names nothing (``"silent"``);
+``continuous_usage`` puts each choice's running token count into its events when the
+request asks for ``stream_options.continuous_usage_stats`` (vLLM); ``finish`` maps a
+choice index to the finish reason it ends with (vLLM's ``repetition``, ``abort``), for the
+requests numbered in ``finish_requests`` only when that is set; ``status=(code, message)`` answers
+every request with that HTTP error. ``faults`` maps request
 numbers (1-based) to ``"429"`` (answered with ``Retry-After: retry_after``),
 ``"503"``, ``"drop"`` (the connection is closed mid-stream) or ``"stall"`` (the
 stream goes silent for ``stall`` seconds); ``always_fail`` answers every request
@@ -33,7 +45,13 @@ def sample_words(seed: int, index: int, thought_words: int):
 
 class StreamServer:
     def __init__(self, thought_words=6, delay=0.0, faults=None, retry_after=0.5, stall=2.0,
-                 reasoning_parser=False, refuse_n=False, always_fail=False, lifetime=60.0):
+                 reasoning_parser=False, refuse_n=False, always_fail=False, lifetime=60.0, done=True,
+                 ignore_n=False, refuse_fields=(), refuse_style="transformers", continuous_usage=False,
+                 finish=None, finish_requests=None, status=None):
+        self.status = status
+        self.done, self.ignore_n, self.continuous_usage = done, ignore_n, continuous_usage
+        self.refuse_fields, self.refuse_style = set(refuse_fields), refuse_style
+        self.finish, self.finish_requests = dict(finish or {}), finish_requests
         self.thought_words, self.delay = thought_words, delay
         self.faults, self.retry_after, self.stall = dict(faults or {}), retry_after, stall
         self.reasoning_parser, self.refuse_n, self.always_fail = reasoning_parser, refuse_n, always_fail
@@ -60,7 +78,7 @@ class StreamServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 self.counted = True
                 try:
-                    self._serve(body, server.faults.get(number))
+                    self._serve(body, server.faults.get(number), number)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
@@ -74,41 +92,64 @@ class StreamServer:
                     with server.lock:
                         server.in_flight -= 1
 
-            def _serve(self, body, fault):
+            def _serve(self, body, fault, number):
+                if server.status:
+                    return self._error(server.status[0], server.status[1])
                 if server.always_fail or fault == "503":
                     return self._error(503, "overloaded")
                 if fault == "429":
                     return self._error(429, "slow down", {"Retry-After": str(server.retry_after)})
                 if server.refuse_n and body.get("n", 1) > 1:
                     return self._error(400, "Unsupported value: 'n' must be 1")
+                sent = set(body) | {f"stream_options.{k}" for k in body.get("stream_options", {})}
+                refused = sorted(f.split(".")[-1] for f in server.refuse_fields & sent)
+                if refused and server.refuse_style == "openai":
+                    return self._error(400, f"Unrecognized request argument supplied: {refused[0]}")
+                if refused and server.refuse_style == "silent":
+                    return self._error(400, "Bad request")
+                if refused:
+                    return self._error(422, f"Unexpected fields in the request: {set(refused)}", detail=True)
                 chat = self.path.endswith("/chat/completions")
                 n, seed, budget = body.get("n", 1), body["seed"], body["max_tokens"]
+                continuous = server.continuous_usage and body.get("stream_options", {}).get("continuous_usage_stats")
+                finish_here = server.finish_requests is None or number in server.finish_requests
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 total = 0
-                for index in range(n):
+                for index in range(1 if server.ignore_n else n):
                     thought, answer = sample_words(seed, index, server.thought_words)
                     pieces = [("reasoning", w) for w in thought] + [("close", "</think>")]
                     pieces += [("content", w) for w in answer]
                     finish = "stop"
                     if len(pieces) > budget:
                         pieces, finish = pieces[:budget], "length"
+                    if index in server.finish and finish_here:
+                        finish = server.finish[index]
                     total += len(pieces)
-                    for number, (kind, word) in enumerate(pieces):
-                        if fault == "drop" and number == len(pieces) // 2:
+                    for piece, (kind, word) in enumerate(pieces):
+                        if fault == "drop" and piece == len(pieces) // 2:
                             self.wfile.flush()
                             self.connection.shutdown(2)  # the stream breaks off
                             return
-                        if fault == "stall" and number == 2:
+                        if fault == "stall" and piece == 2:
                             time.sleep(server.stall)
-                        self._event(self._choice(chat, index, kind, word, None))
+                        event = self._choice(chat, index, kind, word, None)
+                        if continuous:
+                            event["usage"] = {"completion_tokens": piece + 1}
+                        self._event(event)
                         time.sleep(server.delay)
-                    self._event(self._choice(chat, index, "content", "", finish))
-                if body.get("stream_options", {}).get("include_usage"):
+                    last = self._choice(chat, index, "content", "", finish)
+                    if continuous:  # vLLM counts the EOS that ended a sample
+                        last["usage"] = {"completion_tokens": len(pieces) + (finish == "stop")}
+                    if not server.done and index == (0 if server.ignore_n else n - 1):
+                        last["usage"] = {"completion_tokens": total}  # transformers serve: usage with the finish
+                    self._event(last)
+                if server.done and body.get("stream_options", {}).get("include_usage"):
                     self._event({"choices": [], "usage": {"completion_tokens": total}})
                 self._done()
-                self.wfile.write(b"data: [DONE]\n\n")
+                if server.done:
+                    self.wfile.write(b"data: [DONE]\n\n")
 
             def _choice(self, chat, index, kind, word, finish):
                 if not chat:
@@ -126,8 +167,8 @@ class StreamServer:
                 self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
                 self.wfile.flush()
 
-            def _error(self, status, message, headers=None):
-                data = json.dumps({"error": {"message": message}}).encode()
+            def _error(self, status, message, headers=None, detail=False):
+                data = json.dumps({"detail": message} if detail else {"error": {"message": message}}).encode()
                 self.send_response(status)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)

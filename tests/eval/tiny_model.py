@@ -28,8 +28,14 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(chat_template: str = THINKING_TEMPLATE):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+#: a Thinking template that starts with the BOS text, as Llama / R1-Distill templates do
+BOS_TEMPLATE = "{{- bos_token }}" + THINKING_TEMPLATE
+
+
+def build_tokenizer(chat_template: str = THINKING_TEMPLATE, bos: bool = False):
+    """The tiny tokenizer; ``bos=True`` makes it add ``<|endoftext|>`` as a BOS to every
+    encoding (``add_special_tokens=True``), as Llama tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -42,10 +48,15 @@ def build_tokenizer(chat_template: str = THINKING_TEMPLATE):
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer)
+    if bos:
+        bos_id = tok.token_to_id("<|endoftext|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|endoftext|> $A", pair="<|endoftext|> $A $B", special_tokens=[("<|endoftext|>", bos_id)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>" if bos else None,
         additional_special_tokens=["<|im_start|>"],
     )
     fast.add_tokens(["<think>", "</think>"], special_tokens=False)

@@ -34,11 +34,28 @@ class Chunk:
     batch: int = -1
 
 
+#: finish reasons of a sample that ran into a limit instead of ending its turn: the token budget
+#: ("length") or a server's repetition detector (vLLM's "repetition"); graded as cut off
+CUT_OFF = ("length", "repetition")
+#: finish reasons that mean the generation failed (vLLM: "abort", "error"); never stored
+FAILED = ("abort", "error")
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
     n_tokens: int
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", or one of CUT_OFF
+
+
+def is_cut_off(finish_reason: str) -> bool:
+    """True if a sample stopped at a limit (budget, repetition) rather than ending its turn."""
+    return finish_reason in CUT_OFF
+
+
+def greedy(decoding: Decoding) -> bool:
+    """Greedy decoding: every sample of a prompt is the same, and vLLM takes only ``n = 1`` for it."""
+    return decoding.temperature == 0
 
 
 class Backend:
@@ -60,6 +77,16 @@ class Backend:
     def describe(self) -> dict:
         """Settings recorded in run.json (those that change samples must be stable across resumes)."""
         return {"name": self.name, "chunk_size": self.chunk_size}
+
+    def prepare(self, chunk: Chunk, decoding: Decoding, max_new_tokens: int) -> Optional[dict]:
+        """Check, before anything is generated or stored, that ``decoding`` can be honoured
+        (``chunk``: the run's first unit of work). Returns what run.json records as
+        ``server`` (None: nothing to record); raises if the run cannot go on as asked."""
+        return None
+
+    def report(self) -> Optional[dict]:
+        """``server`` record after generating (what :meth:`prepare` returned, updated)."""
+        return None
 
     def close(self) -> None:
         """Release resources (model memory, thread pools)."""

@@ -8,7 +8,8 @@ chunks of a fixed group of questions (see :mod:`..base`) share one call, left
 padded and seeded with the group's first chunk seed — far faster for small
 models on CPU, and still reproducible because groups never change. The generation settings come from
 the model's ``generation_config`` (its EOS ids) with sampling replaced by the
-run's decoding.
+run's decoding; a top_k or min_p the decoding leaves unset is switched off (0), so the
+model's own ``generation_config.json`` value (Qwen3: top_k 20) never fills it in unseen.
 
 Token counts include the EOS token that stopped a sample (as vLLM and
 OpenAI-style ``usage.completion_tokens`` do); ``finish_reason`` is ``stop`` if
@@ -69,8 +70,11 @@ class TransformersBackend(Backend):
         config.do_sample = decoding.temperature > 0
         config.temperature = decoding.temperature if config.do_sample else 1.0
         config.top_p = decoding.top_p if config.do_sample else 1.0
-        config.top_k = decoding.top_k if (config.do_sample and decoding.top_k) else None
-        config.min_p = decoding.min_p if config.do_sample else None
+        if config.do_sample:  # unset = off, not the model's generation_config.json value (0 / 0.0 are "off")
+            config.top_k = decoding.top_k or 0
+            config.min_p = decoding.min_p if decoding.min_p is not None else 0.0
+        else:
+            config.top_k = config.min_p = None
         return config
 
     def _eos_ids(self, config) -> set:
