@@ -286,12 +286,13 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
     from mi_mergekit.eval import evaluate, write_report
     from mi_mergekit.merge.lambdas import parse_lambdas
+    from mi_mergekit.runlock import hold
 
     window_names = _names(windows, [w[0] for w in paper_windows(3)], "--windows")
     module_names = _names(modules, MODULE_ABLATIONS, "--modules")
     started = time.perf_counter()
     out = Path(out_dir or ("mi-demo" if pair == "toy" else "smollm2-demo"))
-    out.mkdir(parents=True, exist_ok=True)
+    hold(out, "mi-mergekit demo")  # one demo per folder at a time (mi_mergekit.runlock)
     spec = toy_pair() if pair == "toy" else smollm2_pair(Path(pair_dir) if pair_dir else out / "pair",
                                                          Path(wheel) if wheel else None)
     build_seconds = time.perf_counter() - started

@@ -76,3 +76,20 @@ def run_lock(folder: Union[str, Path], what: str = "") -> Iterator[Path]:
 
 def _read(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode("utf-8", "replace")
+
+
+_HELD: dict = {}
+
+
+def hold(folder: Union[str, Path], what: str = "") -> None:
+    """Hold ``folder`` until this process ends (for one-shot commands: ``demo``, ``find-lambda``);
+    a second call for the same folder in the same process does nothing."""
+    import atexit
+
+    key = str(Path(folder).resolve())
+    if key in _HELD:
+        return
+    lock = run_lock(folder, what)
+    lock.__enter__()
+    _HELD[key] = lock
+    atexit.register(lambda: _HELD.pop(key).__exit__(None, None, None) if key in _HELD else None)

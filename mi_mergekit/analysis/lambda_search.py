@@ -490,7 +490,9 @@ def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_
     config, _ = load_recipe(recipe, models)
     if materialize == "auto":
         materialize = "memory" if backend == "transformers" else "disk"
-    os.makedirs(out_dir, exist_ok=True)
+    from mi_mergekit.runlock import hold
+
+    hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
     from mi_mergekit.analysis.divergence import resolve_device
 
     device = resolve_device(device, cuda) if (device or cuda) else None

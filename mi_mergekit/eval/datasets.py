@@ -234,9 +234,10 @@ def _ifeval_example(row: dict, mapping: dict, number: int) -> Example:
 
 
 def _gpqa_example(row: dict, mapping: dict, number: int) -> Example:
-    """``row``: the 1-based data row, which fixes the option order under ``paper`` grading."""
-    options = [str(row[mapping[r]]).strip() for r in ("correct", "incorrect1", "incorrect2", "incorrect3")]
-    return Example(_id(row, mapping, number), str(row[mapping["question"]]).strip(), "",
+    """``row``: the 1-based data row, which fixes the option order under ``paper`` grading. The
+    text is kept as the file has it, whitespace included, as OpenCompass puts it in the prompt."""
+    options = [str(row[mapping[r]]) for r in ("correct", "incorrect1", "incorrect2", "incorrect3")]
+    return Example(_id(row, mapping, number), str(row[mapping["question"]]), "",
                    {"options": options, "row": number + 1})
 
 

@@ -12,6 +12,15 @@
   grading) shuffles the four options per question by a seeded RNG
   (``random.Random(f"{shuffle_seed}:{question_id}")``). The permutation and gold letter
   are recorded in the run's ``prompts.jsonl``.
+
+  Under ``rotate`` the text is OpenCompass's byte for byte: the question and options as
+  the file has them (trailing newlines and spaces included: 47 of GPQA-Diamond's 198 rows
+  carry some), put into the template by OpenCompass's ``safe_format``
+  (``opencompass/utils/prompt.py``), which replaces ``{question}``, ``{A}`` … ``{D}``,
+  ``{options}``, ``{answer}`` one after another — so a ``{B}`` inside a question's LaTeX
+  (``\vec{B}``; 3 rows of GPQA-Diamond) becomes option B's text in the paper's prompt, and
+  here too. ``tests/eval/opencompass_gpqa.py`` holds OpenCompass's loader and template as
+  the oracle. Under ``shuffle`` the same raw text is formatted in one pass.
 - IFEval and ``boxed``: the prompt verbatim.
 
 Rendering uses ``tokenizer.apply_chat_template(messages, tokenize=False,
@@ -36,6 +45,17 @@ GPQA_TEMPLATE = (
     "following format: 'ANSWER: $LETTER' (without quotes) where LETTER is one of {letters}. "
     "Think step by step before answering.\n\n{question}\n\n{options}"
 )
+#: OpenCompass's ``align_prompt`` (``configs/datasets/gpqa/gpqa_openai_simple_evals_gen_5aeece.py``)
+OPENCOMPASS_GPQA_PROMPT = GPQA_TEMPLATE.format(letters="ABCD", question="{question}",
+                                               options="A) {A}\nB) {B}\nC) {C}\nD) {D}")
+
+
+def opencompass_format(template: str, entry: dict) -> str:
+    """OpenCompass's ``safe_format`` (``opencompass/utils/prompt.py``): each ``{key}`` of
+    ``entry`` replaced in turn, in the entry's order, values included."""
+    for key, value in entry.items():
+        template = template.replace(f"{{{key}}}", str(value))
+    return template
 
 
 def aime_message(example: Example) -> Tuple[str, str, dict]:
@@ -79,9 +99,13 @@ def gpqa_message(example: Example, shuffle_seed: int, order_kind: str = "shuffle
         extra = {"option_order": "shuffle", "shuffle_seed": shuffle_seed}
     else:
         raise ValueError(f"unknown GPQA option order {order_kind!r}; choose from {list(GPQA_OPTION_ORDERS)}")
-    letters = "ABCDEFGHIJ"[: len(options)]
-    lines = "\n".join(f"{letters[i]}) {text}" for i, text in enumerate(shown))
-    text = GPQA_TEMPLATE.format(letters="".join(letters), question=example.question, options=lines)
+    if order_kind == "rotate":  # OpenCompass's dataset row: question, A-D, options, answer (emptied)
+        entry = {"question": example.question, **dict(zip("ABCD", shown)), "options": list(options), "answer": ""}
+        text = opencompass_format(OPENCOMPASS_GPQA_PROMPT, entry)
+    else:
+        letters = "ABCDEFGHIJ"[: len(options)]
+        lines = "\n".join(f"{letters[i]}) {text}" for i, text in enumerate(shown))
+        text = GPQA_TEMPLATE.format(letters="".join(letters), question=example.question, options=lines)
     return text, gold, {"options": shown, "permutation": order, **extra}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mi_mergekit.eval.datasets import DatasetError, load_examples
 from mi_mergekit.eval.decoding import PRESETS, chunk_seed, resolve_decoding
-from mi_mergekit.eval.prompts import AIME_SUFFIX, prompt_record
+from mi_mergekit.eval.prompts import AIME_SUFFIX, build_message, prompt_record
 from mi_mergekit.eval.store import SampleStore
 
 
@@ -125,3 +125,16 @@ def test_store_is_append_only_and_survives_a_torn_line(tmp_path):
     reopened.append([rec("b", 1, "w")])
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["question_id"], r["sample_index"]) for r in lines] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_gpqa_paper_prompts_are_opencompass_byte_for_byte(fixtures):
+    # rows written to hold what GPQA-Diamond holds (stray whitespace in 47 of 198 rows, {B} in LaTeX
+    # in 3): OpenCompass's own loader and template are the oracle (tests/eval/opencompass_gpqa.py)
+    import opencompass_gpqa
+
+    path = fixtures / "gpqa_opencompass.csv"
+    ours = [build_message("gpqa", e, gpqa_options="rotate")[:2] for e in load_examples(str(path), "gpqa")]
+    assert ours == opencompass_gpqa.prompts(str(path))
+    # row 2 takes pattern CDAB: B shows incorrect 3 ("\tB/2"), A incorrect 2 ("2mB "); "{C\\}" is no placeholder
+    assert "A field $\\vec\tB/2$ along Oz acts on $\\vec2mB $; what is $\\{C\\}$?" in ours[1][0]
+    assert ours[0][0].endswith("D) 10^-4 eV") and "resolves both levels?\n\n\nA) 10^-11 eV" in ours[0][0]

@@ -58,8 +58,10 @@ def test_math_vote_keys_group_equivalent_answers():
     assert keys[4] is None and keys[6] == "7"
 
 
-def test_ifeval_fixture_cases_strict_and_loose(fixtures):
-    grader = get_grader("ifeval")
+@pytest.mark.parametrize("grading", ["strict", "paper"])
+def test_ifeval_fixture_cases_strict_and_loose(fixtures, grading):
+    # without falsy kwargs, lm-eval's functions (strict) and OpenCompass's rule (paper) agree
+    grader = get_grader("ifeval", grading)
     cases = load(fixtures, "ifeval_cases.jsonl")
     kinds = {i.split(":")[0] for case in cases for i in case["instruction_id_list"]}
     assert len(kinds) >= 6  # several kinds of instructions
@@ -126,3 +128,24 @@ def test_gpqa_grade_against_gold_letter():
 def test_unknown_grader_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown grader 'nope'.*gpqa.*ifeval.*math"):
         get_grader("nope")
+
+
+def test_ifeval_falsy_kwargs_are_kept_under_paper_grading(tmp_path, fixtures):
+    # OpenCompass drops only None kwargs; lm-eval drops every falsy one (and then draws a random
+    # value): a row carrying num_words=0 / end_phrase="" is graded differently by the two
+    from mi_mergekit.eval.datasets import load_examples
+    from mi_mergekit.eval.graders.ifeval import check, check_opencompass
+    from mi_mergekit.eval.prompts import prompt_record
+
+    row = {"key": 7, "prompt": "Say hi.", "instruction_id_list": ["length_constraints:number_words", "startend:end_checker"],
+           "kwargs": [{"relation": "at least", "num_words": 0, "end_phrase": None}, {"end_phrase": ""}]}
+    path = tmp_path / "ifeval.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (example,) = load_examples(str(path), "ifeval")
+    assert example.grader_data["kwargs"] == [{"relation": "at least", "num_words": 0}, {"end_phrase": ""}]
+    item = prompt_record("ifeval", example, None)
+    response = "hi"
+    assert check_opencompass(response, "Say hi.", row["instruction_id_list"], row["kwargs"])["prompt_level_strict"]
+    assert not check(response, "Say hi.", row["instruction_id_list"], row["kwargs"])["prompt_level_strict"]
+    assert get_grader("ifeval", "paper").grade(response, item).correct is True
+    assert get_grader("ifeval", "strict").grade(response, item).correct is False

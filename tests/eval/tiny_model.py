@@ -64,7 +64,8 @@ def build_tokenizer(chat_template: str = THINKING_TEMPLATE, bos: bool = False):
     return fast
 
 
-def build_model(path: Path, seed: int = 0, chat_template: str = THINKING_TEMPLATE, think_close_bias: float = 0.0) -> Path:
+def build_model(path: Path, seed: int = 0, chat_template: str = THINKING_TEMPLATE, think_close_bias: float = 0.0,
+                bos: bool = False) -> Path:
     """Save a tiny random Qwen3 model + tokenizer to ``path``.
 
     ``think_close_bias`` > 0 makes the model emit ``</think>`` (and EOS) more
@@ -73,7 +74,7 @@ def build_model(path: Path, seed: int = 0, chat_template: str = THINKING_TEMPLAT
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    tokenizer = build_tokenizer(chat_template)
+    tokenizer = build_tokenizer(chat_template, bos=bos)
     torch.manual_seed(seed)
     config = Qwen3Config(
         vocab_size=len(tokenizer),

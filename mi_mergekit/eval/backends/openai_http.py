@@ -515,6 +515,8 @@ class OpenAIHTTPBackend(Backend):
         with self._lock:
             self._omit.update(named)
             self._refusals.update({f: (exc.status, exc.detail) for f in named})
+            if ADD_SPECIAL_TOKENS in named:  # the server adds the BOS itself: cut the rendered one
+                self._strip_prefix = getattr(self.tokenizer, "bos_token", None) or ""
         return True
 
     def _probe_ok(self, chunk: Chunk, decoding: Decoding, n: int, omit: Sequence[str]) -> bool:
@@ -537,10 +539,8 @@ class OpenAIHTTPBackend(Backend):
                 not_sent[f] = {"why": "refused by the server: tokens of n > 1 samples are counted with the tokenizer"}
                 continue
             if f == ADD_SPECIAL_TOKENS:
-                bos = getattr(self.tokenizer, "bos_token", None) or ""
-                self._strip_prefix = bos
-                not_sent[f] = {"why": f"refused by the server: the rendered prompt's leading {bos!r} is cut "
-                                      "so that the server adds the only one"}
+                not_sent[f] = {"why": f"refused by the server: the rendered prompt's leading {self._strip_prefix!r} "
+                                      "is cut so that the server adds the only one"}
                 continue
             value = getattr(decoding, f)
             if value is None:

@@ -1,10 +1,17 @@
-"""IFEval graded with lm-evaluation-harness's instruction checkers.
+"""IFEval graded with the instruction checkers of Google's IFEval, as lm-evaluation-harness ships them.
 
 Correctness is *prompt-level strict* accuracy (every instruction of the prompt
 followed by the response as is), the paper's IFEval metric. Prompt-level loose
-(lm-eval's variants with first/last line and ``*`` removed) and the
-instruction-level strict/loose fractions are extra scores. The checking itself
-is lm-eval's ``test_instruction_following_strict`` / ``_loose``.
+(the variants with first/last line and ``*`` removed) and the
+instruction-level strict/loose fractions are extra scores.
+
+The two harnesses differ in one rule, the instruction arguments: lm-eval's
+``test_instruction_following_strict`` / ``_loose`` drop every *falsy* kwarg
+(``if v``: a ``0`` or ``""`` too), OpenCompass's (``opencompass/datasets/IFEval/
+ifeval.py`` ``IFEvaluator.score`` + ``evaluation_main.py``) drops only ``None`` and
+passes the rest to ``build_description``. ``strict`` grading runs lm-eval's
+functions; ``paper`` grading runs the same checkers (lm-eval's
+``instructions_registry``) under OpenCompass's rule (:func:`check_opencompass`).
 
 langdetect (used by the language checker) is seeded for reproducibility, and
 NLTK's ``punkt_tab`` is provided offline first (:mod:`mi_mergekit.eval.nltk_data`).
@@ -54,14 +61,34 @@ def check(response: str, prompt: str, instruction_id_list: list, kwargs: list) -
     }
 
 
-def validate_instructions(instruction_id_list: list) -> None:
-    """Raise ValueError for instruction ids lm-eval does not know (checked when loading a dataset)."""
+def check_opencompass(response: str, prompt: str, instruction_id_list: list, kwargs: list) -> dict:
+    """The four IFEval metrics as OpenCompass computes them: its ``test_instruction_following_strict``
+    / ``_loose`` (``opencompass/datasets/IFEval/evaluation_main.py``), rule for rule, over
+    lm-eval's copy of the same Google checkers, with only ``None`` kwargs dropped."""
+    _lm_eval_ifeval()
     from lm_eval.tasks.ifeval import instructions_registry
 
-    _lm_eval_ifeval()
-    unknown = [i for i in instruction_id_list if i not in instructions_registry.INSTRUCTION_DICT]
-    if unknown:
-        raise ValueError(f"unknown IFEval instruction ids {unknown}")
+    if isinstance(kwargs, str):
+        kwargs = json.loads(kwargs)
+    kwargs = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs]
+    lines = response.split("\n")
+    variants = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    loose_responses = [variants[0], variants[0].replace("*", ""), *variants[1:], *(v.replace("*", "") for v in variants[1:])]
+    strict, loose = [], []
+    for instruction_id, kw in zip(instruction_id_list, kwargs):
+        instruction = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id)
+        instruction.build_description(**kw)
+        args = instruction.get_instruction_args()
+        if args and "prompt" in args:
+            instruction.build_description(prompt=prompt)
+        strict.append(bool(response.strip() and instruction.check_following(response)))
+        loose.append(any(r.strip() and instruction.check_following(r) for r in loose_responses))
+    return {
+        "prompt_level_strict": all(strict),
+        "prompt_level_loose": all(loose),
+        "inst_level_strict": sum(strict) / len(strict),
+        "inst_level_loose": sum(loose) / len(loose),
+    }
 
 
 class IFEvalGrader(Grader):
@@ -74,7 +101,8 @@ class IFEvalGrader(Grader):
 
     def grade(self, answer: str, item: dict) -> Grade:
         data = item["grader_data"]
-        result = check(answer, data["prompt"], data["instruction_id_list"], data["kwargs"])
+        checker = check_opencompass if self.grading == "paper" else check
+        result = checker(answer, data["prompt"], data["instruction_id_list"], data["kwargs"])
         return Grade(
             correct=result["prompt_level_strict"],
             extracted=None,

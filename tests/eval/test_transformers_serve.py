@@ -1,0 +1,157 @@
+"""`mi-mergekit eval` against a real OpenAI-compatible server nobody here wrote: `transformers serve`
+(transformers[serving], the `test` extra) on 127.0.0.1, serving the shipped toy Thinking model.
+
+What it does that our scripted server only imitates: it refuses fields outside its schema
+(HTTP 422 `Unexpected fields in the request: {'top_k', 'min_p'}`), ignores `n` (streams choice 0
+only), ends a stream without `data: [DONE]` with the usage in the finish event, streams chat
+thoughts as `reasoning_content`, and counts the EOS in `completion_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mi_mergekit.toy.task import HELDOUT_PATH
+from test_cli_resume import CLI, run_cli, subprocess_env
+from tiny_model import BOS_TEMPLATE, build_model
+
+TOY = (Path(__file__).resolve().parents[2] / "mi_mergekit" / "toy" / "pair" / "thinking").resolve()
+SERVE = Path(sys.executable).with_name("transformers")
+BUDGET = 24
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    """`transformers serve` on a free loopback port (no pinned model: each request names its folder)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**subprocess_env(), "HF_HUB_OFFLINE": "1"}
+    with log.open("w") as handle:
+        proc = subprocess.Popen([str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                                stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"transformers serve did not come up: {log.read_text()[-2000:]}"
+        time.sleep(0.3)
+    yield f"{url}/v1"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "toy.jsonl"
+    path.write_text("".join(HELDOUT_PATH.read_text().splitlines(keepends=True)[:4]))
+    return path
+
+
+def eval_cli(serve, dataset, out, *extra, model=TOY, n=2):
+    return run_cli("eval", "--model", model, "--backend", "openai", "--base-url", serve, "--dataset", dataset,
+                   "-n", n, "--max-new-tokens", BUDGET, "--out", out, "--no-progress", *extra)
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_eval_through_transformers_serve(serve, dataset, tmp_path, api):
+    out = tmp_path / api
+    # the paper's preset except top_k, which transformers serve does not take; min_p (unset) it refuses too
+    result = eval_cli(serve, dataset, out, "--api", api, "--decoding", "custom", "--temperature", "0.6",
+                      "--top-p", "0.95")
+    assert result.returncode == 0, result.stderr
+    stored = rows(out)
+    assert len(stored) == len({(r["question_id"], r["sample_index"]) for r in stored}) == 4 * 2  # each once
+    assert result.stderr.count("ignores n > 1") == 1  # said once
+    record = json.loads((out / "run.json").read_text())["server"]
+    assert record["n_per_request"] == "ignored by the server: one sample per request, seeds seed + j"
+    assert record["token_counts"] == ["server usage"]
+    assert {f: e["value"] for f, e in record["not_sent"].items()} == {"top_k": None, "min_p": None}
+    # Token #N is the server's count (EOS included): a cut sample is exactly the budget
+    for r in stored:
+        assert r["finish_reason"] in ("stop", "length")
+        assert (r["n_tokens"] == BUDGET) == (r["finish_reason"] == "length") and r["n_tokens"] <= BUDGET
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokens_mean"] == sum(r["n_tokens"] for r in stored) / len(stored)
+    assert metrics["think_ratio"] > 0  # the toy Thinking model closes its thought within the budget
+
+
+def test_a_refused_field_stops_the_run_and_drop_unsupported_records_it(serve, dataset, tmp_path):
+    refused = eval_cli(serve, dataset, tmp_path / "refused", "--samples-per-request", "1")  # --decoding thinking
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: the server {serve} does not accept the sampling field top_k (top_k=20, set by "
+                           "the decoding preset 'thinking'): HTTP 422 \"Unexpected fields in the request: ")
+    assert "--drop-unsupported" in last and "--extra-body" in last
+    assert not (tmp_path / "refused" / "samples.jsonl").exists() and not (tmp_path / "refused" / "run.json").exists()
+
+    out = tmp_path / "dropped"
+    dropped = eval_cli(serve, dataset, out, "--samples-per-request", "1", "--drop-unsupported", n=1)
+    assert dropped.returncode == 0, dropped.stderr
+    config = json.loads((out / "run.json").read_text())
+    assert config["server"]["not_sent"]["top_k"] == {"value": 20, "why": "refused by the server; dropped "
+                                                                          "(--drop-unsupported)"}
+    assert config["sampling_not_sent"] == ["min_p", "top_k"] and config["decoding"]["top_k"] == 20
+    report = run_cli("report", out, "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    assert "**decoding deviation** of thinking on Boxed from its thinking settings: min_p unset: the server's own " \
+           "default applies; top_k=20 not sent (the server refuses it; --drop-unsupported)" in report.stdout
+
+
+def test_an_interrupted_run_resumes_with_every_sample_once(serve, dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--model", TOY, "--backend", "openai", "--base-url", serve, "--dataset", dataset, "-n", "3",
+            "--max-new-tokens", BUDGET, "--out", out, "--no-progress", "--drop-unsupported", "--concurrency", "1"]
+    first = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=subprocess_env())
+    deadline = time.monotonic() + 120
+    while not ((out / "samples.jsonl").exists() and len((out / "samples.jsonl").read_text().splitlines()) >= 2):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = len(rows(out))
+    assert 2 <= before < 12
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    stored = rows(out)
+    assert len(stored) == len({(r["question_id"], r["sample_index"]) for r in stored}) == 4 * 3
+    timing = json.loads((out / "run.json").read_text())["timing"]
+    assert timing["generated_samples"] == 12 - before  # the resumed run sent only what was missing
+
+
+def test_a_tokenizer_that_adds_bos_gets_one_bos_from_the_server(serve, tmp_path):
+    # transformers serve tokenizes a completions prompt with special tokens and refuses
+    # add_special_tokens: the rendered prompt's BOS text is cut so the server adds the only one
+    model = build_model(tmp_path / "bos-model", chat_template=BOS_TEMPLATE, bos=True)
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"id": "q1", "question": "1+1=", "answer": "2"}) + "\n")
+    out = tmp_path / "bos"
+    result = run_cli("eval", "--model", model, "--backend", "openai", "--base-url", serve, "--dataset", data, "-n", "1",
+                     "--max-new-tokens", "4", "--out", out, "--no-progress", "--drop-unsupported")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "run.json").read_text())["server"]
+    assert "add_special_tokens" in record["not_sent"]
+    assert record["prompt_tokens"]["server"] == record["prompt_tokens"]["tokenizer"]  # one BOS, not two
+    assert "counts" not in result.stderr  # no prompt-token mismatch warning
