@@ -500,9 +500,9 @@ class OpenAIHTTPBackend(Backend):
         """After a 400/422: which of the non-standard fields the server refuses (left out from
         now on). False if none of them is the cause."""
         body = self.payload(chunk, decoding, 1, n=n)
-        candidates = [f for f in (*SAMPLING_EXTENSIONS, ADD_SPECIAL_TOKENS) if f in body]
-        if "continuous_usage_stats" in body["stream_options"]:
-            candidates.append(CONTINUOUS_USAGE)
+        candidates = [f for f in (*SAMPLING_EXTENSIONS, ADD_SPECIAL_TOKENS) if f in body and f not in self._omit]
+        if "continuous_usage_stats" in body["stream_options"] and CONTINUOUS_USAGE not in self._omit:
+            candidates.append(CONTINUOUS_USAGE)  # (a field left out but sent through --extra-body is no candidate)
         named = [f for f in candidates if f.split(".")[-1] in exc.detail]
         if not named and candidates:
             # the message names none: is it one of them at all, and then which?
