@@ -19,7 +19,8 @@ API, ``refuse_style="openai"``) or a 400 that names nothing (``"silent"``);
 request asks for ``stream_options.continuous_usage_stats`` (vLLM); ``finish`` maps a
 choice index to the finish reason it ends with (vLLM's ``repetition``, ``abort``), for the
 requests numbered in ``finish_requests`` only when that is set; ``status=(code, message)`` answers
-every request with that HTTP error. ``faults`` maps request
+every request with that HTTP error; ``interrupt`` ends a running stream with ``[DONE]`` as soon as
+another request arrives (llama.cpp's Python server, ``interrupt_requests``). ``faults`` maps request
 numbers (1-based) to ``"429"`` (answered with ``Retry-After: retry_after``),
 ``"503"``, ``"drop"`` (the connection is closed mid-stream) or ``"stall"`` (the
 stream goes silent for ``stall`` seconds); ``always_fail`` answers every request
@@ -47,8 +48,8 @@ class StreamServer:
     def __init__(self, thought_words=6, delay=0.0, faults=None, retry_after=0.5, stall=2.0,
                  reasoning_parser=False, refuse_n=False, always_fail=False, lifetime=60.0, done=True,
                  ignore_n=False, refuse_fields=(), refuse_style="transformers", continuous_usage=False,
-                 finish=None, finish_requests=None, status=None):
-        self.status = status
+                 finish=None, finish_requests=None, status=None, interrupt=False):
+        self.status, self.interrupt, self.latest = status, interrupt, 0
         self.done, self.ignore_n, self.continuous_usage = done, ignore_n, continuous_usage
         self.refuse_fields, self.refuse_style = set(refuse_fields), refuse_style
         self.finish, self.finish_requests = dict(finish or {}), finish_requests
@@ -110,6 +111,8 @@ class StreamServer:
                 if refused:
                     return self._error(422, f"Unexpected fields in the request: {set(refused)}", detail=True)
                 chat = self.path.endswith("/chat/completions")
+                with server.lock:
+                    server.latest = number
                 n, seed, budget = body.get("n", 1), body["seed"], body["max_tokens"]
                 continuous = server.continuous_usage and body.get("stream_options", {}).get("continuous_usage_stats")
                 finish_here = server.finish_requests is None or number in server.finish_requests
@@ -134,6 +137,10 @@ class StreamServer:
                             return
                         if fault == "stall" and piece == 2:
                             time.sleep(server.stall)
+                        if server.interrupt and server.latest != number:  # a newer request took over
+                            self._done()
+                            self.wfile.write(b"data: [DONE]\n\n")
+                            return
                         event = self._choice(chat, index, kind, word, None)
                         if continuous:
                             event["usage"] = {"completion_tokens": piece + 1}

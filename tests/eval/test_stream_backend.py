@@ -309,3 +309,16 @@ def test_a_rendered_prompt_gets_no_second_bos(tmp_path):
         sent = server.requests[-1]
     assert "add_special_tokens" not in sent and sent["prompt"] == prompt[len("<|endoftext|>"):]
     assert "add_special_tokens" in record["not_sent"]
+
+
+def test_a_server_that_interrupts_streams_gets_one_request_at_a_time(tmp_path, fixtures, caplog):
+    # llama.cpp's Python server ends the running stream with [DONE] when a new request arrives
+    with StreamServer(interrupt=True, delay=0.05) as server:
+        run = run_eval(tmp_path, fixtures, server, api="chat", samples_per_request=1, concurrency=3, retries=1)
+        assert server.max_in_flight >= 2  # they did overlap at first
+    rows = stored(run)
+    assert len(rows) == len({(r["question_id"], r["sample_index"]) for r in rows}) == 6
+    assert all(r["finish_reason"] == "stop" and r["text"].endswith("}") for r in rows)
+    record = json.loads((run / "run.json").read_text())["server"]
+    assert record["one_request_at_a_time"] == [server.base_url]
+    assert sum("one request at a time" in r.getMessage() for r in caplog.records) == 1

@@ -43,7 +43,13 @@ with them, and the run either goes on exactly as asked or stops with one line:
   only one. The probe compares the server's ``prompt_tokens`` with the local count.
 - ``n > 1``: each sample's tokens are the server's own per-choice count where it
   streams one (vLLM's ``stream_options.continuous_usage_stats``), else counted with
-  the tokenizer (recorded: ``token_counts``).
+  the tokenizer, plus the EOS of a finished sample as servers count it (recorded:
+  ``token_counts``; llama.cpp's server streams no usage at all).
+- A server that closes a stream itself (``[DONE]``) before the sample finished while other
+  requests were in flight — llama.cpp's Python server interrupts the running stream when a new
+  request arrives (``interrupt_requests``, on by default) — is sent one request at a time from
+  then on (said once, recorded as ``one_request_at_a_time``); the interrupted request is sent
+  again without using up a retry.
 
 Streams: every request is streamed (``stream: true`` with usage), so a generation of any
 length never meets a read timeout while tokens flow: ``timeout`` bounds the *silence*
@@ -121,6 +127,10 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _Interrupted(_Retryable):
+    """The server closed the stream itself (``[DONE]``) before every sample finished."""
+
+
 class _NRefused(Exception):
     """The server does not accept ``n > 1``."""
 
@@ -141,6 +151,8 @@ class _Server:
     failures: int = 0
     down_until: float = 0.0
     served: int = 0
+    #: requests it may have in flight (None: as many as --concurrency); 1 once it interrupted one
+    limit: Optional[int] = None
 
 
 @dataclass
@@ -154,12 +166,23 @@ class _Fleet:
         with self.cond:
             while True:
                 now = time.monotonic()
-                ready = [s for s in self.servers if s.down_until <= now]
+                ready = [s for s in self.servers
+                         if s.down_until <= now and (s.limit is None or s.in_flight < s.limit)]
                 if ready:
                     server = min(ready, key=lambda s: (s.in_flight, s.failures))
                     server.in_flight += 1
                     return server
-                self.cond.wait(min(s.down_until for s in self.servers) - now)
+                down = [s.down_until - now for s in self.servers if s.down_until > now]
+                self.cond.wait(min(down) if down else None)  # else: until a request is released
+
+    def one_at_a_time(self, server: _Server) -> bool:
+        """After ``server`` interrupted a stream: True (the first time) if other requests were in
+        flight on it, which is then sent one request at a time."""
+        with self.cond:
+            if server.in_flight > 1 and server.limit != 1:
+                server.limit = 1
+                return True
+            return False
 
     def release(self, server: _Server, ok: bool, cooldown: float = 0.0) -> None:
         with self.cond:
@@ -178,6 +201,8 @@ class _Stream:
 
     texts: Dict[int, List[str]] = field(default_factory=dict)
     reasoning: Dict[int, List[str]] = field(default_factory=dict)
+    #: the server closed the stream itself with ``data: [DONE]``
+    done: bool = False
     finish: Dict[int, str] = field(default_factory=dict)
     #: the server's running token count of each choice (continuous usage stats)
     choice_tokens: Dict[int, int] = field(default_factory=dict)
@@ -383,6 +408,7 @@ class OpenAIHTTPBackend(Backend):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                stream.done = True
                 break
             try:
                 event = json.loads(data)
@@ -399,6 +425,8 @@ class OpenAIHTTPBackend(Backend):
         seen = sorted(stream.texts)
         unfinished = [i for i in seen if i not in stream.finish]
         if not seen or unfinished:
+            if stream.done:
+                raise _Interrupted(f"{url} ended the stream ([DONE]) before the sample finished")
             raise _Retryable(f"the stream from {url} broke off before it finished")
         failed = {i: r for i, r in stream.finish.items() if r in FAILED}
         if failed:
@@ -422,8 +450,9 @@ class OpenAIHTTPBackend(Backend):
             method, count = "server usage", int(usage["completion_tokens"])
         elif index in stream.choice_tokens:
             method, count = "server usage (per choice)", stream.choice_tokens[index]
-        elif self.tokenizer is not None:
-            method, count = "tokenizer", len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        elif self.tokenizer is not None:  # + the EOS that ended a finished sample, as servers count it
+            method = "tokenizer"
+            count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (stream.finish[index] == "stop")
         else:
             raise HTTPBackendError(f"{url} sent no usage.completion_tokens and there is no tokenizer to "
                                    "count with (pass --tokenizer)")
@@ -434,17 +463,31 @@ class OpenAIHTTPBackend(Backend):
     def _send(self, body: dict) -> Tuple[_Stream, List[Completion]]:
         """Send ``body`` until it succeeds, failing over between servers."""
         errors = []
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while attempt <= self.retries:
             server = self.fleet.acquire()
             try:
                 stream = self._stream(server, body)
                 completions = self._completions(stream, body["n"], self._endpoint(server))
+            except _Interrupted as exc:
+                if self.fleet.one_at_a_time(server):  # the server stops a stream when another arrives
+                    self.fleet.release(server, ok=True)
+                    log.warning("%s ended a stream unfinished while other requests were in flight (llama.cpp's "
+                                "server interrupts a stream when a new request arrives, unless started with "
+                                "--interrupt_requests False): sending it one request at a time (recorded in "
+                                "run.json)", server.url)
+                    continue  # not the request's fault: no attempt used
+                errors.append(str(exc))
+                self.fleet.release(server, ok=False, cooldown=0.0)
+                attempt += 1
+                continue
             except _Retryable as exc:
                 wait_for = exc.retry_after
                 if wait_for is None:
                     wait_for = min(MAX_COOLDOWN, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
                 self.fleet.release(server, ok=False, cooldown=wait_for)
                 errors.append(str(exc))
+                attempt += 1
                 continue
             except BaseException:
                 self.fleet.release(server, ok=True)
@@ -593,6 +636,9 @@ class OpenAIHTTPBackend(Backend):
         with self._lock:
             record = dict(self._record)
             record["n_per_request"] = self._n_mode_text()
+            serial = [s.url for s in self.fleet.servers if s.limit == 1]
+            if serial:
+                record["one_request_at_a_time"] = serial  # they interrupt a stream when another request arrives
             if self._token_counts:
                 record["token_counts"] = sorted(self._token_counts)
         return record
