@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 
+import opencompass_gpqa
 import pytest
 
 from mi_mergekit.eval import evaluate, grade_run, load_run
@@ -78,43 +79,22 @@ def test_unknown_grading_mode_is_a_clear_error():
 # --------------------------------------------------------------------------- GPQA option order
 
 
-def opencompass_rows(path):
-    """OpenCompass's GPQADataset.load, transcribed literally from opencompass/datasets/gpqa.py
-    (a CSV with the question and options in columns 1..5 here instead of 7..11)."""
-    cnt, data = 0, []
-    with open(path, encoding="utf-8") as handle:
-        for row in csv.reader(handle):
-            if row[1] == "Question":
-                continue
-            cnt = cnt + 1
-            options = [row[2], row[3], row[4], row[5]]
-            c = ["ABCD", "BCDA", "CDAB", "DABC"][cnt % 4]
-            line = {"question": row[1]}
-            ground_truth = options[0]
-            for i in range(4):
-                line["ABCD"[i]] = options[ord(c[i]) - ord("A")]
-            for i in range(4):
-                if line["ABCD"[i]] == ground_truth:
-                    line["answer"] = "ABCD"[i]
-                    break
-            data.append(line)
-    return data
-
-
 @pytest.fixture
 def gpqa_csv(tmp_path):
     path = tmp_path / "gpqa.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["Record ID", "Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
-                         "Incorrect Answer 3"])
+        # GPQA's own layout: OpenCompass reads the question and options from columns 7..11
+        writer.writerow(["Pre-Revision Question", "", "", "", "", "", "", "Question", "Correct Answer",
+                         "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3", "Record ID"])
         for i in range(1, 7):
-            writer.writerow([f"r{i}", f"Question {i}?", f"right {i}", f"wrong {i}a", f"wrong {i}b", f"wrong {i}c"])
+            writer.writerow(["", "", "", "", "", "", "", f"Question {i}?", f"right {i}", f"wrong {i}a", f"wrong {i}b",
+                             f"wrong {i}c", f"r{i}"])
     return path
 
 
 def test_gpqa_paper_options_rotate_by_row_as_opencompass(gpqa_csv):
-    expected = opencompass_rows(gpqa_csv)
+    expected = opencompass_gpqa.load(str(gpqa_csv))  # OpenCompass's GPQADataset.load, vendored
     examples = load_examples(str(gpqa_csv), "gpqa")
     records = [prompt_record("gpqa", e, None, gpqa_options="rotate") for e in examples]
     assert [r["answer"] for r in records] == [row["answer"] for row in expected] == ["D", "C", "B", "A", "D", "C"]
@@ -129,21 +109,9 @@ def test_gpqa_paper_options_rotate_by_row_as_opencompass(gpqa_csv):
 
 
 def test_gpqa_prompt_is_opencompass_simple_evals_prompt(gpqa_csv):
-    (example,) = load_examples(str(gpqa_csv), "gpqa", limit=1)
-    text = prompt_record("gpqa", example, None, gpqa_options="rotate")["messages"][-1]["content"]
-    # opencompass/configs/datasets/gpqa/gpqa_openai_simple_evals_gen_5aeece.py, align_prompt
-    align_prompt = """
-Answer the following multiple choice question. The last line of your response should be of the following format: 'ANSWER: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering.
-
-{question}
-
-A) {A}
-B) {B}
-C) {C}
-D) {D}
-""".strip()
-    row = opencompass_rows(gpqa_csv)[0]
-    assert text == align_prompt.format(**row)
+    ours = [(r["messages"][-1]["content"], r["answer"])
+            for r in (prompt_record("gpqa", e, None, gpqa_options="rotate") for e in load_examples(str(gpqa_csv), "gpqa"))]
+    assert ours == opencompass_gpqa.prompts(str(gpqa_csv))  # align_prompt of gpqa_openai_simple_evals_gen_5aeece
 
 
 class FunctionBackend(Backend):
