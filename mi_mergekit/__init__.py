@@ -7,10 +7,6 @@ registered with mergekit automatically when mergekit is imported (see
 
 __version__ = "0.1.0"
 
-METHOD_NAMES = ("model_interpolation",)
-#: also wrapped (output safety, pre-flight, staging) but planned on mergekit's own layout
-NWAY_METHOD_NAME = "nway_interpolation"
-
 
 def register() -> None:
     """Register mi_mergekit's merge methods with mergekit (idempotent)."""
@@ -19,4 +15,4 @@ def register() -> None:
     install()
 
 
-__all__ = ["METHOD_NAMES", "NWAY_METHOD_NAME", "register", "__version__"]
+__all__ = ["register", "__version__"]

@@ -190,27 +190,25 @@ def verbose_requested(args, flags=("--verbose",)) -> bool:
     return any(a in flags or (counted and a[:2] == "-v" and set(a[1:]) == {"v"}) for a in args)
 
 
-def guard(command: click.Command, verbose_flags=("--verbose",), strip_flags=(),
-          applies: Callable[[BaseException], bool] = lambda exc: True) -> click.Command:
-    """Make ``command`` end every failure in one ``Error:`` line and exit status 1.
+def guarded_main(main: Callable, verbose_flags=("--verbose",), strip_flags=(),
+                 applies: Callable[[BaseException], bool] = lambda exc: True) -> Callable:
+    """A click command's ``main`` that ends every failure in one ``Error:`` line and exit
+    status 1.
 
     ``strip_flags`` are removed from the arguments before click parses them (a
     global ``--verbose`` accepted anywhere). ``applies(exc)`` may return False to
     let an exception through unchanged (stock mergekit merges keep their own
-    behaviour). Idempotent.
+    behaviour).
     """
-    if getattr(command.main, "__mi_mergekit_guard__", False):
-        return command
-    original = command.main
 
-    def main(args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def guarded(args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         verbose = verbose_requested(args, verbose_flags)
         args = [a for a in args if a not in strip_flags]
         if not standalone_mode:
-            return original(args, prog_name, complete_var, standalone_mode, **extra)
+            return main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            rv = original(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as exc:
             exc.show()
             sys.exit(exc.exit_code)
@@ -226,7 +224,4 @@ def guard(command: click.Command, verbose_flags=("--verbose",), strip_flags=(),
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
-    main.__mi_mergekit_guard__ = True
-    main.__wrapped__ = original
-    command.main = main
-    return command
+    return guarded

@@ -6,27 +6,28 @@ mergekit has no plugin entry points, so ``mi_mergekit._autoload`` (installed by 
 * ``mergekit.merge_methods`` → :func:`on_merge_methods_loaded` registers our methods
   in mergekit's registry, so ``merge_method: model_interpolation`` resolves;
 * ``mergekit.merge`` → :func:`on_merge_loaded` wraps ``run_merge`` (and the
-  architecture lookup it uses). For recipes that use one of *our* methods the
-  wrapper adds, around the unchanged mergekit engine:
+  architecture lookup it uses). For recipes whose method is one of *ours* — any
+  :class:`~mi_mergekit.merge.method.ElementwiseMethod` in mergekit's registry; none is
+  named here — the wrapper adds, around the unchanged mergekit engine:
 
   1. pre-flight checks with clear errors before anything is written
      (:func:`mi_mergekit.merge.plan.build_plan`), then the streaming engine
      (:mod:`mi_mergekit.merge.engine`) instead of mergekit's executor and writer
      (``MI_MERGEKIT_ENGINE=mergekit`` keeps mergekit's);
   2. an architecture made of the checkpoint's own tensor names, so MoE outputs
-     keep the per-expert layout of their inputs (:mod:`mi_mergekit.merge.layout`);
+     keep the per-expert layout of their inputs (:mod:`mi_mergekit.merge.layout`;
+     methods with ``checkpoint_layout = False`` keep mergekit's tables);
   3. a safe, atomic output folder (:mod:`mi_mergekit.safety`): an output that is,
      contains or lies inside an input is refused, an existing folder with files
      we did not write needs an explicit opt-in, the merge writes into a hidden
      staging folder that is swapped into place only after the merge succeeded,
      and deleted on error or Ctrl-C — an interrupted run never leaves a folder
      that looks finished, and a replaced model is never half old, half new;
-  4. the Thinking model's tokenizer, chat template and generation_config in the
-     output (``template_from: instruct`` keeps mergekit's default, the base's);
-  5. ``mi_plan.json``: the resolved per-tensor λ plan, for auditing.
+  4. the tokenizer, chat template and generation_config of the model the method
+     chooses (model_interpolation: the Thinking model's; ``template_from: instruct``
+     the Instruct's); methods that choose none keep mergekit's (the base's);
+  5. ``mi_plan.json``: the resolved per-tensor plan, for auditing.
 
-``nway_interpolation`` gets 1 and 3 plus its own pre-flight
-(:func:`mi_mergekit.methods.nway.check_nway`) on mergekit's standard layout.
 Every touch of mergekit internals goes through :mod:`mi_mergekit.mergekit_compat`.
 Merges with any other method go straight to mergekit's original functions.
 """
@@ -74,26 +75,26 @@ def guard_mergekit_yaml(command) -> None:
     import yaml
     from pydantic import ValidationError
 
-    from mi_mergekit.errors import MergeInputError, about, explain, guard
+    from mi_mergekit.errors import MergeInputError, about, explain, guarded_main
+    from mi_mergekit.mergekit_compat import wrap_mergekit_yaml
 
-    if getattr(command.callback, "__mi_mergekit__", False):
-        return
-    callback = command.callback
+    def make_callback(callback):
+        def run_yaml(*args, **kwargs):
+            recipe = kwargs.get("config_file")
+            with about(recipe):
+                try:
+                    return callback(*args, **kwargs)
+                except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
+                    if _STOCK_MERGE["started"]:
+                        raise
+                    raise MergeInputError(explain(exc), path=recipe) from exc
 
-    def run_yaml(*args, **kwargs):
-        recipe = kwargs.get("config_file")
-        with about(recipe):
-            try:
-                return callback(*args, **kwargs)
-            except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
-                if _STOCK_MERGE["started"]:
-                    raise
-                raise MergeInputError(explain(exc), path=recipe) from exc
+        return run_yaml
 
-    run_yaml.__mi_mergekit__ = True
-    run_yaml.__wrapped__ = callback
-    command.callback = run_yaml
-    guard(command, verbose_flags=("-v",), applies=lambda exc: not _STOCK_MERGE["started"])
+    def make_main(main):
+        return guarded_main(main, verbose_flags=("-v",), applies=lambda exc: not _STOCK_MERGE["started"])
+
+    wrap_mergekit_yaml(command, make_callback, make_main)
 
 
 def install() -> None:
@@ -108,18 +109,11 @@ def install() -> None:
         guard_mergekit_yaml(sys.modules["mergekit.scripts.run_yaml"].main)
 
 
-def _is_ours(config) -> bool:
-    """Merges that get our pre-flight, safe output folder and messages."""
-    from mi_mergekit import METHOD_NAMES, NWAY_METHOD_NAME
+def _method(config):
+    """Our method for this recipe (output safety, pre-flight, streaming), or None."""
+    from mi_mergekit.merge.method import method_named
 
-    return getattr(config, "merge_method", None) in METHOD_NAMES + (NWAY_METHOD_NAME,)
-
-
-def _plans_layout(config) -> bool:
-    """Merges whose architecture is read off the checkpoint (see mi_mergekit.merge.layout)."""
-    from mi_mergekit import METHOD_NAMES
-
-    return getattr(config, "merge_method", None) in METHOD_NAMES
+    return method_named(getattr(config, "merge_method", None))
 
 
 def patch_merge_module(module) -> None:
@@ -127,7 +121,8 @@ def patch_merge_module(module) -> None:
 
     def make_get_arch(original_get_arch):
         def get_architecture_info(config, options):
-            if not _plans_layout(config):
+            method = _method(config)
+            if method is None or not method.checkpoint_layout:
                 return original_get_arch(config, options)
             arch = _ACTIVE_ARCH.get()
             if arch is None:
@@ -141,21 +136,17 @@ def patch_merge_module(module) -> None:
 
     def make_run_merge(original_run_merge):
         def run_merge(merge_config, out_path, options, config_source: Optional[str] = None):
-            if not _is_ours(merge_config):
+            if _method(merge_config) is None:
                 _STOCK_MERGE["started"] = True
                 return original_run_merge(merge_config, out_path, options, config_source)
-            if not _plans_layout(merge_config):
-                return run_nway_merge(original_run_merge, merge_config, out_path, options, config_source)
-            return run_interpolation_merge(
-                original_run_merge, merge_config, out_path, options, config_source
-            )
+            return run_method_merge(original_run_merge, merge_config, out_path, options, config_source)
 
         return run_merge
 
     wrap_merge_module(module, make_run_merge, make_get_arch)
 
 
-def run_interpolation_merge(engine, merge_config, out_path, options, config_source=None):
+def run_method_merge(engine, merge_config, out_path, options, config_source=None):
     """Check, plan, write the weights (streaming engine, or mergekit's ``engine``) into a
     staging folder, finish, publish."""
     from mi_mergekit import mergekit_compat
@@ -164,7 +155,9 @@ def run_interpolation_merge(engine, merge_config, out_path, options, config_sour
     from mi_mergekit.merge.run import PlannedOutput, copy_template_files, finish_output, stream_weights
     from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
 
-    check_output_path(out_path, model_inputs(merge_config, options, "Instruct", "Thinking"), options)
+    method = _method(merge_config)
+    roles = method.roles or ("base", "input")
+    check_output_path(out_path, model_inputs(merge_config, options, *roles), options)
     plan, arch = build_plan(merge_config, options)
     LOG.info("resolved plan:\n%s", plan.table())
     for warning in plan.warnings:
@@ -186,18 +179,3 @@ def run_interpolation_merge(engine, merge_config, out_path, options, config_sour
             copy_template_files(merge_config, plan, stage, options)
             plan.write_json(os.path.join(stage, "mi_plan.json"))
     return plan
-
-
-def run_nway_merge(engine, merge_config, out_path, options, config_source=None):
-    """nway_interpolation: the same output safety, pre-flight and staging on mergekit's
-    standard layout; weights by the streaming engine where it applies."""
-    from mi_mergekit.methods.nway import check_nway, stream_nway
-    from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
-
-    check_output_path(out_path, model_inputs(merge_config, options), options)
-    check_nway(merge_config, options)
-    if config_source is None:
-        config_source = merge_config.to_yaml()
-    with staged_directory(out_path) as stage, writing(out_path):
-        if not stream_nway(merge_config, stage, options, config_source, os.path.basename(out_path)):
-            engine(merge_config, stage, options, config_source)  # mergekit's run_merge

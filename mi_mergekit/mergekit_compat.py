@@ -2,18 +2,24 @@
 
 mi_mergekit uses mergekit's public pieces (config, ``MergePlanner.plan_to_disk``,
 ``LoaderCache`` / ``LazyTensorLoader``, ``Executor``, the merge-method registry)
-freely. What mergekit does not export — the helpers ``run_merge`` uses to write
-the non-weight files of an output folder, and the two functions of
-``mergekit.merge`` we wrap — is reached only through this module, so a mergekit
-release that moves them breaks here, with a message naming the version, and
-nowhere else.
+freely. What mergekit does not export is reached only through this module, so a
+mergekit release that moves it breaks here, with a message naming the version,
+and nowhere else:
+
+* the fields of the planned tasks (``SaveTensor``, ``ExecuteMergeMethodTask``,
+  ``GatherTensors``), read into a plain :class:`PlannedTensor`, and the copies of
+  those tasks a sweep makes (:func:`with_tensor_task`, :func:`with_saves`);
+* the helpers ``run_merge`` uses to write the non-weight files of an output folder;
+* the two functions of ``mergekit.merge`` we wrap (:func:`wrap_merge_module`) and the
+  ``mergekit-yaml`` click command we wrap (:func:`wrap_mergekit_yaml`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-from typing import Any, Callable, List
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: mergekit releases whose internals this module was written against
 TESTED = ("0.1.5",)
@@ -41,19 +47,108 @@ def check_version() -> None:
 check_version()
 
 
-def planned_saves(config, arch, options, out_config=None) -> List[Any]:
-    """The ``SaveTensor`` tasks of a merge, from mergekit's public ``plan_to_disk``.
+@dataclass(frozen=True)
+class TensorSource:
+    """Where one input of a planned tensor comes from."""
 
-    Each carries the output tensor name, its save dtype and the resolved merge
-    task (``ExecuteMergeMethodTask``: inputs, per-tensor parameters). Nothing is
-    written: the writer task is a value until an executor runs it.
-    """
-    from mergekit.io.tasks import SaveTensor
+    model: Any  # ModelReference
+    names: Tuple[str, ...]  # the tensor's name in that checkpoint, then its aliases and tied names
+    dtype: Optional[str]  # the recipe's `dtype:` (or the weight's forced dtype), cast on load
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One output tensor of a planned merge, read off mergekit's ``SaveTensor`` task."""
+
+    name: str
+    save_dtype: Optional[str]  # out_dtype / dtype written
+    method: str  # merge_method name
+    sources: Tuple[TensorSource, ...]  # in mergekit's model order
+    base: int  # index of the base model in ``sources``, -1 without one
+    shared: Dict[str, Any]  # resolved shared parameters
+    per_input: Tuple[Dict[str, Any], ...]  # resolved per-input parameters, model order
+    #: why only mergekit's executor can compute it (vocabulary permutation, …); None: plain inputs
+    needs_mergekit: Optional[str]
+    save: Any  # the SaveTensor task itself (for mergekit's executor)
+    optional: bool = False  # the architecture marks the weight optional
+
+    @property
+    def models(self) -> Tuple[Any, ...]:
+        return tuple(source.model for source in self.sources)
+
+    @property
+    def inputs_key(self) -> Tuple:
+        """Equal for the tensors of two plans that read the same inputs the same way."""
+        gather = self.save.tensor_task.gather_tensors
+        return (self.name, tuple(sorted((str(s.model), s.names[0], s.dtype or "") for s in self.sources)),
+                gather.dtype, gather.device, self.base >= 0 and str(self.models[self.base]))
+
+    @property
+    def gather(self):
+        """The GatherTensors task that loads the inputs (mergekit's executor)."""
+        return self.save.tensor_task.gather_tensors
+
+
+def planned_tensor(save) -> PlannedTensor:
+    """A :class:`PlannedTensor` from one ``SaveTensor`` task of ``plan_to_disk``."""
+    from mergekit.io.tasks import GatherTensors
+    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+
+    task = save.tensor_task
+    if not isinstance(task, ExecuteMergeMethodTask):
+        return PlannedTensor(save.tensor_name, save.dtype, "", (), -1, {}, (),
+                             f"a {type(task).__name__} task", save)
+    gather = task.gather_tensors
+    needs = None if type(gather) is GatherTensors else f"a {type(gather).__name__} input task"
+    if needs is not None:
+        gather = getattr(gather, "gather_tensors", None)
+        if type(gather) is not GatherTensors:
+            return PlannedTensor(save.tensor_name, save.dtype, task.method_name, (), -1, {}, (), needs, save)
+    sources = []
+    for model in task.model_order:
+        info = gather.weight_info[model]
+        names = (info.name,) + tuple(info.aliases or ()) + tuple(info.tied_names or ())
+        sources.append(TensorSource(model, names, info.force_dtype or gather.dtype))
+    base = list(task.model_order).index(task.base_model) if task.base_model in task.model_order else -1
+    per_input = tuple(dict(task.input_parameters[m].items()) if m in task.input_parameters else {}
+                      for m in task.model_order)
+    return PlannedTensor(save.tensor_name, save.dtype, task.method_name, tuple(sources), base,
+                         dict(task.parameters.items()), per_input, needs, save,
+                         bool(task.output_weight.optional))
+
+
+def plan_to_disk(config, arch, options, out_config=None, out_path: str = os.devnull) -> List[Any]:
+    """mergekit's task list for writing ``config`` into ``out_path`` (nothing runs yet)."""
     from mergekit.plan import MergePlanner
 
-    planner = MergePlanner(config.model_copy(deep=True), arch, options=options,
-                           out_model_config=out_config)
-    return [task for task in planner.plan_to_disk(out_path=os.devnull) if isinstance(task, SaveTensor)]
+    planner = MergePlanner(config.model_copy(deep=True), arch, options=options, out_model_config=out_config)
+    return planner.plan_to_disk(out_path=out_path)
+
+
+def is_save(task) -> bool:
+    from mergekit.io.tasks import SaveTensor
+
+    return isinstance(task, SaveTensor)
+
+
+def planned_tensors(config, arch, options, out_config=None) -> List[PlannedTensor]:
+    """Every output tensor of a merge, from mergekit's public ``plan_to_disk``, with its
+    resolved parameters. Nothing is written: the writer task is a value until run."""
+    return [planned_tensor(task) for task in plan_to_disk(config, arch, options, out_config) if is_save(task)]
+
+
+def with_tensor_task(save, tensor_task):
+    """A copy of a ``SaveTensor`` task that saves what ``tensor_task`` computes."""
+    return save.model_copy(update={"tensor_task": tensor_task})
+
+
+def with_saves(task, saves):
+    """``task`` with its ``FinalizeModel`` waiting for ``saves`` instead (others unchanged)."""
+    from mergekit.io.tasks import FinalizeModel
+
+    if isinstance(task, FinalizeModel):
+        return task.model_copy(update={"tensor_save_tasks": tuple(saves)})
+    return task
 
 
 def output_config(config, arch, options):
@@ -95,6 +190,19 @@ def write_model_files(config, arch, cfg_out, folder: str, options, source: str, 
             if log is not None:
                 log.error("failed to copy the tokenizer into %s", folder, exc_info=exc)
     _copy_tagalong_files(config, folder, files=arch.tagalong_files or [], options=options)
+
+
+def wrap_mergekit_yaml(command, make_callback: Callable, make_main: Callable) -> None:
+    """Wrap the ``mergekit-yaml`` click command: its callback by ``make_callback(original)``
+    and its ``main`` by ``make_main(original)``; idempotent."""
+    if getattr(command.callback, "__mi_mergekit__", False):
+        return
+    for attribute, make in (("callback", make_callback), ("main", make_main)):
+        original = getattr(command, attribute)
+        wrapper = make(original)
+        wrapper.__mi_mergekit__ = True
+        wrapper.__wrapped__ = original
+        setattr(command, attribute, wrapper)
 
 
 def wrap_merge_module(module, make_run_merge: Callable, make_get_arch: Callable) -> None:

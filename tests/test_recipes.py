@@ -149,7 +149,7 @@ def test_plan_matches_name(name, standins):
     for tensor in plan.tensors:
         want = should_interpolate(tensor.name, layers, window, exclude)
         assert tensor.interpolated == want, (name, tensor.name)
-        assert tensor.lam == (lam if want else 0.0), (name, tensor.name)
+        assert tensor.value == (lam if want else 0.0), (name, tensor.name)
         seen_layers.add(tensor.layer)
     assert seen_layers - {None} == set(range(layers))
     if layers == 48:
@@ -166,9 +166,9 @@ def test_last2of3_is_exactly_layers_12_to_35(standins_4b):
     assert kept == set(range(0, 12)) | {None}  # (tied) embeddings sit at layer 0
     for tensor in plan.tensors:
         if tensor.layer is not None and tensor.layer < 12:
-            assert tensor.lam == 0.0 and not tensor.interpolated, tensor.name
+            assert tensor.value == 0.0 and not tensor.interpolated, tensor.name
         if tensor.layer is not None and tensor.layer >= 12:
-            assert tensor.lam == 0.8, tensor.name
+            assert tensor.value == 0.8, tensor.name
 
 
 def test_attention_only_keeps_every_mlp_tensor_at_instruct(standins):
@@ -179,8 +179,8 @@ def test_attention_only_keeps_every_mlp_tensor_at_instruct(standins):
         mlp = [t for t in plan.tensors if is_mlp(t.name)]
         attention = [t for t in plan.tensors if is_attention(t.name)]
         assert mlp and attention
-        assert all(t.lam == 0.0 for t in mlp), name
-        assert all(t.lam == 0.8 for t in attention), name
+        assert all(t.value == 0.0 for t in mlp), name
+        assert all(t.value == 0.8 for t in attention), name
 
 
 # --------------------------------------------------------------------------- merges

@@ -110,7 +110,9 @@ def test_mergekit_engine_reads_each_input_tensor_once(untied_pair, tmp_path, mon
     assert {(os.path.abspath(p), n) for p, n in reads} == expected
     assert set(reads.values()) == {1}, [k for k, v in reads.items() if v != 1]
     assert len(outputs) == 4 and all(os.path.isdir(o.path) for o in outputs)
-    assert runs == {"SharedDelta": len(names), "SweepInterpolate": 4 * len(names)}
+    # one output task per tensor and distinct setting (a kept tensor is one task for every λ)
+    distinct = sum(len({o.plan.settings[n] for o in outputs}) for n in names)
+    assert runs == {"SharedInputs": len(names), "OutputTensor": distinct} and distinct > 2 * len(names)
 
 
 def test_unshared_path_and_mergekit_kernel_agree(untied_pair, tmp_path, monkeypatch):

@@ -254,7 +254,7 @@ class InMemoryInterpolation:
 
     def __init__(self, merge_config, options=None, device: Optional[str] = None):
         import torch
-        from mergekit.common import dtype_from_name
+        from mergekit.common import ModelReference, dtype_from_name
         from mergekit.io.tasks import LoaderCache
         from mergekit.options import MergeOptions
         from transformers import AutoModelForCausalLM
@@ -272,10 +272,7 @@ class InMemoryInterpolation:
 
         cache = LoaderCache()
         cache.setup(self.options)
-        instruct_ref, thinking_ref = merge_config.base_model, None
-        for entry in merge_config.models:
-            if entry.model != merge_config.base_model:
-                thinking_ref = entry.model
+        instruct_ref, thinking_ref = (ModelReference.model_validate(model) for _, model in plan.inputs)
         li, lt = cache.get(instruct_ref), cache.get(thinking_ref)
         self.instruct: Dict[str, Any] = {}
         self.thinking: Dict[str, Any] = {}
@@ -314,7 +311,7 @@ class InMemoryInterpolation:
                 f"transformers model (e.g. {missing[:3]}; fused MoE experts?): use --materialize disk")
         self._targets = {n: state[n] for n in self.instruct}
         self.lam: Optional[float] = None
-        self._donor = thinking_ref if plan.template_from == "thinking" else instruct_ref
+        self._donor = ModelReference.model_validate(plan.donor) if plan.donor else instruct_ref
         self._set_generation_config()
 
     def donor_path(self) -> str:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from mi_mergekit.errors import guard
+from mi_mergekit.errors import guarded_main
 
 # subcommand name -> ("module:attribute" of a click command, its one-line help).
 # The help lives here so that `mi-mergekit --help` lists the commands without
@@ -44,6 +44,11 @@ SUBCOMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def main(self, *args, **kwargs):
+        """Every failure ends in one ``Error:`` line (see :func:`mi_mergekit.errors.guarded_main`)."""
+        run = guarded_main(super().main, verbose_flags=("--verbose",), strip_flags=("--verbose",))
+        return run(*args, **kwargs)
+
     def list_commands(self, ctx):
         return sorted(SUBCOMMANDS)
 
@@ -82,8 +87,6 @@ def main():
     see the traceback.
     """
 
-
-guard(main, verbose_flags=("--verbose",), strip_flags=("--verbose",))
 
 
 if __name__ == "__main__":

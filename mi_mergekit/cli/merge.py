@@ -22,8 +22,10 @@ def plan_command(recipe: str, models: Tuple[str, ...], json_path: str):
     Reads only configs and tensor indexes (no weights); nothing is written
     except the optional JSON file.
     """
+    from mi_mergekit import register
     from mi_mergekit.merge.plan import build_plan
 
+    register()
     config, _ = load_recipe(recipe, models)
     with about(recipe):
         plan, _ = build_plan(config)

@@ -2,18 +2,19 @@
 
 mergekit's planner still resolves every parameter (filters, gradients, windows,
 modules — the same ``SaveTensor`` tasks ``mergekit-yaml`` would run, see
-:func:`mi_mergekit.mergekit_compat.planned_saves`); this module only executes
-them, for ``model_interpolation`` (one output, or the n outputs of a sweep) and
-``nway_interpolation``:
+:func:`mi_mergekit.mergekit_compat.planned_tensors`); this module only executes
+them, for any :class:`~mi_mergekit.merge.method.ElementwiseMethod` (one output, or
+the n outputs of a sweep), through the method's hooks — it names no method:
 
 * inputs are resolved by mergekit's ``LoaderCache`` / ``LazyTensorLoader`` (hub
   ids, LoRA-merged models, sharded indexes); their safetensors files are read
   with positioned reads, a slice of ``CHUNK`` elements of one tensor at a time
   (:mod:`mi_mergekit.merge.safetensors_io`);
-* every merge is element-wise, so each slice is computed on its own with the
-  kernel (:mod:`mi_mergekit.merge.kernel`) — same operations, same bits as the
-  whole tensor through mergekit's executor — for all n outputs of a sweep from
-  one read;
+* every such merge is element-wise, so each slice is computed on its own by the
+  method (:meth:`~mi_mergekit.merge.method.ElementwiseMethod.output`, built on
+  :mod:`mi_mergekit.merge.kernel`) — same operations, same bits as the whole
+  tensor through mergekit's executor — for all n outputs of a sweep from one read
+  (work they share, such as Θ_T − Θ_I, once: ``prepare``);
 * every output slice is written at its final offset in pre-sized safetensors
   files (:class:`~mi_mergekit.merge.safetensors_io.StreamingWriter`).
 
@@ -22,10 +23,10 @@ Reading, arithmetic and writing run on three threads joined by bounded queues
 set of reused slice buffers — ``READ_AHEAD + 1`` slices per input and
 ``WRITE_SLOTS`` output slices — whatever the model size and the number of outputs.
 
-Output layout: by default the output keeps the layout donor's files (the
-Instruct checkpoint for ``model_interpolation``, the base or first model for
-``nway_interpolation``): same file names, same tensor-to-file map, an index
-file when the donor has one. An explicit ``--out-shard-size`` shards by size
+Output layout: by default the output keeps the layout donor's files (the base
+model — the Instruct checkpoint for ``model_interpolation`` — or else the first
+model): same file names, same tensor-to-file map, an index file when the donor
+has one. An explicit ``--out-shard-size`` shards by size
 with mergekit's file names instead.
 
 ``MI_MERGEKIT_ENGINE=mergekit`` runs mergekit's own executor and writer instead
@@ -43,21 +44,14 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 from mergekit.merge_methods.buffers import copy_non_floating_buffer
 
 from mi_mergekit.errors import MergeInputError
-from mi_mergekit.merge.checks import all_finite, check_finite, check_lambda
 from mi_mergekit.merge.layout import natural_key
-from mi_mergekit.merge.kernel import (
-    compute_dtype,
-    interpolate,
-    interpolate_from_delta,
-    task_vector,
-    weighted_sum,
-)
+from mi_mergekit.merge.method import ElementwiseMethod, method_named
 from mi_mergekit.merge.safetensors_io import (
     OutputSpec,
     SafetensorsFile,
@@ -95,8 +89,9 @@ class Output:
     """One output folder: where its weights go and what each tensor gets there."""
 
     folder: str
-    #: model_interpolation: tensor name -> λ (None = not selected: the Instruct tensor)
-    lambdas: Optional[Dict[str, Optional[float]]] = None
+    #: tensor name -> the method's setting for this output (a sweep's λ); None: the
+    #: settings of the recipe ``write_weights`` plans
+    settings: Optional[Dict[str, Hashable]] = None
 
 
 @dataclass
@@ -108,9 +103,9 @@ class Job:
     numel: int
     sources: List[Tuple[SafetensorsFile, str]]  # per input, in mergekit's model order
     load_dtypes: List[Optional[torch.dtype]]  # the recipe's `dtype:` cast on load
-    base: int  # index of the base model (Instruct) in sources, or -1
-    method: str
-    settings: List[Any]  # per output: λ or None (interpolation); weights (nway)
+    base: int  # index of the base model in sources, or -1
+    method: ElementwiseMethod
+    settings: List[Hashable]  # per output: the method's setting for this tensor
     out_dtypes: List[torch.dtype]  # per output: the save dtype, else the aligned input dtype
 
 
@@ -157,44 +152,40 @@ class Inputs:
         self.files = {}
 
 
-def plan_jobs(saves: Sequence[Any], outputs: Sequence[Output], inputs: Inputs,
-              nway_weights=None) -> List[Job]:
-    """One :class:`Job` per planned ``SaveTensor`` task (those of the first output;
-    the outputs of a sweep differ only in their per-tensor λ)."""
-    from mergekit.io.tasks import GatherTensors
-    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
-
+def plan_jobs(tensors: Sequence[Any], outputs: Sequence[Output], inputs: Inputs) -> List[Job]:
+    """One :class:`Job` per planned tensor (:class:`~mi_mergekit.mergekit_compat.PlannedTensor`
+    of the recipe; the outputs of a sweep differ only in their settings)."""
     jobs = []
-    for save in saves:
-        task = save.tensor_task
-        if not isinstance(task, ExecuteMergeMethodTask) or type(task.gather_tensors) is not GatherTensors:
-            raise NotStreamable(f"tensor {save.tensor_name} needs a mergekit input task "
-                                f"({type(getattr(task, 'gather_tensors', task)).__name__})")
-        gather = task.gather_tensors
-        sources, load_dtypes = [], []
-        for model in task.model_order:
-            info = gather.weight_info[model]
-            names = [info.name] + list(info.aliases or ()) + list(info.tied_names or ())
-            sources.append(inputs.entry(model, names))
-            load_dtypes.append(_dtype(info.force_dtype or gather.dtype))
+    for tensor in tensors:
+        if tensor.needs_mergekit:
+            raise NotStreamable(f"tensor {tensor.name} needs {tensor.needs_mergekit}")
+        method = method_named(tensor.method)
+        if method is None:
+            raise NotStreamable(f"{tensor.method!r} is not an element-wise method")
+        sources = [inputs.entry(source.model, source.names) for source in tensor.sources]
+        load_dtypes = [_dtype(source.dtype) for source in tensor.sources]
         entries = [handle.entries[name] for handle, name in sources]
         if len({entry.shape for entry in entries}) != 1:
-            raise MergeInputError(f"Tensor size mismatch for {save.tensor_name}: "
+            raise MergeInputError(f"Tensor size mismatch for {tensor.name}: "
                                   f"{[list(entry.shape) for entry in entries]}")
-        shape = entries[0].shape
-        if task.method_name == "nway_interpolation":
-            settings = [nway_weights(task, save.tensor_name)]
-        else:
-            settings = [output.lambdas[save.tensor_name] for output in outputs]
+        recipe_setting = None
+        settings = []
+        for output in outputs:
+            if output.settings is not None:
+                settings.append(output.settings[tensor.name])
+                continue
+            if recipe_setting is None:
+                recipe_setting = (method.setting(method.resolved(
+                    tensor.name, tensor.models, tensor.base, tensor.shared, tensor.per_input)),)
+            settings.append(recipe_setting[0])
         aligned = None
         for entry, load in zip(entries, load_dtypes):
             dtype = load or entry.dtype
             aligned = dtype if aligned is None else torch.promote_types(aligned, dtype)
-        save_dtype = _dtype(save.dtype)
-        base = list(task.model_order).index(task.base_model) if task.base_model in task.model_order else -1
+        save_dtype = _dtype(tensor.save_dtype)
         jobs.append(Job(
-            name=save.tensor_name, shape=shape, numel=entries[0].numel, sources=sources,
-            load_dtypes=load_dtypes, base=base, method=task.method_name, settings=settings,
+            name=tensor.name, shape=entries[0].shape, numel=entries[0].numel, sources=sources,
+            load_dtypes=load_dtypes, base=tensor.base, method=method, settings=settings,
             out_dtypes=[save_dtype or aligned] * len(settings),
         ))
     # Read the inputs in file order: sequential reads of the base (or first) model.
@@ -226,75 +217,44 @@ def output_files(jobs: Sequence[Job], k: int, donor_index, shard_size: int
 # --------------------------------------------------------------------------- arithmetic
 
 
-def _store(value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``value.to(out.dtype)`` written into ``out`` (the save cast; the same rounding)."""
-    return out.copy_(value)
-
-
-def prepare(job: Job, chunks: List[torch.Tensor]) -> List[torch.Tensor]:
-    """One input slice as the merge sees it: the recipe's load dtype, then aligned to the
-    inputs' common dtype (mergekit's align_dtype) — or ``[buffer]`` for an integer buffer."""
+def prepare(job: Job, chunks: List[torch.Tensor]) -> Tuple[List[torch.Tensor], Any]:
+    """One input slice as the method sees it — the recipe's load dtype, then aligned to
+    the inputs' common dtype (mergekit's align_dtype), in the method's input order —
+    and the state the outputs share (``([buffer], None)`` for an integer buffer)."""
     chunks = [c if d is None or c.dtype == d else c.to(d) for c, d in zip(chunks, job.load_dtypes)]
     buffer = copy_non_floating_buffer(chunks, job.name)  # mergekit's rule: must agree, copied
     if buffer is not None:
-        return [buffer]
+        return [buffer], None
     common = chunks[0].dtype
     for chunk in chunks[1:]:
         common = torch.promote_types(common, chunk.dtype)
-    chunks = [c.to(common) for c in chunks]
-    if job.method != "nway_interpolation":
-        instruct, thinking = chunks[job.base], chunks[1 - job.base]
-        if any(lam is None for lam in job.settings):
-            check_finite(job.name, Instruct=instruct, Thinking=thinking)
-        if sum(lam is not None for lam in job.settings) > 1:
-            # a sweep: Θ_T − Θ_I once for all its λ (the kernel's own first step)
-            chunks.append(task_vector(instruct, thinking, out=_delta_scratch(instruct)))
-    return chunks
+    inputs = job.method.ordered([c.to(common) for c in chunks], job.base)
+    return inputs, job.method.prepare(job.name, inputs, job.settings, workspace)
 
 
 _scratch = threading.local()
 
 
-def _delta_scratch(like: torch.Tensor) -> torch.Tensor:
-    """A reused float32 (float64) slice buffer for Θ_T − Θ_I."""
-    dtype = compute_dtype(like.dtype)
+def workspace(numel: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """A reused slice buffer of this thread (the state the outputs of one slice share)."""
     buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.device != like.device or buffer.numel() * buffer.element_size() < like.numel() * dtype.itemsize:
-        buffer = _scratch.buffer = torch.empty(max(like.numel(), CHUNK) * dtype.itemsize, dtype=torch.uint8,
+    if buffer is None or buffer.device != like.device or buffer.numel() < numel * dtype.itemsize:
+        buffer = _scratch.buffer = torch.empty(max(numel, CHUNK) * dtype.itemsize, dtype=torch.uint8,
                                                device=like.device)
-    return buffer[: like.numel() * dtype.itemsize].view(dtype)
+    return buffer[: numel * dtype.itemsize].view(dtype)
 
 
-def compute(job: Job, chunks: List[torch.Tensor], k: int, out: torch.Tensor) -> None:
+def compute(job: Job, prepared: Tuple[List[torch.Tensor], Any], k: int, out: torch.Tensor) -> None:
     """Output ``k``'s slice from the prepared input slice, written into ``out`` (of that
-    output's final dtype)."""
-    if len(chunks) == 1:  # an integer buffer, copied
-        _store(chunks[0], out)
+    output's final dtype: computed in the inputs' dtype, then the save cast, as mergekit)."""
+    inputs, state = prepared
+    if len(inputs) == 1:  # an integer buffer, copied
+        out.copy_(inputs[0])
         return
-    common = chunks[0].dtype
-    if job.method == "nway_interpolation":
-        merged = weighted_sum(chunks, job.settings[k])
-        if not all_finite(merged):
-            check_finite(job.name, **{f"input {i}": c for i, c in enumerate(chunks)})
-            check_finite(job.name, merged=merged)
-        _store(merged.to(common), out)
-        return
-    instruct, thinking = chunks[job.base], chunks[1 - job.base]
-    lam = job.settings[k]
-    if lam is None:
-        _store(instruct, out)  # kept bit for bit (then the save cast, as mergekit)
-        return
-    direct = out.dtype == common
-    target = out if direct else None
-    if len(chunks) == 3:  # the shared delta of a sweep
-        merged = interpolate_from_delta(instruct, chunks[2], lam, out_dtype=common, out=target, thinking=thinking)
-    else:
-        merged = interpolate(instruct, thinking, lam, out_dtype=common, out=target)
-    if not all_finite(merged):
-        check_finite(job.name, Instruct=instruct, Thinking=thinking)
-        check_finite(job.name, merged=merged)
-    if not direct:
-        _store(merged, out)
+    target = out if out.dtype == inputs[0].dtype else None
+    value = job.method.output(job.name, inputs, job.settings[k], state, out=target)
+    if target is None:
+        out.copy_(value)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -448,22 +408,20 @@ def check_streamable(config, options) -> None:
 
 
 def write_weights(config, arch, outputs: Sequence[Output], options, out_config=None,
-                  donor=None, nway_weights=None, desc: str = "Merging") -> None:
+                  donor=None, desc: str = "Merging") -> None:
     """Plan with mergekit, then stream every output's weights into its folder.
 
-    Raises :class:`NotStreamable` (before anything is written) for merges only
-    mergekit's engine runs.
+    ``donor`` is the model whose shard layout the outputs keep. Raises
+    :class:`NotStreamable` (before anything is written) for merges only mergekit's
+    engine runs.
     """
-    from mi_mergekit.mergekit_compat import planned_saves
+    from mi_mergekit.mergekit_compat import planned_tensors
 
     check_streamable(config, options)
-    saves = planned_saves(config, arch, options, out_config)
+    tensors = planned_tensors(config, arch, options, out_config)
     inputs = Inputs(options)
     try:
-        jobs = plan_jobs(saves, outputs, inputs, nway_weights)
-        for output in outputs:
-            for lam in {v for v in (output.lambdas or {}).values() if v is not None}:
-                check_lambda(lam)
+        jobs = plan_jobs(tensors, outputs, inputs)
         donor_index = inputs.index(donor) if donor is not None else None
         layouts = [output_files(jobs, k, donor_index, options.out_shard_size) for k in range(len(outputs))]
         check_free_space(outputs[0].folder, sum(spec.nbytes for files, _ in layouts

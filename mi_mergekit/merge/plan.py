@@ -1,9 +1,12 @@
-"""Pre-flight checks and the resolved per-tensor λ plan of a model_interpolation merge.
+"""Pre-flight checks and the resolved per-tensor plan of a merge with one of our methods.
 
-The plan is resolved by mergekit's own planner (same parameter filters, gradients
-and defaults as the real merge) over the checkpoint-layout architecture, then each
-tensor's parameters go through the same :class:`~mi_mergekit.merge.selection.Selection`
-the kernel uses. What ``mi-mergekit plan`` prints is what the merge does.
+For any :class:`~mi_mergekit.merge.method.ElementwiseMethod` (it reads the method's
+roles, parameters and per-tensor setting; it names none): the recipe's form
+(``models:`` or ``slices:``), its parameters, the checkpoints (configs, tensor names
+and shapes), then the plan resolved by mergekit's own planner (same parameter
+filters, gradients and defaults as the real merge) over the checkpoint-layout
+architecture, each tensor's parameters turned into the method's setting. What
+``mi-mergekit plan`` prints is what the merge does.
 
 Every check here runs before mergekit creates the output folder, so bad input
 never leaves anything behind.
@@ -15,66 +18,91 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 from mergekit.common import ModelReference
-from mergekit.config import MergeConfiguration, evaluate_setting
+from mergekit.config import MergeConfiguration
+from mergekit.merge_methods.base import ParameterScope
 from mergekit.options import MergeOptions
 
-from mi_mergekit.errors import CheckpointFileError, MergeInputError, SelectionError
+from mi_mergekit.errors import CheckpointFileError, MergeInputError, MiMergekitError
 from mi_mergekit.merge.layout import (
     CheckpointIndex,
     checkpoint_architecture,
     compare_indexes,
     model_config,
 )
-from mi_mergekit.merge.checks import check_lambda
-from mi_mergekit.methods.interpolation import METHOD_NAME, PARAMETERS, SELECTION_PARAMETERS
-from mi_mergekit.merge.selection import PARTS, Selection, classify
+from mi_mergekit.merge.method import ElementwiseMethod, method_named
+from mi_mergekit.merge.selection import PARTS, classify
 
 LOG = logging.getLogger(__name__)
-
-TEMPLATE_SOURCES = ("thinking", "instruct")
-_KNOWN = {p.name for p in PARAMETERS}
 
 
 @dataclass
 class TensorPlan:
     name: str
     part: str
-    depth: int
     layer: Optional[int]
-    interpolated: bool
-    lam: float  # effective λ: the configured value if interpolated, else 0.0
+    interpolated: bool  # computed by the method (False: the base tensor, bit for bit)
+    value: Any  # the method's per-tensor value (model_interpolation: λ, 0.0 where kept)
+    setting: Hashable = None  # what the method computes it with
+    fields: Dict[str, Any] = field(default_factory=dict)  # the method's extra fields
 
 
 @dataclass
 class MergePlan:
     method: str
-    instruct: str
-    thinking: str
+    inputs: List[Tuple[str, str]]  # (role, model), base first
     num_layers: int
     architecture: str
-    template_from: str
-    lam: Optional[float]  # the top-level λ when it is a plain number
+    template_from: Optional[str]  # whose tokenizer/chat template/generation_config (None: mergekit's)
+    donor: Optional[str]  # that model
+    value_name: str = "value"
+    value_label: str = "value"
     tensors: List[TensorPlan] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
+    @property
+    def base(self) -> str:
+        """The base model (model_interpolation: Instruct), else the first model."""
+        return self.inputs[0][1]
+
+    @property
+    def value(self) -> Any:
+        """The one value every computed tensor has, if there is one (a plain λ)."""
+        values = {json.dumps(t.value) for t in self.tensors if t.interpolated}
+        return json.loads(values.pop()) if len(values) == 1 else None
+
+    @property
+    def settings(self) -> Dict[str, Hashable]:
+        """tensor name -> the method's setting (what the engines compute with)."""
+        return {t.name: t.setting for t in self.tensors}
+
     def to_json(self) -> Dict[str, Any]:
-        data = asdict(self)
-        data["lambda"] = data.pop("lam")
-        data["tensors"] = [
-            {**{k: v for k, v in t.items() if k != "lam"}, "lambda": t["lam"]}
-            for t in data["tensors"]
-        ]
-        data["whole_model"] = self.whole_model
-        data["summary"] = self.grid()
+        data = {
+            "method": self.method,
+            **({role.lower(): model for role, model in self.inputs}
+               if len({role for role, _ in self.inputs}) == len(self.inputs) else {}),
+            "inputs": [list(pair) for pair in self.inputs],
+            "num_layers": self.num_layers,
+            "architecture": self.architecture,
+            "template_from": self.template_from,
+            self.value_name: self.value,
+            "tensors": [
+                {"name": t.name, "part": t.part, "layer": t.layer, **t.fields,
+                 "interpolated": t.interpolated, self.value_name: t.value}
+                for t in self.tensors
+            ],
+            "warnings": self.warnings,
+            "whole_model": self.whole_model,
+            "summary": self.grid(),
+        }
         return data
 
     @property
     def whole_model(self) -> bool:
         """True when every tensor is interpolated with one λ (no window, no module selection)."""
-        return all(t.interpolated for t in self.tensors) and len({t.lam for t in self.tensors}) == 1
+        return all(t.interpolated for t in self.tensors) and self.value is not None
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as handle:
@@ -86,9 +114,10 @@ class MergePlan:
         cells: Dict[str, Dict[str, set]] = {}
         for tensor in self.tensors:
             row = str(tensor.layer) if tensor.layer is not None else tensor.part
-            cells.setdefault(row, {}).setdefault(tensor.part, set()).add(tensor.lam)
+            cells.setdefault(row, {}).setdefault(tensor.part, set()).add(json.dumps(tensor.value))
         return {
-            row: {part: (min(v) if len(v) == 1 else sorted(v)) for part, v in parts.items()}
+            row: {part: (json.loads(min(v)) if len(v) == 1 else sorted(json.loads(x) for x in v))
+                  for part, v in parts.items()}
             for row, parts in cells.items()
         }
 
@@ -102,8 +131,8 @@ class MergePlan:
             if value is None:
                 return "-"
             if isinstance(value, list):
-                return "/".join(f"{v:g}" for v in value)
-            return f"{value:g}"
+                return "/".join(cell(v) for v in value)
+            return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
         header = ["layers"] + layer_parts
         rows: List[List[str]] = []
@@ -119,70 +148,135 @@ class MergePlan:
             layer = end + 1
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
         fmt = "  ".join("{:<%d}" % w for w in widths)
+        base_role = self.inputs[0][0]
         lines = [
-            f"model_interpolation: Instruct={self.instruct}  Thinking={self.thinking}",
+            f"{self.method}: " + "  ".join(f"{role}={model}" for role, model in self.inputs),
             f"{self.architecture}, {self.num_layers} decoder layers, "
             f"{len(self.tensors)} tensors, {sum(t.interpolated for t in self.tensors)} interpolated;"
-            f" λ shown per tensor group (0 = kept at Instruct weights)",
+            f" {self.value_label} shown per tensor group (0 = kept at {base_role} weights)",
             fmt.format(*header),
         ]
         lines += [fmt.format(*r) for r in rows]
         for part in ("embed_tokens", "final_norm", "lm_head"):
             if part in grid:
-                lines.append(f"{part}: λ={cell(grid[part][part])}")
+                lines.append(f"{part}: {self.value_label}={cell(grid[part][part])}")
         if "lm_head" not in grid:
             lines.append("lm_head: tied to embed_tokens (no tensor of its own)")
-        lines.append(f"tokenizer / chat template / generation_config from: {self.template_from}")
+        if self.template_from:
+            lines.append(f"tokenizer / chat template / generation_config from: {self.template_from}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
-def split_models(config: MergeConfiguration) -> Tuple[ModelReference, ModelReference]:
-    """(Instruct, Thinking) from a recipe, or a MergeInputError saying what is wrong."""
-    if config.slices or config.modules:
+def method_of(config: MergeConfiguration) -> ElementwiseMethod:
+    """The recipe's merge method, which must be one of ours (an ElementwiseMethod registered
+    with mergekit: by the autoload hook, or ``mi_mergekit.register()``)."""
+    method = method_named(config.merge_method)
+    if method is None:
         raise MergeInputError(
-            f"{METHOD_NAME} takes `models:` and `base_model:`; slices/modules are not "
-            "supported — select layers with the layer_start / layer_end parameters"
-        )
-    if config.base_model is None:
-        raise MergeInputError(
-            f"{METHOD_NAME} needs `base_model:` set to the Instruct checkpoint (the λ=0 end)"
-        )
-    others = [m for m in (config.models or []) if m.model != config.base_model]
-    if len(others) != 1:
-        raise MergeInputError(
-            f"{METHOD_NAME} needs exactly one model besides base_model (the Thinking "
-            f"checkpoint, the λ=1 end); this recipe lists {len(others)}: "
-            f"{[str(m.model) for m in others]}"
-        )
-    for entry in config.models or []:
-        if entry.parameters:
-            raise MergeInputError(
-                f"per-model parameters ({sorted(entry.parameters)} on {entry.model}) are "
-                f"ignored by {METHOD_NAME}; put them under the top-level `parameters:`"
-            )
-    return config.base_model, others[0].model
+            f"merge_method {config.merge_method!r} is not an element-wise mi-mergekit method "
+            "(stock mergekit methods are run by mergekit-yaml as they are)")
+    return method
 
 
-def check_parameters(config: MergeConfiguration) -> str:
-    """Reject unknown or malformed top-level parameters; return ``template_from``."""
-    params = config.parameters or {}
-    unknown = sorted(set(params) - _KNOWN)
-    if unknown:
-        raise MergeInputError(
-            f"unknown parameter(s) for {METHOD_NAME}: {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_KNOWN))}"
-        )
-    if "lambda" not in params:
-        raise MergeInputError(f"{METHOD_NAME} needs `parameters: {{lambda: <float>}}`")
-    template_from = "thinking"
-    if "template_from" in params:
-        template_from = evaluate_setting("", params["template_from"], validate=str)
-        if template_from not in TEMPLATE_SOURCES:
+def _input_scoped(method: ElementwiseMethod, is_base: bool) -> set:
+    return {p.name for p in method.spec.parameters
+            if p.scope == ParameterScope.INPUT or (p.scope == ParameterScope.NON_BASE and not is_base)}
+
+
+def recipe_models(method: ElementwiseMethod, config: MergeConfiguration) -> List[Tuple[str, ModelReference]]:
+    """(role, model) of every input, base first, or a MergeInputError saying what is wrong
+    with the recipe's form (``models:`` / ``slices:``), its models or its parameters."""
+    name = method.spec.name
+    if config.modules:
+        raise MergeInputError(f"{name} takes `models:` or `slices:`; `modules:` sections are not supported")
+    base = config.base_model
+    entries = [(entry.model, entry.parameters, "model") for entry in config.models or []]
+    for k, out_slice in enumerate(config.slices or []):
+        if out_slice.base_model is not None and out_slice.base_model != base:
             raise MergeInputError(
-                f"template_from must be one of {TEMPLATE_SOURCES}, got {template_from!r}"
-            )
-    return template_from
+                f"slice {k} sets base_model {out_slice.base_model}; {name} takes one base_model for "
+                "the whole recipe (set it at the top level)")
+        entries += [(source.model, source.parameters, "source") for source in out_slice.sources]
+    models = list(dict.fromkeys(model for model, _, _ in entries))
+    if method.roles:
+        first, second = method.roles
+        if base is None:
+            raise MergeInputError(f"{name} needs `base_model:` set to the {first} checkpoint")
+        others = [m for m in models if m != base]
+        if len(others) != 1:
+            raise MergeInputError(
+                f"{name} needs exactly one model besides base_model (the {second} checkpoint); "
+                f"this recipe lists {len(others)}: {[str(m) for m in others]}")
+        inputs = [(first, base), (second, others[0])]
+    else:
+        if base is not None and base not in models:
+            models.insert(0, base)
+        minimum = method.spec.contract.min_inputs
+        if len(models) < minimum:
+            raise MergeInputError(f"{name} needs at least {minimum} models, got {len(models)}")
+        inputs = [("base" if m == base else "input", m) for m in models]
+        inputs.sort(key=lambda pair: pair[0] != "base")
+    known = {p.name for p in method.spec.parameters}
+    for model, params, what in entries:
+        misplaced = sorted(set(params or {}) - _input_scoped(method, model == base))
+        if misplaced:
+            raise MergeInputError(
+                f"per-{what} parameters ({misplaced} on {model}) are ignored by {name}; put them "
+                "under the top-level `parameters:`" + (" (or the slice's)" if config.slices else ""))
+    for where, params in [("", config.parameters)] + [(f" in slice {k}", s.parameters)
+                                                      for k, s in enumerate(config.slices or [])]:
+        unknown = sorted(set(params or {}) - known)
+        if unknown:
+            raise MergeInputError(f"unknown parameter(s) for {name}{where}: {', '.join(unknown)}; "
+                                  f"known: {', '.join(sorted(known))}")
+    for parameter in method.spec.parameters:
+        if parameter.required and not _is_set(parameter.name, config):
+            raise MergeInputError(f"{name} needs `parameters: {{{parameter.name}: <value>}}`")
+    method.check_recipe(config)
+    return inputs
+
+
+def _is_set(parameter: str, config: MergeConfiguration) -> bool:
+    """True if every tensor can resolve ``parameter`` from some level of the recipe."""
+    if parameter in (config.parameters or {}):
+        return True
+    if config.slices:
+        return all(parameter in (s.parameters or {})
+                   or any(parameter in (src.parameters or {}) for src in s.sources) for s in config.slices)
+    return any(parameter in (m.parameters or {}) for m in config.models or [])
+
+
+def check_slices(method: ElementwiseMethod, config: MergeConfiguration, models: List[ModelReference],
+                 num_layers: int) -> None:
+    """A ``slices:`` recipe must mean the merge of the inputs layer by layer: every slice
+    takes the same layers from each input once, and the slices cover every decoder layer
+    once, in order. Anything else (layer stacking, unequal ranges, dropped layers) builds
+    a different model and is refused with the reason."""
+    name = method.spec.name
+    roles = " and ".join(method.roles) if method.roles else "the models"
+    expected = 0
+    for k, out_slice in enumerate(config.slices or []):
+        refs = [source.model for source in out_slice.sources]
+        if len(refs) != len(models) or set(refs) != set(models):
+            raise MergeInputError(
+                f"slice {k} takes layers from {[str(m) for m in refs]}; every slice of a {name} recipe "
+                f"takes the same layers from each of {roles}, once")
+        ranges = sorted({tuple(source.layer_range) for source in out_slice.sources})
+        if len(ranges) != 1:
+            raise MergeInputError(
+                f"slice {k}: the sources' layer ranges differ ({', '.join(str(list(r)) for r in ranges)}); "
+                f"{name} merges each layer with the same layer of the other model")
+        start, end = ranges[0]
+        if start != expected:
+            raise MergeInputError(
+                f"slice {k} starts at layer {start}, not {expected}: slices that repeat, skip or reorder "
+                f"layers (layer stacking) build a different model, not a {name} of {roles}")
+        expected = end
+    if config.slices and expected != num_layers:
+        raise MergeInputError(
+            f"the slices end at layer {expected} but the models have {num_layers} decoder layers: a "
+            f"{name} output keeps every layer (choose the interpolated layers with parameters instead)")
 
 
 #: any one of these makes a folder's tokenizer loadable
@@ -207,83 +301,76 @@ def _text_config(model: ModelReference, options: MergeOptions):
 
 
 def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = None):
-    """Check a recipe against its checkpoints and resolve λ for every tensor.
+    """Check a recipe against its checkpoints and resolve every tensor's setting.
 
     Returns ``(plan, architecture)``; raises :class:`MergeInputError` on bad input.
     """
-    from mi_mergekit.mergekit_compat import planned_saves
-    from mi_mergekit.methods import register_all
+    from mi_mergekit.mergekit_compat import planned_tensors
 
-    register_all()
     options = options or MergeOptions()
-    if config.merge_method != METHOD_NAME:
-        raise MergeInputError(f"not a {METHOD_NAME} recipe (merge_method: {config.merge_method})")
-    instruct, thinking = split_models(config)
-    template_from = check_parameters(config)
+    method = method_of(config)
+    inputs = recipe_models(method, config)
+    models = [model for _, model in inputs]
+    labels = [role if method.roles else str(model) for role, model in inputs]
 
-    (cfg_i, text_i), (cfg_t, text_t) = (_text_config(m, options) for m in (instruct, thinking))
-    if cfg_i.architectures != cfg_t.architectures:
-        raise MergeInputError(
-            f"architectures differ: Instruct {cfg_i.architectures} vs Thinking {cfg_t.architectures}"
-        )
-    if text_i.num_hidden_layers != text_t.num_hidden_layers:
-        raise MergeInputError(
-            f"layer counts differ: Instruct has {text_i.num_hidden_layers} decoder layers, "
-            f"Thinking has {text_t.num_hidden_layers}"
-        )
-    num_layers = int(text_i.num_hidden_layers)
+    configs = [_text_config(m, options) for m in models]
+    first_cfg, first_text = configs[0]
+    for label, (cfg, text) in zip(labels[1:], configs[1:]):
+        if cfg.architectures != first_cfg.architectures:
+            raise MergeInputError(
+                f"architectures differ: {labels[0]} {first_cfg.architectures} vs {label} {cfg.architectures}")
+        if text.num_hidden_layers != first_text.num_hidden_layers:
+            raise MergeInputError(
+                f"layer counts differ: {labels[0]} has {first_text.num_hidden_layers} decoder layers, "
+                f"{label} has {text.num_hidden_layers}")
+    num_layers = int(first_text.num_hidden_layers)
+    check_slices(method, config, models, num_layers)
 
-    donor = thinking if template_from == "thinking" else instruct
+    donor = method.donor(config)
     rebuilt = bool(config.tokenizer_source or config.tokenizer or config.chat_template)
-    if options.copy_tokenizer and not rebuilt:
-        check_tokenizer_files(donor, template_from)
+    if donor is not None and options.copy_tokenizer and not rebuilt:
+        check_tokenizer_files(donor[1], donor[0])
 
-    index_i = CheckpointIndex.read(instruct, options)
-    compare_indexes(index_i, CheckpointIndex.read(thinking, options))
-    arch = checkpoint_architecture(
-        index_i, num_layers, list(cfg_i.architectures or []), cfg_i.model_type
-    )
+    first_index = CheckpointIndex.read(models[0], options)
+    for label, model in zip(labels[1:], models[1:]):
+        compare_indexes(first_index, CheckpointIndex.read(model, options), (labels[0], label))
+    if method.checkpoint_layout:
+        arch = checkpoint_architecture(first_index, num_layers, list(first_cfg.architectures or []),
+                                       first_cfg.model_type)
+    else:
+        from mergekit.architecture import get_architecture_info
 
-    # Resolve parameters exactly as the merge will (mergekit's own planner).
-    saves = planned_saves(config, arch, options, cfg_i)
+        arch = get_architecture_info(config, options)
 
-    lam_setting = (config.parameters or {}).get("lambda")
     plan = MergePlan(
-        method=METHOD_NAME,
-        instruct=str(instruct),
-        thinking=str(thinking),
+        method=method.spec.name,
+        inputs=[(role, str(model)) for role, model in inputs],
         num_layers=num_layers,
-        architecture=(cfg_i.architectures or [cfg_i.model_type])[0],
-        template_from=template_from,
-        lam=float(lam_setting) if isinstance(lam_setting, (int, float)) else None,
+        architecture=(first_cfg.architectures or [first_cfg.model_type])[0],
+        template_from=donor[0] if donor else None,
+        donor=str(donor[1]) if donor else None,
+        value_name=method.value_name,
+        value_label=method.value_label,
     )
-    for save in saves:
-        name = save.tensor_name
-        params = dict(save.tensor_task.parameters.items())
-        lam = params["lambda"]
-        check_lambda(lam)
+    # Resolve parameters exactly as the merge will (mergekit's own planner).
+    for planned in planned_tensors(config, arch, options, first_cfg):
+        tensor = method.resolved(planned.name, planned.models, planned.base, planned.shared, planned.per_input)
         try:
-            selection = Selection(
-                num_layers=params["num_layers"] or num_layers,
-                **{k: params[k] for k in SELECTION_PARAMETERS},
-            )
-            tensor = classify(name)
-            interpolated = selection.selects(name)
-        except SelectionError as exc:
-            raise MergeInputError(f"{exc} (while planning {name})") from None
-        plan.tensors.append(
-            TensorPlan(
-                name=name,
-                part=tensor.part,
-                depth=selection.depth(tensor),
-                layer=tensor.layer,
-                interpolated=interpolated,
-                lam=float(lam) if interpolated else 0.0,
-            )
-        )
-    lams = {t.lam for t in plan.tensors if t.interpolated}
-    if not lams:
-        plan.warnings.append("no tensor is interpolated: the output equals the Instruct model")
-    if any(not 0.0 <= v <= 1.0 for v in lams):
-        plan.warnings.append(f"λ outside [0, 1] (extrapolation): {sorted(lams)}")
+            setting = method.setting(tensor)
+            fields = method.plan_fields(tensor, setting)
+        except MiMergekitError as exc:
+            raise type(exc)(f"{exc.message} (while planning {planned.name})", path=exc.path) from None
+        try:
+            part = classify(planned.name)
+            part_name, layer = part.part, part.layer
+        except MergeInputError:
+            if method.checkpoint_layout:
+                raise
+            part_name, layer = "other", None
+        plan.tensors.append(TensorPlan(
+            name=planned.name, part=part_name, layer=layer, interpolated=not method.keeps_base(setting),
+            value=method.plan_value(setting), setting=setting, fields=fields))
+    if not any(t.interpolated for t in plan.tensors):
+        plan.warnings.append(f"no tensor is interpolated: the output equals the {labels[0]} model")
+    plan.warnings += method.plan_warnings([t.setting for t in plan.tensors])
     return plan, arch

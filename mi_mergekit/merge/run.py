@@ -1,7 +1,7 @@
-"""Run a planned ``model_interpolation`` merge into one or more staged output folders.
+"""Run a planned merge (any of our methods) into one or more staged output folders.
 
 Each output (one for ``mergekit-yaml`` / ``run_merge`` / ``mi-mergekit merge``,
-n for a sweep) is a :class:`PlannedOutput`: its recipe at one λ, the resolved
+n for a sweep) is a :class:`PlannedOutput`: its recipe (at one λ), the resolved
 plan (:mod:`mi_mergekit.merge.plan`) and the hidden staging folder it is written
 into (published by :mod:`mi_mergekit.safety`). The weights come from the
 streaming engine (:mod:`mi_mergekit.merge.engine`) — or, with
@@ -48,9 +48,9 @@ class PlannedOutput:
     label: str = ""  # λ as text, e.g. "0.3" (sweeps)
 
     @property
-    def lambdas(self):
-        """tensor name -> λ, or None where the plan keeps the Instruct tensor."""
-        return {t.name: (t.lam if t.interpolated else None) for t in self.plan.tensors}
+    def settings(self):
+        """tensor name -> the method's setting (model_interpolation: λ, None where kept)."""
+        return self.plan.settings
 
 
 def stream_weights(merge_config, outputs: Sequence[PlannedOutput], arch, options) -> bool:
@@ -61,11 +61,11 @@ def stream_weights(merge_config, outputs: Sequence[PlannedOutput], arch, options
 
     if engine_name() != "stream":
         return False
-    donor = ModelReference.model_validate(outputs[0].plan.instruct)
+    donor = ModelReference.model_validate(outputs[0].plan.base)
     desc = "Merging" if len(outputs) == 1 else f"Sweep ({len(outputs)} λ)"
     try:
         write_weights(merge_config if len(outputs) == 1 else outputs[0].config, arch,
-                      [Output(o.stage, o.lambdas) for o in outputs], options,
+                      [Output(o.stage, o.settings) for o in outputs], options,
                       out_config=outputs[0].out_config, donor=donor, desc=desc)
     except NotStreamable as why:
         LOG.info("running mergekit's executor: the streaming engine does not do this merge (%s)", why)
@@ -101,12 +101,13 @@ def finish_output(output: PlannedOutput, arch, tokenizer, options) -> None:
 
 
 def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
-    """Give the output the chosen donor's tokenizer, chat template and generation_config."""
+    """Give the output the chosen donor's tokenizer, chat template and generation_config
+    (where the method chooses one; else mergekit's choice stands)."""
     from mergekit.common import ModelReference
 
-    donor = ModelReference.model_validate(
-        plan.thinking if plan.template_from == "thinking" else plan.instruct
-    )
+    if plan.donor is None:
+        return
+    donor = ModelReference.model_validate(plan.donor)
     rebuilt = bool(
         merge_config.tokenizer_source or merge_config.tokenizer or merge_config.chat_template
     )

@@ -14,7 +14,8 @@ that λ, for whole-model, layer-windowed and module-selective recipes alike;
 memory is a few slices, whatever n is. ``MI_MERGEKIT_ENGINE=mergekit`` runs
 the same sweep through mergekit's executor (:mod:`mi_mergekit.merge.mergekit_engine`).
 
-``--lambdas`` replaces the recipe's top-level ``lambda`` (which may be absent);
+``--lambdas`` replaces the recipe's ``lambda`` — the method's ``sweep_parameter``,
+wherever the recipe sets it (top level, slices, models) — by one top-level value;
 every other parameter (window, modules, placements, template_from) is kept.
 
 Atomicity: every output is written into a hidden staging folder next to its
@@ -32,6 +33,7 @@ import sys
 from decimal import Decimal
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
+from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.lambdas import format_lambda, output_name
 from mi_mergekit.merge.run import PlannedOutput
 
@@ -49,10 +51,40 @@ LOG = logging.getLogger("mi_mergekit.sweep")
 SweepOutput = PlannedOutput
 
 
+def _with_value(data: dict, name: str, value) -> dict:
+    """Recipe data with ``name`` set once, at the top level (removed everywhere else)."""
+    def strip(entry):
+        if isinstance(entry, dict) and isinstance(entry.get("parameters"), dict):
+            entry["parameters"] = {k: v for k, v in entry["parameters"].items() if k != name} or None
+            if entry["parameters"] is None:
+                del entry["parameters"]
+        return entry
+
+    for entry in data.get("models") or []:
+        strip(entry)
+    for out_slice in data.get("slices") or []:
+        strip(out_slice)
+        for source in out_slice.get("sources") or []:
+            strip(source)
+    data["parameters"] = {**(data.get("parameters") or {}), name: value}
+    return data
+
+
+def sweep_parameter(config) -> str:
+    from mi_mergekit.merge.plan import method_of
+
+    method = method_of(config)
+    if not method.sweep_parameter:
+        raise MergeInputError(f"{method.spec.name} has no parameter to sweep")
+    return method.sweep_parameter
+
+
 def with_lambda(config, lam: float):
-    """A copy of a MergeConfiguration whose top-level ``lambda`` is ``lam``."""
-    parameters = {**(config.parameters or {}), "lambda": lam}
-    return config.model_copy(update={"parameters": parameters}, deep=True)
+    """A copy of a MergeConfiguration with its swept parameter (``lambda``) set to ``lam``."""
+    from mergekit.config import MergeConfiguration
+
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    return MergeConfiguration.model_validate(_with_value(data, sweep_parameter(config), lam))
 
 
 def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
@@ -64,8 +96,7 @@ def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
         except yaml.YAMLError:
             data = None
         if isinstance(data, dict):
-            data["parameters"] = {**(data.get("parameters") or {}), "lambda": lam}
-            return yaml.safe_dump(data, sort_keys=False)
+            return yaml.safe_dump(_with_value(data, sweep_parameter(config), lam), sort_keys=False)
     return config.to_yaml()
 
 
@@ -79,9 +110,10 @@ def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
     check_output_path(out_dir, inputs, options, existing=False)
     for label in lambdas:
         check_existing(os.path.join(out_dir, output_name(label)))
-    setting = (merge_config.parameters or {}).get("lambda")
+    name = sweep_parameter(merge_config)
+    setting = (merge_config.parameters or {}).get(name)
     if setting is not None and not isinstance(setting, (int, float)):
-        LOG.warning("the recipe's non-scalar lambda %r is replaced by each swept value", setting)
+        LOG.warning("the recipe's non-scalar %s %r is replaced by each swept value", name, setting)
     outputs, arch = [], None
     for label in lambdas:
         lam = float(label)
@@ -116,16 +148,14 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float, Decimal]], out_d
     from mergekit.options import MergeOptions
 
     from mi_mergekit.merge.run import write_outputs
-    from mi_mergekit.methods import register_all
     from mi_mergekit.safety import staged_directory
 
-    register_all()
     options = options or MergeOptions()
     labels = [format_lambda(lam) for lam in lambdas]
     if not labels:
-        raise ValueError("no λ values to sweep")
+        raise MergeInputError("no λ values to sweep")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate λ values in {labels}")
+        raise MergeInputError(f"duplicate λ values in {labels}")
     outputs, arch = prepare_outputs(merge_config, labels, out_dir, options, config_source)
     if options.multi_gpu:
         LOG.warning("--multi-gpu is not supported by sweep; using one device (%s)", options.device)

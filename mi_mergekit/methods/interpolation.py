@@ -8,34 +8,37 @@ checkpoint (λ = 1). The merge is computed in float32 and returned in the input 
 The layer window and module selection of the paper are parameters of the same
 method: tensors that the :class:`~mi_mergekit.merge.selection.Selection` does not select
 are returned unchanged, i.e. bit for bit the Instruct tensor.
+
+``lambda`` is set under the top-level ``parameters:``, a slice's ``parameters:`` or the
+Thinking model's (source's) ``parameters:``, with mergekit's filters and gradients; the
+other parameters are shared (top level or per slice).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from mergekit.merge_methods.base import (
     BasePolicy,
-    GroupMergeMethod,
     InputContract,
     MergeMethodSpec,
     ParameterScope,
     ParameterSpec,
-    TensorGroup,
 )
-from mi_mergekit.merge.checks import all_finite, check_finite, check_lambda
-from mi_mergekit.merge.kernel import interpolate
-from mi_mergekit.merge.selection import Selection
+from mi_mergekit.errors import MergeInputError
+from mi_mergekit.merge.checks import check_lambda
+from mi_mergekit.merge.kernel import compute_dtype, interpolate, interpolate_from_delta, task_vector
+from mi_mergekit.merge.method import ElementwiseMethod, ResolvedTensor
+from mi_mergekit.merge.selection import Selection, classify
 
-METHOD_NAME = "model_interpolation"
-
-#: Parameters a recipe may set under ``parameters:`` (all shared, i.e. not per model).
+#: Parameters a recipe may set: ``lambda`` per model (the Thinking side), per slice or at
+#: the top level; the rest shared (top level or per slice).
 PARAMETERS = (
     ParameterSpec(
-        "lambda", float, ParameterScope.SHARED,
+        "lambda", float, ParameterScope.NON_BASE,
         description="Interpolation weight λ: 0 = Instruct (base_model), 1 = Thinking.",
     ),
     ParameterSpec(
@@ -85,6 +88,7 @@ SELECTION_PARAMETERS = (
     "final_norm_layer",
     "lm_head_layer",
 )
+TEMPLATE_SOURCES = ("thinking", "instruct")
 
 
 @lru_cache(maxsize=None)
@@ -103,50 +107,91 @@ def _selection(num_layers: int, **parameters: Any) -> Selection:
     return Selection(num_layers=num_layers, **parameters)
 
 
-def selection_for(group: TensorGroup, parameters: dict) -> Selection:
+def selection_for(tensor: ResolvedTensor) -> Selection:
     """The Selection for this tensor's resolved parameters (cached across tensors)."""
-    num_layers = parameters["num_layers"]
+    num_layers = tensor.shared["num_layers"]
     if not num_layers:
-        counts = {_num_layers_of(entry.id) for entry in group.entries}
+        counts = {_num_layers_of(model) for model in tensor.inputs}
         counts.discard(None)
         if len(counts) != 1:
-            raise ValueError(
+            raise MergeInputError(
                 "model_interpolation needs the decoder layer count: set the "
                 "'num_layers' parameter when calling it outside mergekit's planner"
                 if not counts
                 else f"models have different numbers of layers: {sorted(counts)}"
             )
         (num_layers,) = counts
-    return _selection(num_layers, **{key: parameters[key] for key in SELECTION_PARAMETERS})
+    return _selection(num_layers, **{key: tensor.shared[key] for key in SELECTION_PARAMETERS})
 
 
-class ModelInterpolationMerge(GroupMergeMethod):
+class ModelInterpolation(ElementwiseMethod):
     """``merge_method: model_interpolation`` — whole model, layer window, module groups."""
 
     spec = MergeMethodSpec(
-        name=METHOD_NAME,
+        name="model_interpolation",
         pretty_name="Model Interpolation",
         reference_url="https://arxiv.org/abs/2510.10977",
         parameters=PARAMETERS,
         contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2, max_inputs=2),
     )
+    roles = ("Instruct", "Thinking")
+    value_name = "lambda"
+    value_label = "λ"
+    sweep_parameter = "lambda"
 
-    def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
-        instruct = group.base.tensor
-        (thinking,) = (entry.tensor for entry in group.non_base)
-        name = group.metadata.name
-        lam = parameters["lambda"]
+    def setting(self, tensor: ResolvedTensor) -> Optional[float]:
+        """λ where the tensor is interpolated, None where it keeps the Instruct tensor."""
+        lam = float(tensor.per_input[1]["lambda"])
         check_lambda(lam)
+        return lam if selection_for(tensor).selects(tensor.name) else None
 
-        if not selection_for(group, parameters).selects(name):
-            check_finite(name, Instruct=instruct, Thinking=thinking)
-            return instruct  # kept bit for bit
+    def keeps_base(self, setting) -> bool:
+        return setting is None
 
-        merged = interpolate(instruct, thinking, lam, out_dtype=instruct.dtype)
-        if not all_finite(merged):
-            check_finite(name, Instruct=instruct, Thinking=thinking)
-            check_finite(name, merged=merged)
-        return merged
+    def compute(self, inputs, setting, state=None, out=None) -> torch.Tensor:
+        instruct, thinking = inputs
+        if state is not None:  # Θ_T − Θ_I, shared by the λ of a sweep
+            return interpolate_from_delta(instruct, state, setting, out_dtype=instruct.dtype, out=out,
+                                          thinking=thinking)
+        return interpolate(instruct, thinking, setting, out_dtype=instruct.dtype, out=out)
+
+    def shared_state(self, inputs, settings, workspace=None):
+        if sum(s is not None for s in settings) < 2:
+            return None
+        instruct, thinking = inputs
+        scratch = None if workspace is None else workspace(instruct.numel(), compute_dtype(instruct.dtype), instruct)
+        return task_vector(instruct, thinking, out=scratch)
+
+    def plan_value(self, setting) -> float:
+        return 0.0 if setting is None else setting
+
+    def plan_fields(self, tensor: ResolvedTensor, setting) -> Dict[str, Any]:
+        return {"depth": selection_for(tensor).depth(classify(tensor.name))}
+
+    def plan_warnings(self, settings: Sequence[Optional[float]]) -> List[str]:
+        lams = sorted({s for s in settings if s is not None})
+        if any(not 0.0 <= v <= 1.0 for v in lams):
+            return [f"λ outside [0, 1] (extrapolation): {lams}"]
+        return []
+
+    def check_recipe(self, config) -> None:
+        self.donor(config)
+
+    def donor(self, config):
+        from mergekit.config import evaluate_setting
+
+        params = config.parameters or {}
+        template_from = "thinking"
+        if "template_from" in params:
+            template_from = evaluate_setting("", params["template_from"], validate=str)
+            if template_from not in TEMPLATE_SOURCES:
+                raise MergeInputError(
+                    f"template_from must be one of {TEMPLATE_SOURCES}, got {template_from!r}")
+        base = config.base_model
+        if template_from == "instruct":
+            return template_from, base
+        others = [m for m in config.referenced_models() if m != base]
+        return template_from, others[0] if others else base
 
 
-model_interpolation = ModelInterpolationMerge()
+model_interpolation = ModelInterpolation()

@@ -1,6 +1,7 @@
-"""Measure the λ curve of the toy pair in plain torch (independent of the merge methods).
+"""Measure the λ curve of the toy pair in memory, without writing merged models.
 
-Θ(λ) = Θ_I + λ(Θ_T − Θ_I), every tensor, in float32. Each merged model is run
+Θ(λ) = Θ_I + λ(Θ_T − Θ_I), every tensor, in float32, computed by the merge's kernel
+(:func:`mi_mergekit.merge.kernel.interpolate`: λ = 1 is the Thinking model exactly). Each merged model is run
 with the THINKING chat template (the prompt ends with ``<think>\\n``) and the
 Thinking generation_config (temperature 0.6, top_p 0.95, top_k 20), seeded;
 ``greedy=True`` decodes greedily instead. Metrics per λ: Think #R (% of
@@ -37,9 +38,12 @@ def load_state(folder: str | Path) -> dict[str, torch.Tensor]:
 
 
 def interpolate(instruct: dict, thinking: dict, lam: float) -> dict[str, torch.Tensor]:
+    """Θ(λ) of every tensor, with the merge's own kernel (the same bits as a float32 merge)."""
+    from mi_mergekit.merge import kernel
+
     if instruct.keys() != thinking.keys():
         raise ValueError("state dicts have different tensors")
-    return {k: instruct[k] + lam * (thinking[k] - instruct[k]) for k in instruct}
+    return {k: kernel.interpolate(instruct[k], thinking[k], lam) for k in instruct}
 
 
 def load_model(folder: str | Path, state: dict | None = None):

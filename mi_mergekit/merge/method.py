@@ -1,0 +1,191 @@
+"""What an element-wise merge method declares, once, and what every engine reads from it.
+
+A method is one file in :mod:`mi_mergekit.methods`: a subclass of
+:class:`ElementwiseMethod` with
+
+* ``spec`` — mergekit's :class:`~mergekit.merge_methods.base.MergeMethodSpec`: the
+  name recipes use (``merge_method:``), the parameters and the input contract;
+* ``roles`` — for a two-model method, the names of its base input and of the other
+  one (``("Instruct", "Thinking")``), used in every message; ``None`` for a method
+  over any number of models;
+* :meth:`~ElementwiseMethod.setting` — from one output tensor's resolved parameters
+  (mergekit's planner resolved filters, gradients and slices), everything its
+  arithmetic needs, validated (e.g. λ, or "keep the base tensor");
+* :meth:`~ElementwiseMethod.compute` — the arithmetic over aligned slices of its
+  inputs, built on :mod:`mi_mergekit.merge.kernel`. Element-wise: any slice of a
+  tensor computed on its own gives the same bits as the whole tensor.
+
+Everything else is here, the same for every method: mergekit's executor calls
+:meth:`~ElementwiseMethod.merge_group`; the streaming engine
+(:mod:`mi_mergekit.merge.engine`), the mergekit-executor fallback
+(:mod:`mi_mergekit.merge.mergekit_engine`), the sweep, the planner and pre-flight
+(:mod:`mi_mergekit.merge.plan`) and the ``run_merge`` wrapper
+(:mod:`mi_mergekit.integration`) call :meth:`~ElementwiseMethod.prepare` and
+:meth:`~ElementwiseMethod.output`; none of them names a method. A method registered
+in mergekit's registry (``mi_mergekit.methods`` registers ours) gets all of it.
+
+Inputs reach :meth:`compute` in role order (base first) when the method has roles,
+else in mergekit's model order. NaN/inf in an input or in the result is an error,
+checked here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from mergekit.merge_methods.base import GroupMergeMethod, MergeMethodSpec, ParameterScope, TensorGroup
+
+from mi_mergekit.merge.checks import all_finite, check_finite
+
+#: ``workspace(numel, dtype, like)``: a scratch tensor an engine may reuse between slices
+Workspace = Callable[[int, torch.dtype, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ResolvedTensor:
+    """One output tensor and its parameters, as mergekit's planner resolved them."""
+
+    name: str
+    #: input ids (mergekit ``ModelReference``) in role order (base first) or model order
+    inputs: Tuple[Any, ...]
+    #: resolved shared parameters
+    shared: Mapping[str, Any]
+    #: resolved per-input parameters, one mapping per input, same order as ``inputs``
+    per_input: Tuple[Mapping[str, Any], ...]
+    #: index of the base input, -1 without one
+    base: int = -1
+
+
+class ElementwiseMethod(GroupMergeMethod):
+    """A merge whose output element depends only on the same element of its inputs."""
+
+    spec: MergeMethodSpec
+    #: (base role, other role) of a two-model method; None: any number of models
+    roles: Optional[Tuple[str, str]] = None
+    #: plan on the checkpoint's own tensor names (True, :mod:`mi_mergekit.merge.layout`)
+    #: or on mergekit's architecture tables (False)
+    checkpoint_layout: bool = True
+    #: name of the per-tensor value in ``mi_plan.json`` and in the plan table
+    value_name: str = "value"
+    value_label: str = "value"
+    #: the parameter ``mi-mergekit sweep --lambdas`` replaces; None: no sweep
+    sweep_parameter: Optional[str] = None
+
+    # ------------------------------------------------------------ what a method defines
+
+    def setting(self, tensor: ResolvedTensor) -> Hashable:
+        """Everything :meth:`compute` needs for ``tensor``, validated (raise
+        :class:`~mi_mergekit.errors.MergeInputError` with the reason)."""
+        raise NotImplementedError
+
+    def compute(self, inputs: Sequence[torch.Tensor], setting: Hashable, state: Any = None,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The output slice, in the inputs' (aligned) dtype — written into ``out`` when
+        given (``out`` has that dtype). ``state`` is :meth:`shared_state`'s value."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ optional hooks
+
+    def keeps_base(self, setting: Hashable) -> bool:
+        """True where the output is the base input, bit for bit (no arithmetic)."""
+        return False
+
+    def shared_state(self, inputs: Sequence[torch.Tensor], settings: Sequence[Hashable],
+                     workspace: Optional[Workspace] = None) -> Any:
+        """Work shared by several outputs of one slice (a sweep): computed once."""
+        return None
+
+    def plan_value(self, setting: Hashable) -> Any:
+        """The JSON value the plan shows for a tensor."""
+        return setting
+
+    def plan_fields(self, tensor: ResolvedTensor, setting: Hashable) -> Dict[str, Any]:
+        """Extra per-tensor fields of the plan (e.g. a depth)."""
+        return {}
+
+    def plan_warnings(self, settings: Sequence[Hashable]) -> List[str]:
+        return []
+
+    def check_recipe(self, config) -> None:
+        """Recipe-level checks beyond the spec (before any tensor is planned)."""
+
+    def donor(self, config) -> Optional[Tuple[str, Any]]:
+        """(label, model) whose tokenizer, chat template and generation_config the output
+        carries; None keeps mergekit's choice."""
+        return None
+
+    # ------------------------------------------------------------ what engines call
+
+    def role_names(self, count: int) -> List[str]:
+        return list(self.roles) if self.roles else [f"input {i}" for i in range(count)]
+
+    def ordered(self, items: Sequence[Any], base: int) -> List[Any]:
+        """``items`` (in mergekit's model order) in the order :meth:`compute` takes them."""
+        items = list(items)
+        if self.roles and base > 0:
+            items.insert(0, items.pop(base))
+        return items
+
+    def prepare(self, name: str, inputs: Sequence[torch.Tensor], settings: Sequence[Hashable],
+                workspace: Optional[Workspace] = None) -> Any:
+        """Once per slice, for the outputs' ``settings``: input checks, then the shared state."""
+        if any(self.keeps_base(s) for s in settings):
+            # the output copies the base: a non-finite input would go unseen otherwise
+            check_finite(name, **dict(zip(self.role_names(len(inputs)), inputs)))
+        if len(settings) > 1:
+            return self.shared_state(inputs, settings, workspace)
+        return None
+
+    def output(self, name: str, inputs: Sequence[torch.Tensor], setting: Hashable, state: Any = None,
+               out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The checked output slice (in ``out`` when given)."""
+        if self.keeps_base(setting):
+            value = inputs[0]
+        else:
+            value = self.compute(inputs, setting, state, out)
+            if not all_finite(value):
+                check_finite(name, **dict(zip(self.role_names(len(inputs)), inputs)))
+                check_finite(name, merged=value)
+        if out is not None and value is not out:
+            return out.copy_(value)
+        return value
+
+    # ------------------------------------------------------------ mergekit's executor
+
+    def resolved(self, name: str, inputs: Sequence[Any], base: int, shared: Mapping[str, Any],
+                 per_input: Sequence[Mapping[str, Any]]) -> ResolvedTensor:
+        """A :class:`ResolvedTensor` from inputs in mergekit's model order."""
+        return ResolvedTensor(name=name, inputs=tuple(self.ordered(inputs, base)), shared=dict(shared),
+                              per_input=tuple(self.ordered(per_input, base)),
+                              base=0 if self.roles and base >= 0 else base)
+
+    def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
+        entries = list(group.entries)
+        base = next((i for i, entry in enumerate(entries) if entry.is_base), -1)
+        shared = {p.name: parameters[p.name] for p in self.spec.parameters if p.scope == ParameterScope.SHARED}
+        per_input = [
+            {p.name: parameters[p.name][entry.id] for p in self.spec.input_parameters
+             if p.name in parameters and entry.id in parameters[p.name]}
+            for entry in entries
+        ]
+        name = group.metadata.name or ""
+        tensor = self.resolved(name, [entry.id for entry in entries], base, shared, per_input)
+        setting = self.setting(tensor)
+        inputs = self.ordered([entry.tensor for entry in entries], base)
+        return self.output(name, inputs, setting, self.prepare(name, inputs, [setting]))
+
+
+def method_named(name: Optional[str]) -> Optional[ElementwiseMethod]:
+    """The registered :class:`ElementwiseMethod` called ``name``, or None (a stock method,
+    or none registered under that name)."""
+    if not name:
+        return None
+    from mergekit import merge_methods
+
+    try:
+        method = merge_methods.get(name)
+    except RuntimeError:
+        return None
+    return method if isinstance(method, ElementwiseMethod) else None
