@@ -11,14 +11,20 @@ Three rules, all checked before the first tensor is read:
    ``--overwrite`` on ``mi-mergekit merge`` / ``sweep``, or
    ``MI_MERGEKIT_OVERWRITE=1`` for ``mergekit-yaml`` and the Python API (or
    :func:`allow_overwrite`).
-3. The new model is written into a hidden staging folder next to the output and
-   swapped in whole (:func:`publish`): files are fsynced, then the staging folder
+3. The new model is written into a hidden staging folder next to the output
+   (``.<name>.incomplete-*``, carrying :data:`STAGE_MARKER`) and swapped in whole
+   (:func:`publish`): files are fsynced, then the staging folder
    and the old folder are exchanged with one ``renameat2(RENAME_EXCHANGE)`` where
    the OS offers it (Linux ≥ 3.15 on local file systems), else the old folder is
    renamed aside, the new one renamed into place, and the old one deleted. At
    every instant the output path holds the complete old model or the complete
    new one, never a mix; with the fallback a crash between the two renames
    leaves the old model intact under ``.<name>.replaced-*`` (reported on the next run).
+   An error or Ctrl-C deletes the staging folder; a run that was killed outright
+   (SIGKILL, power loss) cannot, so the next run into the same output removes the
+   staging folders that killed runs left (:func:`remove_stale_stages`) and says how
+   many bytes that freed. The published folder gets the permissions a plain ``mkdir``
+   would give it (the umask), not the staging folder's private ones.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -44,6 +51,8 @@ MARKER = ".mi_mergekit_output.json"
 OVERWRITE_ENV = "MI_MERGEKIT_OVERWRITE"
 STAGE_TAG = ".incomplete-"
 ASIDE_TAG = ".replaced-"
+#: file in every staging folder: which process writes it (a stale one is removed)
+STAGE_MARKER = ".mi_mergekit_staging.json"
 
 _OVERWRITE: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_overwrite", default=False)
 
@@ -214,18 +223,104 @@ def staged_directory(out_path: str) -> Iterator[str]:
     """Yield a hidden sibling folder; publish it as ``out_path`` only on success.
 
     On any exception (or Ctrl-C) the staging folder is deleted and the output
-    path is untouched.
+    path is untouched. Staging folders of ``out_path`` left by killed runs are
+    removed first.
     """
     out = real(out_path)
     parent, base = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_stages(out)
     stage = tempfile.mkdtemp(prefix=f".{base}{STAGE_TAG}", dir=parent)
     try:
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
+        with open(os.path.join(stage, STAGE_MARKER), "w", encoding="utf-8") as handle:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
         yield stage
+        os.remove(os.path.join(stage, STAGE_MARKER))
         publish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
+
+
+def _alive(owner: dict) -> bool:
+    """True unless the staging folder's writer is known to be gone."""
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's run (shared file system): not ours to judge
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def tree_size(folder: str) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def remove_stale_stages(out_path: str) -> int:
+    """Delete the staging folders of ``out_path`` whose writer is gone (a killed run),
+    recognised by :data:`STAGE_MARKER`; log one line with the bytes freed; return them."""
+    out = real(out_path)
+    parent, base = os.path.split(out)
+    if not os.path.isdir(parent):
+        return 0
+    stale = []
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if not name.startswith(f".{base}{STAGE_TAG}") or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, STAGE_MARKER), encoding="utf-8") as handle:
+                owner = json.load(handle)
+        except (OSError, ValueError):
+            continue  # not one of ours
+        if isinstance(owner, dict) and not _alive(owner):
+            stale.append(path)
+    freed = 0
+    for path in stale:
+        freed += tree_size(path)
+        shutil.rmtree(path, ignore_errors=True)
+    if stale:
+        LOG.warning("removed %d staging folder%s of %s left by a killed run (%s): %s freed",
+                    len(stale), "s" if len(stale) > 1 else "", out,
+                    ", ".join(os.path.basename(p) for p in stale), _bytes(freed))
+    return freed
+
+
+def _bytes(n: int) -> str:
+    """``410.2 MB (410234567 bytes)``."""
+    value, unit = float(n), "bytes"
+    for bigger in ("KB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n} bytes)"
 
 
 def publish(stage: str, out_path: str) -> None:

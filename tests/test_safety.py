@@ -127,3 +127,99 @@ def test_a_failed_append_is_cut_back_and_never_duplicated(tmp_path, monkeypatch)
     reread = SampleStore(path)
     assert [(r["question_id"], r["sample_index"]) for r in reread.samples()] == [("a", 0), ("a", 1), ("b", 0)]
     assert len(path.read_text().splitlines()) == 3
+
+
+# ---------------------------------------------------------------------------- killed runs
+
+# mergekit-yaml with a hook: at the 10th output slice the process signals itself
+KILL_AT_SLICE = (
+    "import os, signal, sys\n"
+    "import mi_mergekit.merge.engine as engine\n"
+    "real, n, sig = engine.compute, [0], getattr(signal, sys.argv[3])\n"
+    "def compute(*a, **k):\n"
+    "    n[0] += 1\n"
+    "    if n[0] == 10: os.kill(os.getpid(), sig)\n"
+    "    return real(*a, **k)\n"
+    "engine.compute = compute\n"
+    "from mergekit.scripts.run_yaml import main\n"
+    "sys.argv = ['mergekit-yaml', sys.argv[1], sys.argv[2]]\n"
+    "main()\n"
+)
+
+
+def _hidden(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder(dense_pair, tmp_path):
+    import signal
+    import sys
+
+    from common import console, load_model, run
+    from synthetic import recipe
+
+    instruct, thinking = dense_pair
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe(instruct, thinking, 0.8))
+    out = tmp_path / "out"
+    assert run([console("mergekit-yaml"), str(path), str(out)]).returncode == 0
+    before = load_model(str(out))
+
+    killed = run([sys.executable, "-c", KILL_AT_SLICE, str(path), str(out), "SIGKILL"])
+    assert killed.returncode == -signal.SIGKILL
+    (stage,) = _hidden(tmp_path)  # what a kill -9 leaves: the staging folder, and the old model whole
+    assert stage.startswith(".out.incomplete-") and not (tmp_path / stage / "config.json").exists()
+    left = safety.tree_size(str(tmp_path / stage))
+    assert left > 0
+    assert all(torch_equal(load_model(str(out))[n], before[n]) for n in before)
+
+    again = run([console("mergekit-yaml"), str(path), str(out)])
+    assert again.returncode == 0, again.stderr
+    assert _hidden(tmp_path) == []
+    lines = [line for line in again.stderr.splitlines() if "left by a killed run" in line]
+    assert len(lines) == 1 and f"({left} bytes)" in lines[0] and stage in lines[0], again.stderr[-2000:]
+
+
+def test_ctrl_c_removes_the_staging_folder(dense_pair, tmp_path):
+    import sys
+
+    from common import run
+    from synthetic import recipe
+
+    instruct, thinking = dense_pair
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe(instruct, thinking, 0.8))
+    interrupted = run([sys.executable, "-c", KILL_AT_SLICE, str(path), str(tmp_path / "out"), "SIGINT"])
+    assert interrupted.returncode != 0 and "Traceback" not in interrupted.stderr
+    assert os.listdir(tmp_path) == ["r.yaml"]
+
+
+def test_a_live_runs_staging_folder_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    with safety.staged_directory(str(out)) as stage:
+        with open(os.path.join(stage, "x.safetensors"), "w") as handle:
+            handle.write("data")
+        assert safety.remove_stale_stages(str(out)) == 0  # our own, running
+        foreign = tmp_path / ".out.incomplete-notours"  # no marker: not ours to delete
+        foreign.mkdir()
+    assert foreign.exists() and _hidden(tmp_path) == [".out.incomplete-notours"]
+
+
+def test_published_folder_has_the_umask_permissions(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with safety.staged_directory(str(tmp_path / "out")) as stage:
+            open(os.path.join(stage, "f"), "w").close()
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "out").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o755
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
