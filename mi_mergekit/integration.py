@@ -157,6 +157,7 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
 
     method = _method(merge_config)
     roles = method.roles or ("base", "input")
+    merge_config = mergekit_compat.with_absolute_local_paths(merge_config)
     check_output_path(out_path, model_inputs(merge_config, options, *roles), options)
     plan, arch = build_plan(merge_config, options)
     LOG.info("resolved plan:\n%s", plan.table())

@@ -151,6 +151,32 @@ def with_saves(task, saves):
     return task
 
 
+def with_absolute_local_paths(config):
+    """``config`` with every model or LoRA path that exists on this machine made absolute.
+
+    The same folders, so the same merge; but mergekit's model card asks the hub whether
+    a relative ``dir/name`` path is a repository (``card.is_hf``), which fails offline
+    after the merge is done — e.g. ``mergekit-multi -I work`` names its stages
+    ``work/<name>``."""
+    from mergekit.config import MergeConfiguration
+
+    def absolute(reference: str) -> str:  # "path" or "path+lora"
+        parts = [os.path.abspath(part) if os.path.exists(part) and not os.path.isabs(part) else part
+                 for part in reference.split("+")]
+        return "+".join(parts)
+
+    def patch(value):
+        if isinstance(value, list):
+            return [patch(v) for v in value]
+        if isinstance(value, dict):
+            return {k: absolute(v) if k in ("model", "base_model") and isinstance(v, str) else patch(v)
+                    for k, v in value.items()}
+        return value
+
+    data = patch(config.model_dump(mode="json"))
+    return MergeConfiguration.model_validate(data)
+
+
 def output_config(config, arch, options):
     """The transformers config mergekit writes for this merge (``_model_out_config``)."""
     from mergekit.merge import _model_out_config

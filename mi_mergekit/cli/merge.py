@@ -16,19 +16,22 @@ from mi_mergekit.merge.config import load_recipe
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @model_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the plan as JSON.")
-def plan_command(recipe: str, models: Tuple[str, ...], json_path: str):
+@merge_options
+def plan_command(merge_options, recipe: str, models: Tuple[str, ...], json_path: str):
     """Dry run: check RECIPE against its checkpoints and print the per-tensor λ plan.
 
     Reads only configs and tensor indexes (no weights); nothing is written
-    except the optional JSON file.
+    except the optional JSON file (and, for a LoRA reference, the merged model in
+    --lora-merge-cache, as mergekit-yaml would). Takes mergekit-yaml's options.
     """
     from mi_mergekit import register
     from mi_mergekit.merge.plan import build_plan
 
     register()
+    merge_options.apply_global_options()
     config, _ = load_recipe(recipe, models)
     with about(recipe):
-        plan, _ = build_plan(config)
+        plan, _ = build_plan(config, merge_options)
     click.echo(plan.table())
     if json_path:
         plan.write_json(json_path)

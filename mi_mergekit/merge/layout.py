@@ -38,8 +38,9 @@ class CheckpointIndex:
 
     @classmethod
     def read(cls, model: ModelReference, options: MergeOptions) -> "CheckpointIndex":
+        local = merged_model(model, options)
         try:
-            index = model.lazy_loader(
+            index = local.lazy_loader(
                 cache_dir=options.transformers_cache, lazy_unpickle=options.lazy_unpickle
             ).index
         except Exception as exc:
@@ -68,6 +69,23 @@ class CheckpointIndex:
                         f"cannot read a weight file of model {model}: {exc.strerror}", path=path
                     ) from None
         return cls(model=model, shapes=shapes)
+
+
+def merged_model(model: ModelReference, options: MergeOptions) -> ModelReference:
+    """``model`` itself, or for a LoRA reference (``base+adapter``) the merged model that
+    mergekit writes into ``--lora-merge-cache`` (once; later runs reuse it)."""
+    if model.lora is None:
+        return model
+    if not options.lora_merge_cache:
+        raise CheckpointFileError(
+            f"model {model} applies a LoRA adapter: pass --lora-merge-cache DIR (mergekit merges the "
+            "adapter into the model there, once)", path=model.lora.path)
+    try:
+        return model.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code,
+                            lora_merge_dtype=options.lora_merge_dtype)
+    except Exception as exc:
+        raise CheckpointFileError(f"cannot apply the LoRA adapter of model {model}: {explain(exc)}",
+                                  path=model.lora.path) from None
 
 
 def model_config(model: ModelReference, options: MergeOptions):

@@ -107,6 +107,8 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
                 f"lr {schedule.get_last_lr()[0]:.2e} {elapsed:.0f} s")
     seconds = time.perf_counter() - started
     model = model.to(getattr(torch, config.save_dtype))
+    for adapter in model.peft_config.values():  # not the local folder it was trained on
+        adapter.base_model_name_or_path = real.HUB_ID
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; see MODEL_CARD.md

@@ -94,6 +94,7 @@ def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
     summary = json.loads((out / "adapter" / "train_summary.json").read_text())
     assert summary["config"]["steps"] == 2 and len(summary["losses"]) == 2
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == real.HUB_ID
     assert adapter["r"] == 8 and sorted(adapter["target_modules"]) == sorted(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     checksums = json.loads((out / "adapter" / "checksums.json").read_text())["digests"]
