@@ -136,10 +136,23 @@ def patch_merge_module(module) -> None:
 
     def make_run_merge(original_run_merge):
         def run_merge(merge_config, out_path, options, config_source: Optional[str] = None):
-            if _method(merge_config) is None:
-                _STOCK_MERGE["started"] = True
+            from mi_mergekit import mergekit_compat
+            from mi_mergekit.merge.hub import resolve_models
+
+            if _method(merge_config) is not None:
+                return run_method_merge(original_run_merge, merge_config, out_path, options, config_source)
+            _STOCK_MERGE["started"] = True
+            resolved, changed = resolve_models(merge_config, options)
+            if not changed:  # stock mergekit, as it is
                 return original_run_merge(merge_config, out_path, options, config_source)
-            return run_method_merge(original_run_merge, merge_config, out_path, options, config_source)
+            # hub ids read from the local cache (mergekit would list them online first);
+            # the model card still names the hub ids
+            source = config_source if config_source is not None else merge_config.to_yaml()
+            result = original_run_merge(resolved, out_path, options, source)
+            if options.write_model_card:
+                mergekit_compat.write_card(mergekit_compat.with_absolute_local_paths(merge_config), source,
+                                           out_path, os.path.basename(os.path.abspath(out_path)))
+            return result
 
         return run_merge
 
@@ -151,24 +164,27 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
     staging folder, finish, publish."""
     from mi_mergekit import mergekit_compat
     from mi_mergekit.merge.engine import engine_name
+    from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.merge.plan import build_plan
     from mi_mergekit.merge.run import PlannedOutput, copy_template_files, finish_output, stream_weights
     from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
 
     method = _method(merge_config)
     roles = method.roles or ("base", "input")
-    merge_config = mergekit_compat.with_absolute_local_paths(merge_config)
+    card_config = mergekit_compat.with_absolute_local_paths(merge_config)  # the card names hub ids
+    if config_source is None:
+        config_source = card_config.to_yaml()
+    merge_config, _ = resolve_models(merge_config, options)  # cached hub ids: no network
     check_output_path(out_path, model_inputs(merge_config, options, *roles), options)
     plan, arch = build_plan(merge_config, options)
     LOG.info("resolved plan:\n%s", plan.table())
     for warning in plan.warnings:
         LOG.warning(warning)
-    if config_source is None:
-        config_source = merge_config.to_yaml()
     engine_name()  # a bad MI_MERGEKIT_ENGINE fails before anything is written
     with staged_directory(out_path) as stage, writing(out_path):
         output = PlannedOutput(merge_config, plan, out_path, config_source, stage=stage,
-                               out_config=mergekit_compat.output_config(merge_config, arch, options))
+                               out_config=mergekit_compat.output_config(merge_config, arch, options),
+                               card_config=card_config)
         if stream_weights(merge_config, [output], arch, options):
             finish_output(output, arch, None, options)
         else:
@@ -177,6 +193,8 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
                 engine(merge_config, stage, options, config_source)  # mergekit's run_merge
             finally:
                 _ACTIVE_ARCH.reset(token)
+            if options.write_model_card:
+                mergekit_compat.write_card(card_config, config_source, stage, os.path.basename(out_path))
             copy_template_files(merge_config, plan, stage, options)
             plan.write_json(os.path.join(stage, "mi_plan.json"))
     return plan

@@ -151,6 +151,31 @@ def with_saves(task, saves):
     return task
 
 
+def map_model_paths(config, change: Callable[[str, Optional[str]], Tuple[str, Optional[str]]]):
+    """``config`` with every model and LoRA path (and revision) replaced by
+    ``change(path, revision)``; model references are serialised as
+    ``path[@revision][+lora[@revision]]`` (mergekit's string form)."""
+    from mergekit.config import MergeConfiguration
+
+    def mapped(reference: str) -> str:
+        parts = []
+        for part in reference.split("+"):
+            path, _, revision = part.partition("@")
+            path, revision = change(path, revision or None)
+            parts.append(path + (f"@{revision}" if revision else ""))
+        return "+".join(parts)
+
+    def patch(value):
+        if isinstance(value, list):
+            return [patch(v) for v in value]
+        if isinstance(value, dict):
+            return {k: mapped(v) if k in ("model", "base_model") and isinstance(v, str) else patch(v)
+                    for k, v in value.items()}
+        return value
+
+    return MergeConfiguration.model_validate(patch(config.model_dump(mode="json")))
+
+
 def with_absolute_local_paths(config):
     """``config`` with every model or LoRA path that exists on this machine made absolute.
 
@@ -158,23 +183,21 @@ def with_absolute_local_paths(config):
     a relative ``dir/name`` path is a repository (``card.is_hf``), which fails offline
     after the merge is done — e.g. ``mergekit-multi -I work`` names its stages
     ``work/<name>``."""
-    from mergekit.config import MergeConfiguration
+    def absolute(path: str, revision: Optional[str]):
+        if os.path.exists(path) and not os.path.isabs(path):
+            return os.path.abspath(path), revision
+        return path, revision
 
-    def absolute(reference: str) -> str:  # "path" or "path+lora"
-        parts = [os.path.abspath(part) if os.path.exists(part) and not os.path.isabs(part) else part
-                 for part in reference.split("+")]
-        return "+".join(parts)
+    return map_model_paths(config, absolute)
 
-    def patch(value):
-        if isinstance(value, list):
-            return [patch(v) for v in value]
-        if isinstance(value, dict):
-            return {k: absolute(v) if k in ("model", "base_model") and isinstance(v, str) else patch(v)
-                    for k, v in value.items()}
-        return value
 
-    data = patch(config.model_dump(mode="json"))
-    return MergeConfiguration.model_validate(data)
+def write_card(config, source: str, folder: str, name: str) -> None:
+    """mergekit's model card (README.md) of ``config`` in ``folder``."""
+    from mergekit.card import generate_card
+
+    card = generate_card(config=config, config_yaml=source, name=name)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(card)
 
 
 def output_config(config, arch, options):
@@ -185,10 +208,10 @@ def output_config(config, arch, options):
 
 
 def write_model_files(config, arch, cfg_out, folder: str, options, source: str, name: str,
-                      tokenizer=None, log=None) -> None:
+                      tokenizer=None, log=None, card_config=None) -> None:
     """Everything ``mergekit.merge.run_merge`` writes after the weights, with its helpers:
-    config.json, the model card and mergekit_config.yml, the tokenizer, tag-along files."""
-    from mergekit.card import generate_card
+    config.json, the model card (of ``card_config``, default ``config``) and
+    mergekit_config.yml, the tokenizer, tag-along files."""
     from mergekit.merge import (
         _copy_tagalong_files,
         _copy_tokenizer,
@@ -201,9 +224,7 @@ def write_model_files(config, arch, cfg_out, folder: str, options, source: str, 
         _update_config_vocab(cfg_out, arch, tokenizer, pad_to_multiple_of=pad)
     cfg_out.save_pretrained(folder)
     if options.write_model_card:
-        card = generate_card(config=config, config_yaml=source, name=name)
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
-            handle.write(card)
+        write_card(card_config or config, source, folder, name)
         with open(os.path.join(folder, "mergekit_config.yml"), "w", encoding="utf-8") as handle:
             handle.write(source)
     if tokenizer is not None:

@@ -25,12 +25,14 @@ def plan_command(merge_options, recipe: str, models: Tuple[str, ...], json_path:
     --lora-merge-cache, as mergekit-yaml would). Takes mergekit-yaml's options.
     """
     from mi_mergekit import register
+    from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.merge.plan import build_plan
 
     register()
     merge_options.apply_global_options()
     config, _ = load_recipe(recipe, models)
     with about(recipe):
+        config, _ = resolve_models(config, merge_options)
         plan, _ = build_plan(config, merge_options)
     click.echo(plan.table())
     if json_path:

@@ -95,9 +95,12 @@ def model_config(model: ModelReference, options: MergeOptions):
     except Exception as exc:
         folder = model.model.path
         if not os.path.isdir(folder):
+            from mi_mergekit.merge.hub import hub_problem, not_found_message
+
             raise CheckpointFileError(
-                f"model {model} is not a local folder and could not be loaded from the "
-                f"Hugging Face hub: {explain(exc)}", path=folder) from None
+                f"model {model} is not a local folder and could not be loaded from the Hugging Face "
+                f"hub or its local cache ({hub_problem(exc)}): {not_found_message(model)}",
+                path=folder) from None
         config = os.path.join(folder, "config.json")
         if not os.path.isfile(config):
             raise CheckpointFileError(f"model {model} has no config.json", path=folder) from None

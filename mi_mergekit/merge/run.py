@@ -46,6 +46,7 @@ class PlannedOutput:
     out_config: Any = None  # transformers config written as config.json
     lam: Optional[float] = None
     label: str = ""  # λ as text, e.g. "0.3" (sweeps)
+    card_config: Any = None  # the recipe as written, for the model card (default: config)
 
     @property
     def settings(self):
@@ -95,7 +96,7 @@ def finish_output(output: PlannedOutput, arch, tokenizer, options) -> None:
 
     mergekit_compat.write_model_files(
         output.config, arch, output.out_config, output.stage, options, output.source,
-        os.path.basename(output.path), tokenizer=tokenizer, log=LOG)
+        os.path.basename(output.path), tokenizer=tokenizer, log=LOG, card_config=output.card_config)
     copy_template_files(output.config, output.plan, output.stage, options)
     output.plan.write_json(os.path.join(output.stage, "mi_plan.json"))
 

@@ -103,10 +103,12 @@ def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
 def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
                     config_source: Optional[str] = None) -> Tuple[List[PlannedOutput], Any]:
     """Plan every λ with :func:`build_plan` (all pre-flight checks before writing anything)."""
-    from mi_mergekit.merge.plan import build_plan
+    from mi_mergekit.merge.hub import resolve_models
+    from mi_mergekit.merge.plan import build_plan, method_of
+    from mi_mergekit.mergekit_compat import with_absolute_local_paths
     from mi_mergekit.safety import check_existing, check_output_path, model_inputs
 
-    inputs = model_inputs(merge_config, options, "Instruct", "Thinking")
+    inputs = model_inputs(merge_config, options, *(method_of(merge_config).roles or ("base", "input")))
     check_output_path(out_dir, inputs, options, existing=False)
     for label in lambdas:
         check_existing(os.path.join(out_dir, output_name(label)))
@@ -114,20 +116,24 @@ def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
     setting = (merge_config.parameters or {}).get(name)
     if setting is not None and not isinstance(setting, (int, float)):
         LOG.warning("the recipe's non-scalar %s %r is replaced by each swept value", name, setting)
+    written = with_absolute_local_paths(merge_config)  # the recipe as the model cards show it
+    resolved, _ = resolve_models(merge_config, options)  # cached hub ids: no network
     outputs, arch = [], None
     for label in lambdas:
         lam = float(label)
-        config = with_lambda(merge_config, lam)
+        config = with_lambda(resolved, lam)
         plan, arch_lam = build_plan(config, options)
         arch = arch or arch_lam
+        card = with_lambda(written, lam)
         outputs.append(
             PlannedOutput(
                 config=config,
                 plan=plan,
                 path=os.path.join(os.path.abspath(out_dir), output_name(label)),
-                source=_source_with_lambda(config_source, config, lam),
+                source=_source_with_lambda(config_source, card, lam),
                 lam=lam,
                 label=label,
+                card_config=card,
             )
         )
     for warning in outputs[0].plan.warnings if outputs else ():
