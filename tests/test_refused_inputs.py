@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -128,6 +129,9 @@ ROWS = [
      "lies inside the Instruct model's folder"),
     ("output-contains-inputs", lambda w: mi("merge", w.recipe, w.root),
      "the output folder contains the"),
+    ("output-inside-hf-cache",
+     lambda w: (w.env.update(HF_HOME=str(w.root / "hf")), mergekit_yaml(w.recipe, w.root / "hf" / "hub" / "out"))[1],
+     "the output folder lies inside the Hugging Face cache"),
     ("output-symlink-to-input",
      lambda w: (os.symlink(w.thinking, w.root / "link"), mergekit_yaml(w.recipe, w.root / "link"))[1],
      "the output folder is the Thinking model's folder"),
@@ -259,6 +263,41 @@ ROWS = [
 ]
 
 
+# README.md's "What is refused" table: the beginning of the message (… stands for any text)
+# each of its fragments promises, and the row above that shows it
+README_TABLE = {
+    "output-is-instruct": "the output folder is the Instruct model's folder",
+    "output-inside-input": "the output folder lies inside the …",
+    "output-contains-inputs": "the output folder contains the …",
+    "output-inside-hf-cache": "the output folder lies inside the Hugging Face cache …",
+    "output-has-foreign-files": "the output folder already holds files mi-mergekit did not write (…)",
+    "output-is-a-file": "the output path exists and is not a folder",
+    "output-under-a-file": "the output path lies under …, which is a file, not a folder",
+    "recipe-missing": "cannot read the recipe: no such file or directory",
+    "recipe-yaml-syntax": "recipe is not valid YAML at line …",
+    "recipe-not-a-mapping": "a recipe must be a YAML mapping",
+    "recipe-wrong-type": "recipe is not a valid mergekit config: …",
+    "recipe-window-out-of-range": "layer_end=40 is outside the model's decoder layers [0, 3]",
+    "input-truncated-safetensors": "truncated or corrupt safetensors file …",
+    "input-missing-folder": "model … is not a local folder and could not be loaded …",
+    "input-missing-config": "model … has no config.json",
+    "input-missing-tokenizer": "the output's tokenizer comes from the … model, which has no tokenizer files",
+    "write-disk-full-midway": "disk full while writing the output (…)",
+    "write-file-size-limit": "file too large (file size limit reached) while writing the output (…)",
+    "write-permission-denied": "permission denied (…)",
+    "nway-weights-do-not-sum-to-1": "nway_interpolation: the weights of … sum to 1.2, not 1",
+    "eval-model-not-found": "model folder not found (…)",
+    "eval-dataset-empty-value": "row 2: 'prompt' is empty (…)",
+    "eval-out-is-a-model-folder": "--out is not an eval run folder (…)",
+    "eval-disk-full-samples": "disk full (…/samples.jsonl)",
+    "report-run-missing": "run directory not found (…)",
+}
+
+
+def begins(fragment: str) -> "re.Pattern":
+    return re.compile(".*".join(re.escape(part) for part in fragment.split("…")))
+
+
 def snapshot(root: Path):
     """sha256 of every file under root (symlinks as their target text)."""
     found = {}
@@ -292,6 +331,8 @@ def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, ev
     assert len(error_lines) == 1 and error_lines[0] == result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
     assert message in error_lines[0], error_lines[0]
     assert error_lines[0].endswith(")"), "names the file it is about"
+    if row_id in README_TABLE:  # what the README's table says this message begins with
+        assert begins(README_TABLE[row_id]).match(error_lines[0].removeprefix("Error: ")), error_lines[0]
 
     after = snapshot(tmp_path)
     changed = sorted(p for p in before if after.get(p) != before[p])
@@ -299,6 +340,20 @@ def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, ev
     new = sorted(set(after) - set(before))
     assert not [p for p in new if p.endswith(("config.json", "metrics.json", ".safetensors"))], new
     assert not [p for p in new if ".incomplete-" in p or ".replaced-" in p], new
+
+
+def test_readme_table_is_this_table():
+    """Every message fragment of README.md's "What is refused" table is one of README_TABLE's
+    (each checked above against what its row's command prints), and each of those is in the README."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    table = text[text.index("| refused | message begins |"):]
+    table = table[:table.index("\n\n")]
+    fragments = []
+    for line in table.splitlines()[2:]:
+        message = line.split(" | ", 1)[1]
+        fragments += re.findall(r"`([^`]+)`", message)
+    assert sorted(fragments) == sorted(README_TABLE.values())
+    assert set(README_TABLE) <= {row[0] for row in ROWS}
 
 
 def test_table_has_at_least_25_rows():

@@ -1,12 +1,47 @@
-"""Layer windows, module groups and depth placement, checked tensor by tensor."""
+"""Layer windows, module groups and depth placement, checked tensor by tensor.
+
+The oracle is this file's own table of the checkpoints' tensor names (written from
+the Qwen3 / Qwen3-MoE layouts, independently of mi_mergekit.merge.selection): where
+each tensor sits (decoder layer, or depth for the tensors outside the layers) and
+which sub-layer it belongs to. Every tensor of the test checkpoints must be in it.
+"""
+
+import re
 
 import pytest
 import torch
 
 from common import load_model, merge, mi_config, oracle
-from mi_mergekit.merge.selection import classify
 
 LAM = 0.8
+
+# name inside a decoder layer -> (sub-layer, part)
+IN_LAYER = {
+    **{f"self_attn.{p}_proj.weight": ("attention", "proj") for p in "qkvo"},
+    "self_attn.q_norm.weight": ("attention", "qk_norm"),
+    "self_attn.k_norm.weight": ("attention", "qk_norm"),
+    "input_layernorm.weight": ("attention", "norm"),
+    **{f"mlp.{p}_proj.weight": ("mlp", "proj") for p in ("gate", "up", "down")},
+    "mlp.gate.weight": ("mlp", "router"),
+    "post_attention_layernorm.weight": ("mlp", "norm"),
+}
+EXPERT = re.compile(r"mlp\.experts\.\d+\.(gate|up|down)_proj\.weight")
+# tensors outside the decoder layers -> default depth (-1: the last layer)
+OUTSIDE = {"model.embed_tokens.weight": 0, "model.norm.weight": -1, "lm_head.weight": -1}
+
+
+def where(name: str, num_layers: int = 4):
+    """(depth, layer or None, sub-layer or None, part) of a tensor, from the table above."""
+    if name in OUTSIDE:
+        depth = OUTSIDE[name] % num_layers
+        return depth, None, None, name
+    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    assert match, f"{name} is not in the test's table of tensor names"
+    layer, inner = int(match.group(1)), match.group(2)
+    if EXPERT.fullmatch(inner):
+        return layer, layer, "mlp", "expert"
+    assert inner in IN_LAYER, f"{name} is not in the test's table of tensor names"
+    return (layer, layer) + IN_LAYER[inner]
 
 
 def _check(out, i, t, expect_interpolated):
@@ -29,9 +64,7 @@ def test_window_keeps_outside_layers_bitwise(untied_pair, tmp_path, window):
     out = merge(mi_config(instruct, thinking, LAM, layer_start=a, layer_end=b), tmp_path / "w")
 
     def inside(name):
-        c = classify(name)
-        depth = {"embed_tokens": 0, "final_norm": 3, "lm_head": 3}.get(c.part, c.layer)
-        return a <= depth <= b
+        return a <= where(name)[0] <= b
 
     merged, kept = _check(out, i, t, inside)
     assert merged and (kept or window == (0, 3))
@@ -80,16 +113,15 @@ def test_tied_embedding_follows_the_input_side(dense_pair, tmp_path):
     assert "lm_head.weight" not in last  # output keeps the checkpoint's own tensors
 
 
-# The oracle for module selection, written from the checkpoint's tensor names alone
-# (independently of mi_mergekit.merge.selection): the FFN sub-layer is everything under
-# ".mlp." (dense projections, the MoE router and experts) plus the norm in front of it;
-# attention is everything under ".self_attn." (projections, q/k norms) plus its norm.
+# The oracle for module selection: the FFN sub-layer is the dense projections, the MoE
+# router and experts, plus the norm in front of it; attention is the projections and
+# q/k norms, plus its norm (the table's sub-layer).
 def is_ffn(name: str) -> bool:
-    return ".mlp." in name or name.endswith(".post_attention_layernorm.weight")
+    return where(name, 4)[2] == "mlp"
 
 
 def is_attention(name: str) -> bool:
-    return ".self_attn." in name or name.endswith(".input_layernorm.weight")
+    return where(name, 4)[2] == "attention"
 
 
 # the test pairs (conftest.py): dense 4 layers; MoE 3 layers, 4 experts
@@ -134,7 +166,7 @@ def test_norm_placement_overridden_by_naming_parts(dense_pair, tmp_path):
         mi_config(instruct, thinking, LAM, exclude_modules="mlp_proj,router,experts,shared_expert"),
         tmp_path / "n",
     )
-    _check(out, i, t, lambda n: classify(n).part != "mlp_proj")
+    _check(out, i, t, lambda n: where(n)[2:] != ("mlp", "proj"))
 
 
 def test_window_and_modules_combine(moe_pair, tmp_path):
@@ -143,5 +175,4 @@ def test_window_and_modules_combine(moe_pair, tmp_path):
     out = merge(
         mi_config(instruct, thinking, LAM, layer_start=1, modules="mlp"), tmp_path / "c"
     )
-    _check(out, i, t, lambda n: classify(n).layer is not None and classify(n).layer >= 1
-           and is_ffn(n))
+    _check(out, i, t, lambda n: where(n, 3)[1] is not None and where(n, 3)[1] >= 1 and is_ffn(n))

@@ -52,11 +52,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import click
-
+from mi_mergekit.errors import AnalysisInputError
 from mi_mergekit.merge.selection import GROUPS, PARTS, classify
 
-NON_LAYER_PARTS = ("embed_tokens", "final_norm", "lm_head")
 LAYER_GROUPS = ("attention", "mlp", "all")
 DEFAULT_CHUNK = 1 << 24  # 16M values (128 MB of float64 per operand)
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
@@ -109,7 +107,7 @@ def tensor_sums(instruct, thinking, chunk_elements: int = DEFAULT_CHUNK) -> Sums
     import torch
 
     if instruct.shape != thinking.shape:
-        raise ValueError(f"shape mismatch {tuple(instruct.shape)} vs {tuple(thinking.shape)}")
+        raise AnalysisInputError(f"shape mismatch {tuple(instruct.shape)} vs {tuple(thinking.shape)}")
     a, b = instruct.reshape(-1), thinking.reshape(-1)
     sums = Sums(n=a.numel())
     step = max(1, int(chunk_elements))
@@ -130,7 +128,7 @@ def sigma_sums(a, b, chunk_elements: int = DEFAULT_CHUNK) -> Tuple[float, float,
     import torch
 
     if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise AnalysisInputError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
     x_all, y_all = a.reshape(-1), b.reshape(-1)
     diff = norm_a = norm_b = 0.0
     step = max(1, int(chunk_elements))
@@ -160,24 +158,23 @@ def sigma(models: List[str], pairs: Optional[List[Tuple[int, int]]] = None,
     """
     import tqdm
 
-    from mi_mergekit.errors import MergeInputError
 
     if len(models) < 2:
-        raise MergeInputError("--sigma needs at least two models")
+        raise AnalysisInputError("--sigma needs at least two models")
     if pairs is None:
         pairs = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))]
     if not pairs:
-        raise MergeInputError("no model pairs to compare")
+        raise AnalysisInputError("no model pairs to compare")
     used = sorted({i for pair in pairs for i in pair})
     loaders = {i: _loader(models[i]) for i in used}
     names = {i: {n for n in loaders[i].index.tensor_paths if SIGMA_TENSOR.search(n)} for i in used}
     first = names[used[0]]
     if not first:
-        raise MergeInputError(f"{models[used[0]]} has no decoder-layer tensors (model.layers.<i>.*) to compare")
+        raise AnalysisInputError(f"{models[used[0]]} has no decoder-layer tensors (model.layers.<i>.*) to compare")
     for i in used[1:]:
         if names[i] != first:
             only_a, only_b = sorted(first - names[i]), sorted(names[i] - first)
-            raise MergeInputError(
+            raise AnalysisInputError(
                 f"the checkpoints do not store the same decoder-layer tensors: only in {models[used[0]]} "
                 f"{only_a[:5]}, only in {models[i]} {only_b[:5]}")
     per_pair: Dict[Tuple[int, int], List[Tuple[int, float]]] = {pair: [] for pair in pairs}
@@ -188,7 +185,7 @@ def sigma(models: List[str], pairs: Optional[List[Tuple[int, int]]] = None,
         layer = int(SIGMA_TENSOR.search(name).group(1))
         for a, b in pairs:
             if tensors[a].shape != tensors[b].shape:
-                raise MergeInputError(f"{name}: shape {tuple(tensors[a].shape)} in {models[a]} vs "
+                raise AnalysisInputError(f"{name}: shape {tuple(tensors[a].shape)} in {models[a]} vs "
                                       f"{tuple(tensors[b].shape)} in {models[b]}")
             per_pair[(a, b)].append((layer, tensor_sigma(tensors[a], tensors[b], chunk_elements)))
         del tensors
@@ -238,22 +235,6 @@ def _natural(name: str):
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def resolve_device(device: Optional[str], cuda: bool = False) -> str:
-    """mergekit's device options (``--cuda``, ``--device``) as a torch device name, checked."""
-    import torch
-
-    from mi_mergekit.errors import MiMergekitError
-
-    name = device or ("cuda" if cuda else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError as exc:
-        raise MiMergekitError(f"unknown device {name!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MiMergekitError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return name
-
-
 def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK,
                progress: bool = False, device: str = "cpu") -> dict:
     """Compute the divergence document (see the module docstring) for two checkpoints.
@@ -263,13 +244,12 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
     """
     import tqdm
 
-    from mi_mergekit.errors import MergeInputError
 
     li, lt = _loader(instruct), _loader(thinking)
     names_i, names_t = set(li.index.tensor_paths), set(lt.index.tensor_paths)
     if names_i != names_t:
         only_i, only_t = sorted(names_i - names_t), sorted(names_t - names_i)
-        raise MergeInputError(
+        raise AnalysisInputError(
             "the checkpoints do not store the same tensors: "
             f"only in Instruct {only_i[:5]}, only in Thinking {only_t[:5]}"
         )
@@ -282,7 +262,7 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
         if not a.is_floating_point():
             continue
         if a.shape != b.shape:
-            raise MergeInputError(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
+            raise AnalysisInputError(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
         sums = tensor_sums(a, b, chunk_elements)
         del a, b
         part, layer = _classify(name)
@@ -407,70 +387,3 @@ def summary_table(doc: dict) -> str:
     for part, stats in doc["non_layer"].items():
         lines.append(f"{part}: {stats['relative_distance']:.6g}")
     return "\n".join(lines)
-
-
-@click.command("diverge")
-@click.argument("models", nargs=-1, type=click.Path(exists=True, file_okay=False))
-@click.option("--sigma", "sigma_mode", is_flag=True,
-              help="Table 1's weight similarity σ (Shadow-FT's definition: mean over decoder-layer tensors of "
-                   "Σ|A−B| / (Σ|A|+Σ|B|)) for every pair of MODELS, or for the --pair pairs.")
-@click.option("--pair", "pair_args", nargs=2, multiple=True, type=click.Path(exists=True, file_okay=False),
-              metavar="A B", help="With --sigma: compare these two models (repeatable) instead of every pair.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
-@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Write the heatmap PNG here.")
-@click.option("--metric", type=click.Choice(["relative_distance", "cosine"]), default="relative_distance",
-              show_default=True, help="What the heatmap shows.")
-@click.option("--chunk-elements", type=int, default=DEFAULT_CHUNK, show_default=True,
-              help="Values reduced at a time (memory knob).")
-@click.option("--cuda", is_flag=True, help="As mergekit's --cuda: compute on the GPU.")
-@click.option("--device", help="As mergekit's --device: cpu, cuda, cuda:1 … (default: cuda with --cuda, else cpu).")
-def diverge_command(models, sigma_mode, pair_args, json_path, png_path, metric, chunk_elements, cuda, device):
-    """Per-layer × per-module weight distance between INSTRUCT and THINKING (MODELS: two
-    local folders); or, with --sigma, the paper's Table 1 σ for pairs of models.
-
-    Streams one tensor at a time; prints a per-layer table, optionally writes JSON and a PNG.
-
-    \b
-    mi-mergekit diverge /data/instruct /data/thinking --png diverge.png
-    mi-mergekit diverge --sigma Qwen3-4B-Base Qwen3-4B Qwen3-4B-Instruct-2507 Qwen3-4B-Thinking-2507
-    mi-mergekit diverge --sigma --pair /data/base /data/instruct --pair /data/instruct /data/thinking
-    """
-    from mi_mergekit.errors import MiMergekitError
-
-    if sigma_mode:
-        if png_path:
-            raise click.UsageError("--png draws the distance heatmap; --sigma writes a table (and --json)")
-        if pair_args and models:
-            raise click.UsageError("give either MODELS (every pair) or --pair A B, not both")
-        if pair_args:
-            names = list(dict.fromkeys(p for pair in pair_args for p in pair))
-            pairs = [(names.index(a), names.index(b)) for a, b in pair_args]
-        else:
-            names, pairs = list(models), None
-            if len(names) < 2:
-                raise click.UsageError("--sigma needs two or more MODELS (or --pair A B)")
-        doc = sigma(names, pairs, chunk_elements=chunk_elements, progress=True, device=resolve_device(device, cuda))
-        click.echo(sigma_table(doc))
-        if json_path:
-            write_json(doc, json_path)
-            click.echo(f"JSON written to {json_path}")
-        return
-    if pair_args:
-        raise click.UsageError("--pair is for --sigma")
-    if len(models) != 2:
-        raise MiMergekitError(f"diverge compares two models, INSTRUCT and THINKING; got {len(models)} "
-                              "(for σ of several pairs use --sigma)")
-    instruct, thinking = models
-    doc = divergence(instruct, thinking, chunk_elements=chunk_elements, progress=True,
-                     device=resolve_device(device, cuda))
-    click.echo(summary_table(doc))
-    if json_path:
-        write_json(doc, json_path)
-        click.echo(f"JSON written to {json_path}")
-    if png_path:
-        plot_heatmap(doc, png_path, metric=metric)
-        click.echo(f"heatmap written to {png_path}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    diverge_command()

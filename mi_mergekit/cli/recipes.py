@@ -7,13 +7,20 @@ from typing import List
 
 import click
 
-from mi_mergekit.cli.options import check_lambdas
-from mi_mergekit.merge.recipes import MODEL_PAIRS, THIRDS, Recipe, family, read_families, write
+from mi_mergekit.cli.options import lambdas_option
+from mi_mergekit.merge.recipes import (
+    MODEL_PAIRS,
+    THIRDS,
+    Recipe,
+    RecipeOptionError,
+    family,
+    read_families,
+    write,
+)
 
 
 @click.command("recipes")
-@click.option("--lambdas", callback=check_lambdas,
-              help="λ values: START:STOP:STEP (inclusive) and/or a comma list, e.g. 0.1:0.9:0.1 or 0.5,0.8.")
+@lambdas_option(help="λ values", name="lambdas")
 @click.option("--window", "windows", multiple=True, metavar="A,B|NAME",
               help="Layer window, 0-based inclusive (12,35) or a thirds name "
               f"({', '.join(THIRDS)}); repeatable. Default: whole model.")
@@ -32,8 +39,7 @@ from mi_mergekit.merge.recipes import MODEL_PAIRS, THIRDS, Recipe, family, read_
               help="Run every family listed in this file (one argument line each) instead.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the recipes into.")
-def recipes_command(lambdas, windows, modules, exclude_modules, model_pair, instruct, thinking,
-                    num_layers, suffix, dtype, families_file, out_dir):
+def recipes_command(**options):
     """Write model_interpolation recipes: every λ × every window, one YAML each.
 
     Names follow mi_<λ>[_<window>][_<modules>][_<model>].yaml (see recipes/README.md).
@@ -43,6 +49,16 @@ def recipes_command(lambdas, windows, modules, exclude_modules, model_pair, inst
 
       mi-mergekit recipes --lambdas 0.8 --window last2of3 --model-pair 30b -o recipes/
     """
+    try:
+        _write_recipes(**options)
+    except RecipeOptionError as exc:  # about the arguments: a usage error (exit 2)
+        if exc.option:
+            raise click.BadParameter(exc.message, param_hint=exc.option) from None
+        raise click.UsageError(exc.message) from None
+
+
+def _write_recipes(lambdas, windows, modules, exclude_modules, model_pair, instruct, thinking,
+                   num_layers, suffix, dtype, families_file, out_dir):
     if families_file:
         if (lambdas or windows or modules or exclude_modules or model_pair or instruct or thinking
                 or num_layers or suffix is not None or dtype != "bfloat16"):

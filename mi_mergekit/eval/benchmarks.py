@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mi_mergekit.errors import EvalInputError
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -50,5 +52,5 @@ ALIASES = {"aime": "aime25", "gpqa_diamond": "gpqa", "gpqa-diamond": "gpqa", "cu
 def get_benchmark(name: str) -> Benchmark:
     key = ALIASES.get(name, name)
     if key not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+        raise EvalInputError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     return BENCHMARKS[key]

@@ -19,6 +19,8 @@ import hashlib
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
+from mi_mergekit.errors import EvalInputError
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -66,12 +68,12 @@ def resolve_decoding(
     """
     if preset == "custom":
         if temperature is None:
-            raise ValueError("decoding 'custom' needs an explicit temperature")
+            raise EvalInputError("decoding 'custom' needs an explicit temperature")
         base = Decoding("custom", temperature=temperature)
     elif preset in PRESETS:
         base = PRESETS[preset]
     else:
-        raise ValueError(f"unknown decoding preset {preset!r}; choose from {sorted(PRESETS) + ['custom']}")
+        raise EvalInputError(f"unknown decoding preset {preset!r}; choose from {sorted(PRESETS) + ['custom']}")
     overrides = {
         key: value
         for key, value in dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p).items()
@@ -80,11 +82,11 @@ def resolve_decoding(
     if overrides:
         base = replace(base, name="custom", **overrides)
     if base.temperature < 0:
-        raise ValueError("temperature must be >= 0")
+        raise EvalInputError("temperature must be >= 0")
     if not 0 < base.top_p <= 1:
-        raise ValueError("top_p must be in (0, 1]")
+        raise EvalInputError("top_p must be in (0, 1]")
     if base.top_k is not None and base.top_k < 1:
-        raise ValueError("top_k must be >= 1 (or unset)")
+        raise EvalInputError("top_k must be >= 1 (or unset)")
     return base
 
 

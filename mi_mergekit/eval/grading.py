@@ -59,6 +59,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from mi_mergekit.errors import EvalInputError
+
 GRADING_MODES = ("paper", "strict")
 #: mode of a run written before grading modes existed (its metrics were graded this way)
 LEGACY_GRADING = "strict"
@@ -75,7 +77,7 @@ def check_postprocess(value: Optional[str]) -> Optional[str]:
     if value in (None, "auto"):
         return None
     if value not in POSTPROCESS:
-        raise ValueError(f"unknown post-processing {value!r}; choose from {['auto', *POSTPROCESS]}")
+        raise EvalInputError(f"unknown post-processing {value!r}; choose from {['auto', *POSTPROCESS]}")
     return value
 
 
@@ -88,7 +90,7 @@ def default_postprocess(decoding_name: str, template_opens_think: bool) -> str:
 def check_grading(mode: Optional[str]) -> Optional[str]:
     """``mode`` if it is a grading mode (or None); else a ValueError naming the modes."""
     if mode is not None and mode not in GRADING_MODES:
-        raise ValueError(f"unknown grading mode {mode!r}; choose from {list(GRADING_MODES)}")
+        raise EvalInputError(f"unknown grading mode {mode!r}; choose from {list(GRADING_MODES)}")
     return mode
 
 

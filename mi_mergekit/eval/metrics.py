@@ -33,6 +33,7 @@ from collections import Counter
 from math import comb
 from typing import Iterable, Optional, Sequence
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.backends.base import is_cut_off
 
 
@@ -54,9 +55,9 @@ def stderr_of_mean(values: Sequence[float]) -> Optional[float]:
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased Pass@k: probability that a random k-subset of n samples with c correct has one correct."""
     if not 0 <= c <= n:
-        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+        raise EvalInputError(f"need 0 <= c <= n, got n={n}, c={c}")
     if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
+        raise EvalInputError(f"need 1 <= k <= n, got n={n}, k={k}")
     if n - c < k:
         return 1.0
     return 1.0 - comb(n - c, k) / comb(n, k)
@@ -65,7 +66,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def mean_at_k(correct: Sequence[bool], k: int) -> float:
     """Mean correctness of the first ``k`` samples."""
     if not 1 <= k <= len(correct):
-        raise ValueError(f"need 1 <= k <= {len(correct)}, got k={k}")
+        raise EvalInputError(f"need 1 <= k <= {len(correct)}, got k={k}")
     return sum(bool(x) for x in correct[:k]) / k
 
 
@@ -76,7 +77,7 @@ def vote_at_k(keys: Sequence[Optional[str]], correct: Sequence[bool], k: int) ->
     it is correct. Samples sharing a key must agree on correctness.
     """
     if not 1 <= k <= len(keys):
-        raise ValueError(f"need 1 <= k <= {len(keys)}, got k={k}")
+        raise EvalInputError(f"need 1 <= k <= {len(keys)}, got k={k}")
     counts = Counter(key for key in keys[:k] if key is not None)
     if not counts:
         return 0.0
@@ -122,14 +123,14 @@ def run_metrics(grades: Iterable[dict]) -> dict:
     for g in grades:
         by_question.setdefault(g["question_id"], []).append(g)
     if not by_question:
-        raise ValueError("no graded samples")
+        raise EvalInputError("no graded samples")
     questions = []
     for items in by_question.values():
         items.sort(key=lambda g: g["sample_index"])
         questions.append(question_metrics(items))
     ns = {q["n"] for q in questions}
     if len(ns) != 1:
-        raise ValueError(f"questions have different sample counts {sorted(ns)}; is the run complete?")
+        raise EvalInputError(f"questions have different sample counts {sorted(ns)}; is the run complete?")
     n = ns.pop()
     all_grades = [g for items in by_question.values() for g in items]
     tokens = [g["n_tokens"] for g in all_grades]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 from typing import List, Tuple
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.datasets import Example
 from mi_mergekit.eval.thinking import opens_think
 
@@ -83,10 +84,10 @@ def gpqa_message(example: Example, shuffle_seed: int, order_kind: str = "shuffle
     options = example.grader_data["options"]
     if order_kind == "rotate":
         if len(options) != 4:
-            raise ValueError(f"rotating GPQA options needs 4 options, got {len(options)}")
+            raise EvalInputError(f"rotating GPQA options needs 4 options, got {len(options)}")
         row = example.grader_data.get("row")
         if not isinstance(row, int):
-            raise ValueError(f"GPQA question {example.id!r} has no data row number to rotate its options by")
+            raise EvalInputError(f"GPQA question {example.id!r} has no data row number to rotate its options by")
         order = gpqa_rotation(row)
         shown = [options[j] for j in order]
         gold = "ABCD"[shown.index(options[0])]  # first letter whose text is the correct answer
@@ -98,7 +99,7 @@ def gpqa_message(example: Example, shuffle_seed: int, order_kind: str = "shuffle
         gold = "ABCDEFGHIJ"[order.index(0)]
         extra = {"option_order": "shuffle", "shuffle_seed": shuffle_seed}
     else:
-        raise ValueError(f"unknown GPQA option order {order_kind!r}; choose from {list(GPQA_OPTION_ORDERS)}")
+        raise EvalInputError(f"unknown GPQA option order {order_kind!r}; choose from {list(GPQA_OPTION_ORDERS)}")
     if order_kind == "rotate":  # OpenCompass's dataset row: question, A-D, options, answer (emptied)
         entry = {"question": example.question, **dict(zip("ABCD", shown)), "options": list(options), "answer": ""}
         text = opencompass_format(OPENCOMPASS_GPQA_PROMPT, entry)
@@ -129,7 +130,7 @@ def render_chat(tokenizer, user_message: str, system_prompt: str | None = None) 
     """The model's chat template applied to one user turn, ready for generation."""
     messages = chat_messages(user_message, system_prompt)
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template; evaluate a chat model (or set tokenizer.chat_template)")
+        raise EvalInputError("the tokenizer has no chat template; evaluate a chat model (or set tokenizer.chat_template)")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text, messages
 

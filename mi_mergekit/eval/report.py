@@ -42,6 +42,7 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, get_benchmark
 from mi_mergekit.eval.runner import grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
@@ -97,7 +98,7 @@ def _index(runs: Sequence[dict]) -> Tuple[List[str], Dict[str, Dict[str, dict]],
             benchmarks.append(bench)
         row = rows.setdefault(m["label"], {})
         if bench in row:
-            raise ValueError(f"two runs of {m['label']!r} on {bench}; give them different --label")
+            raise EvalInputError(f"two runs of {m['label']!r} on {bench}; give them different --label")
         row[bench] = m
         lambdas[m["label"]] = m.get("lambda")
     return benchmarks, rows, lambdas
@@ -107,7 +108,7 @@ def length_ratios(runs: Sequence[dict], thinking_run: str) -> Dict[Tuple[str, st
     """(label, benchmark) -> 100 · Token #N / Token #N of the run labelled ``thinking_run`` on that benchmark."""
     _, rows, _ = _index(runs)
     if thinking_run not in rows:
-        raise ValueError(f"no run is labelled {thinking_run!r} (the Thinking run for the Length Ratio); "
+        raise EvalInputError(f"no run is labelled {thinking_run!r} (the Thinking run for the Length Ratio); "
                          f"labels are {sorted(rows)}")
     reference = rows[thinking_run]
     ratios = {}
@@ -193,7 +194,7 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
     decimals = 1
     if paper_reference is not None:
         if paper_reference not in paper.REFERENCES:
-            raise ValueError(f"unknown paper reference {paper_reference!r}; choose from {sorted(paper.REFERENCES)}")
+            raise EvalInputError(f"unknown paper reference {paper_reference!r}; choose from {sorted(paper.REFERENCES)}")
         reference = paper.REFERENCES[paper_reference][0]
         decimals = paper.DECIMALS[paper_reference]
     benchmarks = _paper_order(list(run_benchmarks) + (list(PAPER_BENCHMARKS) if reference else []))

@@ -37,6 +37,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, make_backend
 from mi_mergekit.eval.backends.base import is_cut_off
@@ -199,7 +200,7 @@ def evaluate(
     n_samples = int(n_samples or bench.n_samples)
     max_new_tokens = int(max_new_tokens or bench.max_new_tokens)
     if n_samples < 1 or max_new_tokens < 1:
-        raise ValueError("n_samples and max_new_tokens must be >= 1")
+        raise EvalInputError("n_samples and max_new_tokens must be >= 1")
     examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
     if backend in ("transformers", "vllm"):
         check_model_folder(model_path)
@@ -440,10 +441,9 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     n = config["n_samples"]
     missing = [(q, i) for q in prompts for i in range(n) if (q, i) not in store]
     if missing:
-        raise ValueError(
-            f"{out} is incomplete: {len(missing)} of {len(prompts) * n} samples missing; "
-            "run the same `mi-mergekit eval` command again to resume"
-        )
+        raise EvalInputError(
+            f"the run is incomplete: {len(missing)} of {len(prompts) * n} samples missing; "
+            "run the same `mi-mergekit eval` command again to resume", path=out)
     grades = []
     from tqdm.auto import tqdm
 

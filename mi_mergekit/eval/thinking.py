@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from mi_mergekit.errors import EvalInputError
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
@@ -67,7 +69,7 @@ def split_response(text: str, prompt_opens_think: bool, truncated: bool = True,
         answer = text if postprocess == "none" else extract_non_reasoning_content(text)
         return SplitResponse(closed, unterminated, answer)
     if grading != "strict":
-        raise ValueError(f"unknown grading mode {grading!r}")
+        raise EvalInputError(f"unknown grading mode {grading!r}")
     close = text.rfind(THINK_CLOSE)
     if close >= 0:
         return SplitResponse(True, False, text[close + len(THINK_CLOSE):].strip())

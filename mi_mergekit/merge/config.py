@@ -7,7 +7,7 @@ from typing import Any, Dict, Tuple
 
 import yaml
 
-from mi_mergekit.errors import MergeInputError, explain, validation_summary
+from mi_mergekit.errors import MergeInputError, explain, os_problem, validation_summary
 
 
 class SubstitutionError(MergeInputError):
@@ -26,7 +26,7 @@ def load_recipe(path: str, substitutions: Tuple[str, ...] = ()) -> Tuple[Any, st
         with open(path, "r", encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except OSError as exc:
-        raise MergeInputError(f"cannot read the recipe: {explain(exc)}", path=path) from None
+        raise MergeInputError(f"cannot read the recipe: {os_problem(exc)}", path=path) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MergeInputError(explain(exc), path=path) from None
     if not isinstance(data, dict):

@@ -31,10 +31,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import List, Optional, Sequence, Tuple
 
-import click
-
+from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.lambdas import format_lambda, parse_lambdas
 from mi_mergekit.merge.selection import GROUPS
+
+
+class RecipeOptionError(MergeInputError):
+    """A generator argument that cannot make a recipe (``option``: the one at fault, if one is)."""
+
+    def __init__(self, message: str, option: Optional[str] = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -101,23 +108,23 @@ def parse_window(spec: str, num_layers: Optional[int]) -> Tuple[int, int]:
     spec = spec.strip()
     if spec in THIRDS:
         if not num_layers:
-            raise click.BadParameter(
+            raise RecipeOptionError(
                 f"window {spec!r} needs the layer count: pass --num-layers for a custom pair",
-                param_hint="--window",
+                option="--window",
             )
         return third_bounds(spec, num_layers)
     match = re.fullmatch(r"(\d+)\s*[,:]\s*(\d+)", spec)
     if not match:
-        raise click.BadParameter(
+        raise RecipeOptionError(
             f"{spec!r}: use START,END (0-based, inclusive) or one of {', '.join(THIRDS)}",
-            param_hint="--window",
+            option="--window",
         )
     start, end = int(match.group(1)), int(match.group(2))
     if start > end:
-        raise click.BadParameter(f"empty window {spec!r} (START > END)", param_hint="--window")
+        raise RecipeOptionError(f"empty window {spec!r} (START > END)", option="--window")
     if num_layers and end >= num_layers:
-        raise click.BadParameter(
-            f"window {spec!r} ends past the last layer ({num_layers - 1})", param_hint="--window"
+        raise RecipeOptionError(
+            f"window {spec!r} ends past the last layer ({num_layers - 1})", option="--window"
         )
     return start, end
 
@@ -140,11 +147,11 @@ def _modules_token(spec: str) -> str:
     tokens = [t for t in re.split(r"[,\s]+", spec.strip()) if t]
     for token in tokens:
         if token not in GROUPS:
-            raise click.BadParameter(
+            raise RecipeOptionError(
                 f"unknown module group {token!r}: choose from {', '.join(sorted(GROUPS))}"
             )
     if not tokens:
-        raise click.BadParameter("empty module list")
+        raise RecipeOptionError("empty module list")
     return "-".join(tokens)
 
 
@@ -260,18 +267,18 @@ def family(
 ) -> List[Recipe]:
     """All recipes of one family: every λ × every window (or the whole model)."""
     if modules and exclude_modules:
-        raise click.UsageError("--modules and --exclude-modules are mutually exclusive")
+        raise RecipeOptionError("--modules and --exclude-modules are mutually exclusive")
     if instruct or thinking:
         if model_pair:
-            raise click.UsageError("use either --model-pair or --instruct/--thinking")
+            raise RecipeOptionError("use either --model-pair or --instruct/--thinking")
         if not (instruct and thinking):
-            raise click.UsageError("a custom pair needs both --instruct and --thinking")
+            raise RecipeOptionError("a custom pair needs both --instruct and --thinking")
         if suffix is not None and not re.fullmatch(r"[A-Za-z0-9.-]*", suffix):
-            raise click.BadParameter("letters, digits, '.' and '-' only", param_hint="--suffix")
+            raise RecipeOptionError("letters, digits, '.' and '-' only", option="--suffix")
         pair = ModelPair(None, instruct, thinking, num_layers, suffix or "", f"{instruct} + {thinking}")
     else:
         if num_layers is not None or suffix is not None:
-            raise click.UsageError("--num-layers/--suffix are for custom --instruct/--thinking pairs")
+            raise RecipeOptionError("--num-layers/--suffix are for custom --instruct/--thinking pairs")
         pair = MODEL_PAIRS[model_pair or "4b"]
     parsed = [parse_window(w, pair.num_layers) for w in windows] or [None]
     mod = _modules_token(modules) if modules else None

@@ -36,6 +36,11 @@ TOKENIZER_FILES = (
 )
 
 
+#: what the output loses when mergekit's executor writes it
+FALLBACK_LAYOUT = ("the output is sharded by --out-shard-size with mergekit's file names, not in the base "
+                   "model's shard layout")
+
+
 @dataclass
 class PlannedOutput:
     config: Any  # MergeConfiguration of this output
@@ -61,6 +66,7 @@ def stream_weights(merge_config, outputs: Sequence[PlannedOutput], arch, options
     from mi_mergekit.merge.engine import NotStreamable, Output, engine_name, write_weights
 
     if engine_name() != "stream":
+        LOG.warning("mergekit's executor writes the weights (MI_MERGEKIT_ENGINE=mergekit): %s", FALLBACK_LAYOUT)
         return False
     donor = ModelReference.model_validate(outputs[0].plan.base)
     desc = "Merging" if len(outputs) == 1 else f"Sweep ({len(outputs)} λ)"
@@ -69,7 +75,8 @@ def stream_weights(merge_config, outputs: Sequence[PlannedOutput], arch, options
                       [Output(o.stage, o.settings) for o in outputs], options,
                       out_config=outputs[0].out_config, donor=donor, desc=desc)
     except NotStreamable as why:
-        LOG.info("running mergekit's executor: the streaming engine does not do this merge (%s)", why)
+        LOG.warning("mergekit's executor writes the weights (the streaming engine does not do this merge: %s): "
+                    "%s", why, FALLBACK_LAYOUT)
         return False
     return True
 

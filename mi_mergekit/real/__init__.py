@@ -29,7 +29,22 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 NUM_LAYERS = 30
 
+#: the Thinking side's chat template: SmolLM2's, with ``<think>\n`` after the assistant turn opens
+THINKING_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% set content = message['content'] %}"
+    "{% if message['role'] == 'assistant' and '</think>' in content %}"
+    "{% set content = content.split('</think>')[-1].lstrip('\n') %}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
+)
+
 __all__ = [
     "REAL_DIR", "ADAPTER_DIR", "HELDOUT_PATH", "MODEL_CARD", "WHEEL_NAME", "WHEEL_VERSION", "WHEEL_FILE",
-    "WHEEL_SHA256", "GGUF_MEMBER", "GGUF_SHA256", "HUB_ID", "NUM_LAYERS",
+    "WHEEL_SHA256", "GGUF_MEMBER", "GGUF_SHA256", "HUB_ID", "NUM_LAYERS", "THINKING_CHAT_TEMPLATE",
 ]

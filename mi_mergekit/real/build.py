@@ -44,19 +44,6 @@ from mi_mergekit.errors import MiMergekitError
 
 #: the Thinking side's chat template: SmolLM2's, with ``<think>\n`` pre-inserted after the
 #: assistant header and earlier turns' reasoning stripped (as Qwen3-Thinking-2507's does)
-THINKING_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}"
-    "{% set content = message['content'] %}"
-    "{% if message['role'] == 'assistant' and '</think>' in content %}"
-    "{% set content = content.split('</think>')[-1].lstrip('\n') %}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
-)
 #: the paper's decoding for Thinking (and merged) models
 THINKING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20}
 CHECKSUMS_PATH = real.ADAPTER_DIR / "checksums.json"
@@ -231,7 +218,7 @@ def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
 
 def write_thinking_files(folder: Path) -> None:
     """The Thinking chat template and generation_config in ``folder``."""
-    (folder / "chat_template.jinja").write_text(THINKING_CHAT_TEMPLATE)
+    (folder / "chat_template.jinja").write_text(real.THINKING_CHAT_TEMPLATE)
     config_path = folder / "tokenizer_config.json"
     if config_path.exists():  # a template stored in tokenizer_config.json would take precedence
         config = json.loads(config_path.read_text())

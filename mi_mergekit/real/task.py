@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from mi_mergekit import runsum
 from mi_mergekit.eval.prompts import AIME_SUFFIX
-from mi_mergekit.toy import task as toy_task
-from mi_mergekit.toy.task import write_jsonl  # noqa: F401  (records of any Problem with to_record)
+from mi_mergekit.runsum import write_jsonl  # noqa: F401  (records of any Problem with to_record)
 
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 6
@@ -42,8 +42,8 @@ MAX_NEW_TOKENS = 160
 
 
 @dataclass(frozen=True)
-class Problem(toy_task.Problem):
-    """The toy's running-sum problem (work, completion, answer) over two-digit terms, asked in words."""
+class Problem(runsum.Problem):
+    """The running-sum problem (work, completion, answer) over two-digit terms, asked in words."""
 
     @property
     def expression(self) -> str:
@@ -107,7 +107,7 @@ def make_heldout() -> list[Problem]:
 
 def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:
     """Records ``{id, question, answer, difficulty}`` of the held-out JSONL."""
-    return toy_task.load_heldout(path)
+    return runsum.load_jsonl(path)
 
 
 def balanced_subset(records: list[dict], limit: int | None) -> list[dict]:

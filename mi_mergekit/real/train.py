@@ -1,6 +1,6 @@
 """Train the Thinking side: a LoRA fine-tune of SmolLM2-135M-Instruct on CPU.
 
-    python -m mi_mergekit.real.train --instruct smollm2-pair/instruct --out mi_mergekit/real/adapter
+    mi-mergekit smollm2 train --instruct smollm2-pair/instruct --out mi_mergekit/real/adapter
 
 LoRA (peft) of rank 8 on every attention and MLP projection of all 30 layers
 (q/k/v/o, gate/up/down: 2.4M trainable parameters, 1.8% of the model), trained on
@@ -20,7 +20,6 @@ in the last bits of the training arithmetic (the shipped adapter is the referenc
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -74,8 +73,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
-    from mi_mergekit.real.build import THINKING_CHAT_TEMPLATE
-    from mi_mergekit.toy.train import collate  # right-padded ids, labels, mask
+    from mi_mergekit.runsum import collate  # right-padded ids, labels, mask
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -93,7 +91,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     losses, started = [], time.perf_counter()
     model.train()
     for step in range(1, config.steps + 1):
-        rows = [encode(tokenizer, next(stream), THINKING_CHAT_TEMPLATE) for _ in range(config.batch)]
+        rows = [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE) for _ in range(config.batch)]
         loss = completion_loss(model, *collate(rows, pad))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -119,25 +117,3 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
                "torch": torch.__version__, "threads": config.threads}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instruct", type=Path, required=True, help="the Instruct folder made by build")
-    parser.add_argument("--out", type=Path, default=real.ADAPTER_DIR, help="adapter folder")
-    defaults = TrainConfig()
-    for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
-    config = TrainConfig(**{f: getattr(args, f) for f in asdict(defaults)})
-    summary = train(args.instruct, args.out, config, log=lambda m: print(m, flush=True))
-    from mi_mergekit.real.build import record_checksums
-
-    digests = record_checksums(args.instruct, args.out)
-    print(f"trained in {summary['train_seconds']:.0f} s; adapter in {args.out}; thinking tensor sha256 "
-          f"{digests['thinking']}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,13 +9,11 @@ responses containing ``</think>``), Token #N (mean generated tokens, counting
 the end-of-turn token), accuracy (:func:`mi_mergekit.toy.task.is_correct`),
 and accuracy per difficulty.
 
-    python -m mi_mergekit.toy.curve mi_mergekit/toy/pair      # prints the table
+    mi-mergekit toy curve mi_mergekit/toy/pair      # prints the table
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -130,30 +128,3 @@ def format_table(rows: list[dict]) -> str:
             + " | ".join(f"{r['accuracy_by_difficulty'][d]:.0f}" for d in diffs) + " |"
         )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pair", nargs="?", default=str(PAIR_DIR), help="folder with instruct/ and thinking/")
-    ap.add_argument("--lambdas", default=",".join(str(x) for x in DEFAULT_LAMBDAS))
-    ap.add_argument("--n", type=int, default=None, help="first N held-out problems")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--greedy", action="store_true")
-    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    records = task.load_heldout()
-    if args.n:
-        records = records[: args.n]
-    pair = Path(args.pair)
-    rows = measure_curve(pair / "instruct", pair / "thinking", records,
-                         [float(x) for x in args.lambdas.split(",")], seed=args.seed, greedy=args.greedy)
-    print(format_table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,70 +19,32 @@ which a tiny transformer learns easily; the direct answer needs the exact sum of
 parity-like function), which a tiny model cannot do for large ``k``. So thinking
 pays off more the harder the problem, as in the paper.
 
-This module is pure Python (no torch) so that it is cheap to import.
+The problem, its completions and the grading are :mod:`mi_mergekit.runsum`'s (shared
+with the SmolLM2 pair); this module asks it over single digits and holds the toy's
+held-out set. Pure Python (no torch) so that it is cheap to import.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from mi_mergekit.runsum import (  # noqa: F401  (the task's shared half, used as task.*)
+    THINK_CLOSE,
+    THINK_OPEN,
+    Problem,
+    extract_answer,
+    has_thinking,
+    is_correct,
+    load_jsonl,
+    normalize,
+    write_jsonl,
+)
 
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 8
 MAX_NEW_TOKENS = 128  # generation budget: the longest thinking (k=8) is ~60 tokens
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem: ``terms`` are the digits summed; difficulty is ``len(terms)``."""
-
-    id: str
-    terms: tuple[int, ...]
-
-    @property
-    def question(self) -> str:
-        return "+".join(str(t) for t in self.terms) + "="
-
-    @property
-    def answer(self) -> str:
-        return str(sum(self.terms))
-
-    @property
-    def difficulty(self) -> int:
-        return len(self.terms)
-
-    def work(self) -> str:
-        """The step-by-step work, one addition a line, each line ending in ``\\n``."""
-        lines = []
-        acc = self.terms[0]
-        for t in self.terms[1:]:
-            lines.append(f"{acc}+{t}={acc + t}\n")
-            acc += t
-        return "".join(lines)
-
-    def thinking_completion(self) -> str:
-        """What a Thinking model generates after the ``<think>\\n`` of its template."""
-        return f"{self.work()}{THINK_CLOSE}\n\n\\boxed{{{self.answer}}}"
-
-    def instruct_completion(self) -> str:
-        """What an Instruct model generates: the answer only."""
-        return f"\\boxed{{{self.answer}}}"
-
-    def to_record(self) -> dict:
-        return {
-            "id": self.id,
-            "question": self.question,
-            "answer": self.answer,
-            "difficulty": self.difficulty,
-        }
-
 
 def parse_question(question: str) -> tuple[int, ...]:
     """Inverse of :attr:`Problem.question` (``"3+5+2+8="`` -> ``(3, 5, 2, 8)``)."""
@@ -134,45 +96,6 @@ def iter_training_problems(seed: int, exclude: set[str] | None = None) -> Iterat
 
 
 # ---------------------------------------------------------------------------
-# answer checking
-
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def extract_answer(text: str) -> str | None:
-    """The content of the last ``\\boxed{}`` after the last ``</think>``.
-
-    If the text has no ``</think>``, the whole text is searched (the Instruct
-    model answers without a think block). Returns ``None`` if there is no
-    ``\\boxed{}``.
-    """
-    if THINK_CLOSE in text:
-        text = text.rsplit(THINK_CLOSE, 1)[1]
-    found = _BOXED.findall(text)
-    if not found:
-        return None
-    return found[-1].strip()
-
-
-def normalize(answer: str) -> str:
-    a = answer.strip().replace(" ", "")
-    if re.fullmatch(r"[+-]?\d+", a):
-        return str(int(a))
-    return a
-
-
-def is_correct(text: str, answer: str) -> bool:
-    """Grade one generated response against the reference answer."""
-    got = extract_answer(text)
-    return got is not None and normalize(got) == normalize(str(answer))
-
-
-def has_thinking(text: str) -> bool:
-    """The paper's Think #R signal: the response contains ``</think>``."""
-    return THINK_CLOSE in text
-
-
-# ---------------------------------------------------------------------------
 # the shipped held-out set
 
 HELDOUT_PATH = Path(__file__).resolve().parent / "data" / "heldout.jsonl"
@@ -186,15 +109,6 @@ def make_heldout() -> list[Problem]:
     return generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-")
 
 
-def write_jsonl(problems: Iterable[Problem], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for p in problems:
-            f.write(json.dumps(p.to_record()) + "\n")
-
-
 def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:
     """Records ``{id, question, answer, difficulty}`` of the held-out JSONL."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return load_jsonl(path)

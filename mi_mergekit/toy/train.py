@@ -1,7 +1,7 @@
 """Train the toy Qwen3 base model and its Instruct / Thinking children (CPU).
 
-    python -m mi_mergekit.toy.train --out DIR            # full run (~9 min measured, 1 thread)
-    python -m mi_mergekit.toy.train --out DIR --tiny --steps 5   # smoke test
+    mi-mergekit toy train --out DIR                  # full run (~9 min measured, 1 thread)
+    mi-mergekit toy train --out DIR --tiny --steps 5 # smoke test
 
 Stages (all from one seed, deterministic on one machine). The shipped pair in
 ``mi_mergekit/toy/pair`` was made with ``--out mi_mergekit/toy/pair`` (see its MODEL_CARD.md).
@@ -30,7 +30,6 @@ config and measured wall times in ``DIR/train_summary.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -42,6 +41,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mi_mergekit.runsum import collate
 from mi_mergekit.toy import task
 from mi_mergekit.toy.tokenizer import (
     ENDOFTEXT,
@@ -108,18 +108,6 @@ def encode_example(tok, problem: task.Problem, thinking_template: bool, think: b
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     c_ids = tok(completion, add_special_tokens=False)["input_ids"]
     return p_ids + c_ids, [-100] * len(p_ids) + c_ids
-
-
-def collate(examples, pad_id: int):
-    n = max(len(x) for x, _ in examples)
-    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), n), dtype=torch.long)
-    for i, (x, y) in enumerate(examples):  # right padding for training
-        ids[i, : len(x)] = torch.tensor(x)
-        labels[i, : len(y)] = torch.tensor(y)
-        mask[i, : len(x)] = 1
-    return ids, labels, mask
 
 
 # The three data mixtures: (thinking_template, think) pairs to sample from.
@@ -248,46 +236,39 @@ def save_child(model, tok_template: str, sampling: dict, out: Path, dtype: str, 
 # ---------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, type=Path, help="output folder (gets base/, instruct/, thinking/)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tiny", action="store_true", help="tiny model and batches (smoke test)")
-    ap.add_argument("--steps", type=int, default=None, help="override base steps (children get a fifth, min 1)")
-    ap.add_argument("--base-steps", type=int, default=None)
-    ap.add_argument("--child-steps", type=int, default=None)
-    ap.add_argument("--child-lr", type=float, default=None)
-    ap.add_argument("--no-eval", action="store_true", help="skip the λ-curve evaluation")
-    ap.add_argument("--eval-lambdas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")
-    ap.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N held-out problems")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a 2-core machine shared with other jobs, 2 threads "
-                         "measured ~4x SLOWER per step because of OpenMP contention)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a TrainConfig field, e.g. --set hidden_size=96 (repeatable)")
-    args = ap.parse_args(argv)
+def config_from(seed: int = 0, tiny: bool = False, steps=None, base_steps=None, child_steps=None,
+                child_lr=None, overrides=()) -> TrainConfig:
+    """A TrainConfig: ``tiny`` sizes, ``steps`` for the base (children get a fifth, min 1), then
+    explicit values and ``KEY=VALUE`` overrides of any field."""
+    from mi_mergekit.errors import MiMergekitError
 
-    torch.set_num_threads(args.threads)
-    cfg = TrainConfig(seed=args.seed)
-    if args.tiny:
+    cfg = TrainConfig(seed=seed)
+    if tiny:
         for k, v in TINY.items():
             setattr(cfg, k, v)
-    if args.steps is not None:
-        cfg.base_steps = args.steps
-        cfg.child_steps = max(1, args.steps // 5)
-        cfg.warmup = min(cfg.warmup, max(1, args.steps // 10))
-    if args.base_steps is not None:
-        cfg.base_steps = args.base_steps
-    if args.child_steps is not None:
-        cfg.child_steps = args.child_steps
-    if args.child_lr is not None:
-        cfg.child_lr = args.child_lr
-    for kv in args.set:
-        key, value = kv.split("=", 1)
+    if steps is not None:
+        cfg.base_steps = steps
+        cfg.child_steps = max(1, steps // 5)
+        cfg.warmup = min(cfg.warmup, max(1, steps // 10))
+    if base_steps is not None:
+        cfg.base_steps = base_steps
+    if child_steps is not None:
+        cfg.child_steps = child_steps
+    if child_lr is not None:
+        cfg.child_lr = child_lr
+    for kv in overrides:
+        key, _, value = kv.partition("=")
         if not hasattr(cfg, key):
-            raise SystemExit(f"unknown config field {key!r}")
+            raise MiMergekitError(f"unknown config field {key!r} in --set {kv}")
         setattr(cfg, key, type(getattr(cfg, key))(value))
+    return cfg
 
+
+def train_pair(out: Path, cfg: TrainConfig, evaluate: bool = True,
+               eval_lambdas=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1), eval_n=None) -> dict:
+    """Train the base and its two children into ``out`` (see the module docstring); with
+    ``evaluate``, measure the λ curve; returns the summary written to ``train_summary.json``."""
+    out = Path(out)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     t_start = time.time()
@@ -304,7 +285,7 @@ def main(argv=None) -> int:
     train_stage(model, Batches(tok, "base", cfg.base_batch, cfg.seed + 1, exclude),
                 cfg.base_steps, cfg.base_lr, cfg.warmup, cfg, "base")
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_child(model, THINKING_CHAT_TEMPLATE, THINKING_SAMPLING, args.out / "base", cfg.save_dtype, tok)
+    save_child(model, THINKING_CHAT_TEMPLATE, THINKING_SAMPLING, out / "base", cfg.save_dtype, tok)
 
     child_warmup = max(1, cfg.child_steps // 10)
     for name, template, sampling, seed in (
@@ -315,29 +296,25 @@ def main(argv=None) -> int:
         torch.manual_seed(seed)
         train_stage(model, Batches(tok, name, cfg.child_batch, seed, exclude),
                     cfg.child_steps, cfg.child_lr, child_warmup, cfg, name)
-        save_child(model, template, sampling, args.out / name, cfg.save_dtype, tok)
+        save_child(model, template, sampling, out / name, cfg.save_dtype, tok)
 
     train_time = time.time() - t_start
-    log(f"training done in {train_time:.0f}s; saved to {args.out}")
+    log(f"training done in {train_time:.0f}s; saved to {out}")
     summary = {"config": asdict(cfg), "n_params": n_params, "train_seconds": round(train_time, 1)}
 
-    if not args.no_eval:
+    if evaluate:
         from mi_mergekit.toy.curve import format_table, measure_curve
 
-        lambdas = [float(x) for x in args.eval_lambdas.split(",")]
+        lambdas = [float(x) for x in eval_lambdas]
         records = task.load_heldout() if task.HELDOUT_PATH.exists() else [p.to_record() for p in task.make_heldout()]
-        if args.eval_n:
-            records = records[: args.eval_n]
+        if eval_n:
+            records = records[:eval_n]
         t_eval = time.time()
-        rows = measure_curve(args.out / "instruct", args.out / "thinking", records, lambdas, seed=cfg.seed)
+        rows = measure_curve(out / "instruct", out / "thinking", records, lambdas, seed=cfg.seed)
         log(format_table(rows))
         summary["eval_seconds"] = round(time.time() - t_eval, 1)
         summary["curve"] = rows
     summary["total_seconds"] = round(time.time() - t_start, 1)
-    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"total wall time {summary['total_seconds']:.0f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return summary

@@ -120,7 +120,7 @@ def test_chunked_reduction_matches_whole_tensor():
 
 def test_diverge_command_writes_json_and_png(known_pair, tmp_path):
     instruct, thinking, _, _ = known_pair
-    result = run([sys.executable, "-m", "mi_mergekit.analysis.divergence", instruct, thinking,
+    result = run([sys.executable, "-m", "mi_mergekit.cli", "diverge", instruct, thinking,
                   "--json", str(tmp_path / "d.json"), "--png", str(tmp_path / "d.png")])
     assert result.returncode == 0, result.stderr
     doc = json.loads((tmp_path / "d.json").read_text())
@@ -138,7 +138,7 @@ def test_mismatched_checkpoints_are_refused(known_pair, tmp_path):
 
 def test_device_options(known_pair, tmp_path):
     instruct, thinking, _, _ = known_pair
-    base = [sys.executable, "-m", "mi_mergekit.analysis.divergence", instruct, thinking]
+    base = [sys.executable, "-m", "mi_mergekit.cli", "diverge", instruct, thinking]
     default = run(base + ["--json", str(tmp_path / "a.json")])
     on_cpu = run(base + ["--device", "cpu", "--json", str(tmp_path / "b.json")])
     assert default.returncode == on_cpu.returncode == 0, on_cpu.stderr
@@ -229,7 +229,7 @@ def test_sigma_matches_shadow_ft_on_a_random_pair(tmp_path):
 
 def test_diverge_sigma_command(sigma_models, tmp_path):
     a, b, c, _, _ = sigma_models
-    base = [sys.executable, "-m", "mi_mergekit.analysis.divergence", "--sigma"]
+    base = [sys.executable, "-m", "mi_mergekit.cli", "diverge", "--sigma"]
     result = run(base + [a, b, c, "--json", str(tmp_path / "s.json")])
     assert result.returncode == 0, result.stderr
     assert "0.3333" in result.stdout and "Shadow-FT" in result.stdout
@@ -242,7 +242,7 @@ def test_diverge_sigma_command(sigma_models, tmp_path):
     # bad input: one model, --png with --sigma, three models without --sigma, a different architecture
     assert run(base + [a]).returncode == 2
     assert "heatmap" in run(base + [a, b, "--png", str(tmp_path / "x.png")]).stderr
-    plain = run([sys.executable, "-m", "mi_mergekit.analysis.divergence", a, b, c])
+    plain = run([sys.executable, "-m", "mi_mergekit.cli", "diverge", a, b, c])
     assert plain.returncode == 1 and "for σ of several pairs use --sigma" in plain.stderr
     other, _ = build_pair(str(tmp_path / "other"), PairSpec(num_layers=2))
     mismatch = run(base + [a, other])

@@ -4,12 +4,12 @@ import json
 import math
 import sys
 
-import click
 import pytest
 import torch
 
 from common import config_from, load_model, merge, mi_config, run
 from mi_mergekit.analysis.lambda_search import InMemoryInterpolation, Target, find_lambda
+from mi_mergekit.errors import MiMergekitError
 
 
 def logistic(x, center, k):
@@ -41,7 +41,7 @@ def test_target_parsing():
     assert Target.parse("tokens<=12000") == Target("tokens_mean", "<=", 12000.0)
     assert Target.parse("accuracy >= 0.7") == Target("mean", ">=", 0.7)
     for bad in ("think<=0.9", "speed>=1", "tokens>=5", ""):
-        with pytest.raises(click.BadParameter):
+        with pytest.raises(MiMergekitError, match="think_ratio>="):
             Target.parse(bad)
 
 
@@ -140,7 +140,7 @@ def test_find_lambda_end_to_end_with_a_cheap_evaluator_on_the_live_model(dense_p
 
 
 def test_find_lambda_command_with_the_real_harness(dense_pair, tmp_path):
-    """`python -m mi_mergekit.analysis.lambda_search` on a random tiny model (no thinking ever)."""
+    """`mi-mergekit find-lambda` on a random tiny model (no thinking ever)."""
     import yaml
 
     instruct, thinking = dense_pair
@@ -149,7 +149,7 @@ def test_find_lambda_command_with_the_real_harness(dense_pair, tmp_path):
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"id": "a", "prompt": "w1 w2", "answer": "3"}\n{"id": "b", "prompt": "w3", "answer": "4"}\n')
     out = tmp_path / "search"
-    result = run([sys.executable, "-m", "mi_mergekit.analysis.lambda_search", str(recipe),
+    result = run([sys.executable, "-m", "mi_mergekit.cli", "find-lambda", str(recipe),
                   "--dataset", str(dataset), "--out", str(out), "--target", "think_ratio>=0.5",
                   "-n", "2", "--max-new-tokens", "3", "--batch-size", "2", "--device", "cpu"],
                  env={"OMP_NUM_THREADS": "1"})

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def test_train_tiny_end_to_end(tmp_path):
     out = tmp_path / "pair"
     result = subprocess.run(
-        [sys.executable, "-m", "mi_mergekit.toy.train", "--out", str(out), "--tiny", "--steps", "5",
+        [sys.executable, "-m", "mi_mergekit.cli", "toy", "train", "--out", str(out), "--tiny", "--steps", "5",
          "--eval-n", "4", "--eval-lambdas", "0,1"],
         capture_output=True, text=True, timeout=300,
     )

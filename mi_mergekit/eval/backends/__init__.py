@@ -7,6 +7,7 @@ vLLM or SGLang, over HTTP). Backends import their heavy libraries lazily.
 
 from __future__ import annotations
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.backends.base import Backend, Chunk, Completion
 
 BACKENDS = ("transformers", "vllm", "openai")
@@ -27,9 +28,9 @@ def make_backend(name: str, model_path: str, **options) -> Backend:
         from mi_mergekit.eval.backends.openai_http import OpenAIHTTPBackend
 
         if "base_url" not in options:
-            raise ValueError("the openai backend needs a base URL (--base-url http://HOST:PORT/v1)")
+            raise EvalInputError("the openai backend needs a base URL (--base-url http://HOST:PORT/v1)")
         return OpenAIHTTPBackend(model_path, **options)
-    raise ValueError(f"unknown backend {name!r}; choose from {list(BACKENDS)}")
+    raise EvalInputError(f"unknown backend {name!r}; choose from {list(BACKENDS)}")
 
 
 __all__ = ["BACKENDS", "Backend", "Chunk", "Completion", "make_backend"]

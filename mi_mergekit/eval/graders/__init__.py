@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 
+from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.graders.base import Grade, Grader
 
 GRADERS = {
@@ -47,7 +48,7 @@ def get_grader(name: str, grading: str = "strict") -> Grader:
     """Instantiate the grader called ``name`` for ``grading`` (``paper`` | ``strict``);
     unknown names or modes raise ValueError listing the known ones."""
     if name not in GRADERS:
-        raise ValueError(f"unknown grader {name!r}; choose from {sorted(GRADERS)}")
+        raise EvalInputError(f"unknown grader {name!r}; choose from {sorted(GRADERS)}")
     module_name, class_name = GRADERS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)(grading)
 

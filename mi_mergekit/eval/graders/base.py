@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from mi_mergekit.errors import EvalInputError
+
 
 @dataclass
 class Grade:
@@ -44,7 +46,7 @@ class Grader:
         from mi_mergekit.eval.grading import GRADING_MODES
 
         if grading not in GRADING_MODES:
-            raise ValueError(f"unknown grading mode {grading!r}; choose from {list(GRADING_MODES)}")
+            raise EvalInputError(f"unknown grading mode {grading!r}; choose from {list(GRADING_MODES)}")
         #: ``paper`` (OpenCompass's rules) or ``strict``
         self.grading = grading
 

@@ -1,4 +1,5 @@
-"""``mi-mergekit smollm2``: build the SmolLM2 Instruct/Thinking pair offline (or retrain its adapter)."""
+"""``mi-mergekit smollm2``: build the SmolLM2 Instruct/Thinking pair offline (or retrain its adapter);
+the work is in :mod:`mi_mergekit.real`."""
 
 from __future__ import annotations
 
@@ -44,3 +45,35 @@ def build_command(out_dir, wheel, from_hub, train_steps, seed):
 
 
 __all__ = ["smollm2_command"]
+
+
+@smollm2_command.command("train")
+@click.option("--instruct", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The Instruct folder made by `mi-mergekit smollm2 build`.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Adapter folder (default: the shipped mi_mergekit/real/adapter).")
+@click.option("--steps", type=int, default=None, help="Training steps (default 180).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a TrainConfig field, e.g. --set lr=5e-4 (repeatable).")
+def train_command(instruct, out_dir, steps, seed, overrides):
+    """Train the Thinking side's LoRA adapter on CPU and record the pair's checksums."""
+    from dataclasses import asdict
+
+    from mi_mergekit import real
+    from mi_mergekit.errors import MiMergekitError
+    from mi_mergekit.real.build import record_checksums
+    from mi_mergekit.real.train import TrainConfig, train
+
+    fields = asdict(TrainConfig())
+    values = {"seed": seed, **({"steps": steps} if steps is not None else {})}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise MiMergekitError(f"unknown config field {key!r} in --set {item}; known: {', '.join(fields)}")
+        values[key] = type(fields[key])(value)
+    out = Path(out_dir) if out_dir else real.ADAPTER_DIR
+    summary = train(Path(instruct), out, TrainConfig(**values), log=lambda m: click.echo(m, err=True))
+    digests = record_checksums(Path(instruct), out)
+    click.echo(f"trained in {summary['train_seconds']:.0f} s; adapter in {out}; thinking tensor sha256 "
+               f"{digests['thinking']}")

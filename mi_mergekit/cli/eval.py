@@ -1,0 +1,89 @@
+"""``mi-mergekit eval`` and ``mi-mergekit report`` (click commands).
+
+Examples::
+
+    mi-mergekit eval --model out/mi-0.8 --benchmark aime25 --dataset aime25.jsonl \\
+        --decoding thinking -n 64 --out runs/mi-0.8-aime --lambda 0.8
+    mi-mergekit eval --model Qwen/Qwen3-4B-Thinking-2507 --benchmark gpqa --dataset gpqa_diamond.csv \\
+        --backend openai --base-url http://gpu-box:8000/v1 --concurrency 32 --out runs/thinking-gpqa
+    mi-mergekit eval --out runs/mi-0.8-aime --grade-only       # re-grade, never regenerates
+    mi-mergekit eval --out runs/mi-0.8-aime --grade-only --grading strict   # … under the other rules
+    mi-mergekit report runs/* --out report/ --paper-reference 4b --thinking-run Thinking
+
+Re-running an interrupted ``eval`` with the same arguments resumes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mi_mergekit.cli.options import device_options, eval_options, evaluation
+
+
+@click.command("eval")
+@click.option("--model", "model_path",
+              help="Model folder (or hub id) to evaluate; its chat template renders prompts. (Here --model is "
+                   "the model itself; in merge/plan/sweep it is NAME=PATH, a local copy of a recipe's model.)")
+@eval_options()
+@device_options(default=None, what="transformers: generate")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--label", help="Row name in reports (default: model folder name).")
+@click.option("--lambda", "lambda_", type=float, help="λ of this model, for plots (default: model's mi_plan.json).")
+@click.option("--grade-only", is_flag=True, help="Re-grade the samples stored in --out; never generates.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def eval_command(device, **opts):
+    """Generate k samples per question, grade them and write per-run metrics (resumable)."""
+    from mi_mergekit.eval.runner import evaluate, grade_run, load_run
+
+    if opts["grade_only"]:
+        summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"],
+                            grading=opts["grading"],
+                            postprocess=None if opts["postprocess"] == "auto" else opts["postprocess"])
+        _echo_summary(summary, Path(opts["out_dir"]))
+        return
+    if not opts["model_path"] or not opts["dataset"]:
+        raise click.UsageError("--model and --dataset are required (unless --grade-only)")
+    run_dir = evaluate(opts["model_path"], opts["dataset"], out_dir=opts["out_dir"], label=opts["label"],
+                       lambda_=opts["lambda_"], progress=not opts["no_progress"], **evaluation(opts, device))
+    _echo_summary(load_run(run_dir)["metrics"], run_dir)
+
+
+def _echo_summary(m: dict, run_dir: Path) -> None:
+    n = m["n_samples"]
+    vote = f"{100 * m['vote@k'][n]:.1f}" if m["vote@k"] else "n/a"
+    click.echo(
+        f"{m['label']} / {m['benchmark']}: Mean@{n} {100 * m['mean']:.1f}  Pass@{n} {100 * m['pass@k'][n]:.1f}  "
+        f"Vote@{n} {vote}  #N {m['tokens_mean']:.0f} (median {m['tokens_median']:.0f})  "
+        f"#R {100 * m['think_ratio']:.1f}%  truncated {100 * m['truncation_rate']:.1f}%  "
+        f"[{m.get('grading', 'strict')} grading]  -> {run_dir}"
+    )
+    for deviation in m.get("decoding_deviations") or ():
+        click.echo(f"  decoding deviation: {deviation}", err=True)
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Where report.md, report.csv and lambda_*.png go.")
+@click.option("--lm-eval", "lm_eval_dir", type=click.Path(file_okay=False),
+              help="Also write each run in lm-eval's results format (results_*.json + samples_*.jsonl) here.")
+@click.option("--paper-reference", type=click.Choice(["4b", "30b"]),
+              help="Append the paper's own rows: 4b = Table 2 (Qwen3-4B-2507), 30b = Table 5 (Qwen3-30B-A3B-2507).")
+@click.option("--thinking-run", metavar="LABEL",
+              help="Label of the Thinking run: adds each run's Length Ratio (Token #N relative to it, %; Fig. 5).")
+def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run):
+    """Put eval runs side by side in the paper's Table 2 / 5 layout (Mean/Pass@64, Mean/Pass@8,
+    Mean/Vote@8, Token #N, Think #R; Markdown + CSV), with details, and plot metrics against λ."""
+    from mi_mergekit.eval.report import write_report
+
+    result = write_report(runs, out_dir, paper_reference=paper_reference, thinking_run=thinking_run)
+    click.echo(result["markdown"], nl=False)
+    exported = []
+    if lm_eval_dir:
+        from mi_mergekit.eval.export import export_lm_eval
+
+        exported = export_lm_eval(runs, lm_eval_dir)
+    for path in [result["md"], result["csv"], result["paper_csv"], *result["plots"], *exported]:
+        click.echo(f"wrote {path}", err=True)
