@@ -278,7 +278,7 @@ README_TABLE = {
     "recipe-not-a-mapping": "a recipe must be a YAML mapping",
     "recipe-wrong-type": "recipe is not a valid mergekit config: …",
     "recipe-window-out-of-range": "layer_end=40 is outside the model's decoder layers [0, 3]",
-    "input-truncated-safetensors": "truncated or corrupt safetensors file …",
+    "input-truncated-safetensors": "cannot read the weights of model …: truncated or corrupt safetensors file: …",
     "input-missing-folder": "model … is not a local folder and could not be loaded …",
     "input-missing-config": "model … has no config.json",
     "input-missing-tokenizer": "the output's tokenizer comes from the … model, which has no tokenizer files",
