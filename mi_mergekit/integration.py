@@ -146,7 +146,10 @@ def patch_merge_module(module) -> None:
             if _method(merge_config) is not None:
                 return run_method_merge(original_run_merge, merge_config, out_path, options, config_source)
             _STOCK_MERGE["started"] = True
-            resolved, changed = resolve_models(merge_config, options)
+            try:
+                resolved, changed = resolve_models(merge_config, options)
+            except Exception:  # noqa: BLE001 - a stock merge never fails because of us
+                resolved, changed = merge_config, False
             if not changed:  # stock mergekit, as it is
                 return original_run_merge(merge_config, out_path, options, config_source)
             # hub ids read from the local cache (mergekit would list them online first);

@@ -31,7 +31,7 @@ with mergekit's file names instead.
 
 ``MI_MERGEKIT_ENGINE=mergekit`` runs mergekit's own executor and writer instead
 (:mod:`mi_mergekit.merge.mergekit_engine`). So do recipes this engine does not
-execute — they fall back with a log line: a ``tokenizer_source`` /
+execute — they fall back with a warning: a ``tokenizer_source`` /
 ``tokenizer`` section (vocabulary permutation), ``--unsafe-truncate-embeddings``,
 ``--multi-gpu``, ``--no-safe-serialization``, inputs that are not safetensors,
 and tensors mergekit would have to convert or skip.
