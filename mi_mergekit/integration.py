@@ -55,6 +55,14 @@ def on_merge_methods_loaded(module=None) -> None:
     import mi_mergekit.methods  # noqa: F401  (registers on import)
 
 
+def importing(module_name: str):
+    """Context manager around the import of ``module_name``: defers what a
+    safetensors merge does not use (see :func:`mi_mergekit.mergekit_compat.deferred_imports`)."""
+    from mi_mergekit.mergekit_compat import deferred_imports
+
+    return deferred_imports(module_name)
+
+
 def on_merge_loaded(module) -> None:
     patch_merge_module(module)
 
@@ -170,6 +178,7 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
     """Check, plan, write the weights (streaming engine, or mergekit's ``engine``) into a
     staging folder, finish, publish."""
     from mi_mergekit import mergekit_compat
+    from mi_mergekit.merge.checks import resolve_device
     from mi_mergekit.merge.engine import engine_name
     from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.merge.plan import build_plan
@@ -183,6 +192,7 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
         config_source = card_config.to_yaml()
     merge_config, _ = resolve_models(merge_config, options)  # cached hub ids: no network
     check_output_path(out_path, model_inputs(merge_config, options, *roles), options)
+    resolve_device(options.device)
     plan, arch = build_plan(merge_config, options)
     LOG.info("resolved plan:\n%s", plan.table())
     for warning in plan.warnings:
