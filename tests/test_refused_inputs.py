@@ -88,6 +88,16 @@ def nway_recipe(w: World, weights=(0.6, 0.6), second=None) -> Path:
         "dtype: float32\n"))
 
 
+#: the machine has no CUDA (a no-op on one without), so the --cuda rows hold everywhere
+NO_CUDA = "import torch\ntorch.cuda.is_available = lambda: False"
+
+
+def mergekit_yaml_without_cuda(*args):
+    """``mergekit-yaml ARGS`` (its console script's entry point) as if the machine had no CUDA."""
+    code = f"{NO_CUDA}\nfrom mergekit.scripts.run_yaml import main\nmain()"
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
 def truncate(path: Path, keep: int) -> None:
     data = path.read_bytes()
     path.write_bytes(data[:keep])
@@ -172,6 +182,12 @@ ROWS = [
     ("input-missing-folder",
      lambda w: (shutil.rmtree(w.thinking), mergekit_yaml(w.recipe, w.out))[1],
      "is not a local folder and could not be loaded"),
+    # --- merge: the device
+    ("merge-cuda-without-cuda", lambda w: mergekit_yaml_without_cuda(w.recipe, w.out, "--cuda"),
+     "device 'cuda' asked for (--cuda / --device), but CUDA is not available on this machine"),
+    ("sweep-cuda-without-cuda",
+     lambda w: with_fault(NO_CUDA, "sweep", w.recipe, w.out, "--lambdas", "0.2,0.4", "--cuda"),
+     "but CUDA is not available on this machine"),
     # --- merge: failures while writing
     ("write-file-size-limit", lambda w: (size_limited(w, 20_000), mergekit_yaml(w.recipe, w.out))[1],
      "file too large (file size limit reached) while writing the output"),

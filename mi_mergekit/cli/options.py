@@ -73,20 +73,6 @@ def merge_options(function):
 # ---------------------------------------------------------------------------- devices
 
 
-def resolve_device(device: Optional[str], cuda: bool = False) -> str:
-    """mergekit's device options (``--cuda``, ``--device``) as a torch device name, checked."""
-    import torch
-
-    name = device or ("cuda" if cuda else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError as exc:
-        raise MiMergekitError(f"unknown device {name!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MiMergekitError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return name
-
-
 def device_options(default: Optional[str] = "cpu", what: str = "compute"):
     """``--cuda`` / ``--device`` as in mergekit, given to the command as one checked
     ``device`` (``default`` when neither is set; None: the backend chooses)."""
@@ -98,6 +84,8 @@ def device_options(default: Optional[str] = "cpu", what: str = "compute"):
                                        f"else {fallback}).")
         @functools.wraps(function)
         def command(*args, cuda: bool, device: Optional[str], **kwargs):
+            from mi_mergekit.merge.checks import resolve_device  # torch is imported only when a command runs
+
             chosen = resolve_device(device, cuda) if (device or cuda) else default
             return function(*args, device=chosen, **kwargs)
 

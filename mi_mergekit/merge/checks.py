@@ -1,4 +1,4 @@
-"""Value checks shared by the merge methods and the streaming engine: λ, NaN/inf."""
+"""Value checks shared by the merge methods and the streaming engine: λ, NaN/inf, device."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from mi_mergekit.errors import MergeInputError, NonFiniteTensorError
+from mi_mergekit.errors import MergeInputError, MiMergekitError, NonFiniteTensorError
 
 LOG = logging.getLogger("mi_mergekit")
 
@@ -50,3 +50,17 @@ def check_finite(name: Optional[str], **tensors: torch.Tensor) -> None:
                 f"{role} tensor {name!r} contains {bad} NaN/inf value(s); "
                 "refusing to write a merged model from non-finite weights"
             )
+
+
+def resolve_device(device: Optional[str], cuda: bool = False) -> str:
+    """mergekit's device options (``--cuda``, ``--device``) as a torch device name, checked
+    before any work: an unknown device or CUDA on a machine without it is one clear error."""
+    name = device or ("cuda" if cuda else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise MiMergekitError(f"unknown device {name!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MiMergekitError(f"device {name!r} asked for (--cuda / --device), but CUDA is not available "
+                              "on this machine; leave the option out to compute on the CPU")
+    return name

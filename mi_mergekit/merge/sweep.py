@@ -153,10 +153,12 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float, Decimal]], out_d
     """
     from mergekit.options import MergeOptions
 
+    from mi_mergekit.merge.checks import resolve_device
     from mi_mergekit.merge.run import write_outputs
     from mi_mergekit.safety import staged_directory
 
     options = options or MergeOptions()
+    resolve_device(options.device)
     labels = [format_lambda(lam) for lam in lambdas]
     if not labels:
         raise MergeInputError("no λ values to sweep")
