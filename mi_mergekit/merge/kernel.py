@@ -30,21 +30,40 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _upcast(block: torch.Tensor, scratch: Optional[torch.Tensor]) -> torch.Tensor:
+    """``block`` in the compute dtype: itself, or copied (exactly) into ``scratch``."""
+    return block if scratch is None else scratch[: block.numel()].copy_(block)
+
+
+def _scratch(like: torch.Tensor, size: int) -> Optional[torch.Tensor]:
+    """A compute-dtype block buffer for the upcast of ``like`` (None: no upcast needed)."""
+    compute = compute_dtype(like.dtype)
+    return None if like.dtype == compute else torch.empty(size, dtype=compute, device=like.device)
+
+
 def task_vector(instruct: torch.Tensor, thinking: torch.Tensor,
                 out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Θ_T − Θ_I in float32 (float64 stays float64), in ``out`` or a new tensor."""
     if out is None:
-        delta = thinking.to(compute_dtype(instruct.dtype), copy=True)
-    else:
-        delta = out.copy_(thinking)
-    delta.sub_(instruct)  # a lower-precision operand is upcast exactly
+        out = torch.empty(instruct.shape, dtype=compute_dtype(instruct.dtype), device=instruct.device)
+    delta = out
+    flat_d, flat_i, flat_t = delta.view(-1), instruct.reshape(-1), thinking.reshape(-1)
+    ranges = blocks(instruct.numel(), instruct.device)
+    base_buf = _scratch(instruct, max((stop - start for start, stop in ranges), default=0))
+    for start, stop in ranges:
+        # both operands in float32 first (exact), so the subtraction is a float32 op
+        flat_d[start:stop].copy_(flat_t[start:stop]).sub_(_upcast(flat_i[start:stop], base_buf))
     return delta
 
 
 def apply_task_vector(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
                       out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Θ_I + λ·δ in δ's precision; ``out`` may be δ itself or a scratch buffer."""
-    merged = torch.mul(delta, lam, out=out) if out is not None else delta * lam
+    """Θ_I + λ·δ in δ's precision; ``out`` may be δ itself (scaled in place) or a scratch
+    buffer; ``instruct`` in δ's dtype."""
+    if out is delta:
+        merged = delta.mul_(lam)
+    else:
+        merged = torch.mul(delta, lam, out=out) if out is not None else delta * lam
     merged.add_(instruct)
     return merged
 
@@ -57,9 +76,15 @@ def blocks(numel: int, device: torch.device) -> List[Tuple[int, int]]:
 
 def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[torch.dtype],
              delta_of, out: Optional[Sequence[torch.Tensor]] = None,
-             thinking: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-    """Θ_I + λ·δ for every λ, block by block; ``delta_of(start, stop, scratch)`` gives δ.
-    λ = 0 copies Θ_I and, when ``thinking`` is given, λ = 1 copies Θ_T."""
+             thinking: Optional[torch.Tensor] = None, owns_delta: bool = False) -> List[torch.Tensor]:
+    """Θ_I + λ·δ for every λ, block by block; ``delta_of(start, stop, scratch, base)`` gives δ
+    (``base``: the Θ_I block in the compute dtype; ``owns_delta``: δ is written into
+    ``scratch``, so a single λ may scale it in place). λ = 0 copies Θ_I and, when
+    ``thinking`` is given, λ = 1 copies Θ_T.
+
+    Every operation is float32 × float32 (Θ_I is upcast once per block): a bf16 operand in a
+    float32 op is upcast element by element on a slow path (measured in
+    ``benchmarks/bench_kernel.py``), with the same bits."""
     compute = compute_dtype(instruct.dtype)
     device = instruct.device
     if out is None:
@@ -75,19 +100,24 @@ def _blocked(instruct: torch.Tensor, lams: Sequence[float], out_dtype: Optional[
     ranges = blocks(instruct.numel(), device)
     size = max((stop - start for start, stop in ranges), default=0)
     delta_buf = torch.empty(size, dtype=compute, device=device)
-    merged_buf = None if out_dtype == compute else torch.empty(size, dtype=compute, device=device)
+    base_buf = _scratch(instruct, size)
+    direct = out_dtype == compute  # λ·δ and + Θ_I straight into the output
+    # one λ (besides the end points) and δ in our scratch: λ·δ in place, no third buffer
+    scale_in_place = not direct and owns_delta and sum(lam not in ends for lam in lams) == 1
+    merged_buf = None if direct or scale_in_place else torch.empty(size, dtype=compute, device=device)
     for start, stop in ranges:
         n = stop - start
-        base = flat_i[start:stop]
-        delta = delta_of(start, stop, delta_buf[:n])
+        base = _upcast(flat_i[start:stop], base_buf)
+        delta = delta_of(start, stop, delta_buf[:n], base)
         for flat_out, lam in zip(flat_outs, lams):
             end = ends.get(lam)
             if end is not None:  # an end point: the input itself
                 flat_out[start:stop].copy_(end[start:stop])
-            elif merged_buf is None:
+            elif direct:
                 apply_task_vector(base, delta, lam, out=flat_out[start:stop])
             else:  # the one rounding to out_dtype
-                flat_out[start:stop].copy_(apply_task_vector(base, delta, lam, out=merged_buf[:n]))
+                merged = apply_task_vector(base, delta, lam, out=delta if scale_in_place else merged_buf[:n])
+                flat_out[start:stop].copy_(merged)
     return outs
 
 
@@ -104,10 +134,9 @@ def interpolate_many(instruct: torch.Tensor, thinking: torch.Tensor, lams: Seque
     temporaries.
     """
     flat_t = thinking.reshape(-1)
-    flat_i = instruct.reshape(-1)
     return _blocked(instruct, lams, out_dtype,
-                    lambda start, stop, scratch: task_vector(flat_i[start:stop], flat_t[start:stop], out=scratch),
-                    out, thinking)
+                    lambda start, stop, scratch, base: scratch.copy_(flat_t[start:stop]).sub_(base),
+                    out, thinking, owns_delta=True)
 
 
 def interpolate_from_delta(instruct: torch.Tensor, delta: torch.Tensor, lam: float,
@@ -117,7 +146,7 @@ def interpolate_from_delta(instruct: torch.Tensor, delta: torch.Tensor, lam: flo
     """:func:`interpolate` with Θ_T − Θ_I (from :func:`task_vector`) already computed
     (a sweep computes it once for all its λ); pass ``thinking`` so that λ = 1 is Θ_T exactly."""
     flat_d = delta.reshape(-1)
-    return _blocked(instruct, (lam,), out_dtype, lambda start, stop, scratch: flat_d[start:stop],
+    return _blocked(instruct, (lam,), out_dtype, lambda start, stop, scratch, base: flat_d[start:stop],
                     None if out is None else (out,), thinking)[0]
 
 
