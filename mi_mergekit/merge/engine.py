@@ -290,6 +290,16 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
+def arithmetic_threads() -> int:
+    """torch threads for the arithmetic: the cores left to it by the reader and the writer
+    (each keeps one busy copying between the page cache and the slice buffers). On a
+    2-core machine one thread: two made each slice 3–10× slower there, the threads of one
+    element-wise op waiting for each other behind the I/O threads
+    (``benchmarks/bench_kernel.py``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 2))
+
+
 def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str = "cpu",
             progress: bool = True, desc: str = "Merging") -> None:
     """Run the jobs: reader thread -> arithmetic (this thread) -> writer thread.
@@ -354,6 +364,8 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
     writer = threading.Thread(target=write, name="mi-mergekit-write", daemon=True)
     reader.start()
     writer.start()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(arithmetic_threads())
     try:
         while not stop.is_set():
             try:
@@ -383,6 +395,7 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
     except BaseException as exc:
         fail(exc)
     finally:
+        torch.set_num_threads(threads)
         writes.put(None)
         writer.join()
         stop.set()
