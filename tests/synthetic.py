@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 INSTRUCT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -123,12 +123,88 @@ def build_pair(root: str, spec: PairSpec = PairSpec()) -> Tuple[str, str]:
         path = os.path.join(root, role)
         model.to(dtype).save_pretrained(path)
         model.to(torch.float32)
-        tokenizer.chat_template = THINKING_TEMPLATE if role == "thinking" else INSTRUCT_TEMPLATE
-        tokenizer.save_pretrained(path)
-        with open(os.path.join(path, "generation_config.json"), "w") as handle:
-            json.dump({"eos_token_id": 2, "pad_token_id": 0, "do_sample": True,
-                       **GENERATION[role]}, handle, indent=1)
+        _write_side_files(path, role, tokenizer)
         paths.append(path)
+    return paths[0], paths[1]
+
+
+def _write_side_files(path: str, role: str, tokenizer) -> None:
+    """Tokenizer, the role's chat template and generation_config."""
+    tokenizer.chat_template = THINKING_TEMPLATE if role == "thinking" else INSTRUCT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    with open(os.path.join(path, "generation_config.json"), "w") as handle:
+        json.dump({"eos_token_id": 2, "pad_token_id": 0, "do_sample": True,
+                   **GENERATION[role]}, handle, indent=1)
+
+
+def checkpoint_shapes(spec: PairSpec) -> Dict[str, Tuple[int, ...]]:
+    """Tensor name -> shape of the checkpoint ``save_pretrained`` writes for ``spec``
+    (the model is built on the meta device: no memory, no arithmetic)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(_config(spec))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if spec.tie_word_embeddings:
+        shapes.pop("lm_head.weight", None)
+    return shapes
+
+
+def build_pair_streaming(root: str, spec: PairSpec, shard_bytes: int = 4_000_000_000,
+                         chunk: int = 1 << 24, progress: bool = False) -> Tuple[str, str]:
+    """Like :func:`build_pair`, for pairs that do not fit in memory (Qwen3-4B-sized and up).
+
+    Every tensor is written in slices of ``chunk`` elements straight into pre-sized
+    safetensors shards of at most ``shard_bytes`` (mergekit's / transformers' file
+    names and index), so memory stays at a few slices. Values: a shared random base
+    (N(0, 0.02²)) plus each side's own perturbation of relative size ``spec.noise`` —
+    the same statistics as :func:`build_pair`, not the same numbers.
+    """
+    import torch
+
+    from mi_mergekit.merge.layout import natural_key
+    from mi_mergekit.merge.safetensors_io import OutputSpec, StreamingWriter, shard_by_size
+
+    dtype = getattr(torch, spec.dtype)
+    shapes = checkpoint_shapes(spec)
+    specs = [OutputSpec(name, dtype, shapes[name]) for name in sorted(shapes, key=natural_key)]
+    files = shard_by_size(specs, shard_bytes)
+    config = _config(spec)
+    config.architectures = ["Qwen3MoeForCausalLM" if spec.moe else "Qwen3ForCausalLM"]
+    config.dtype = spec.dtype
+    tokenizer = build_tokenizer(spec.vocab_size)
+    roles = ("instruct", "thinking")
+    paths = [os.path.join(root, role) for role in roles]
+    writers = []
+    for path in paths:
+        os.makedirs(path, exist_ok=True)
+        writers.append(StreamingWriter(path, files, index=len(files) > 1))
+    base_gen = torch.Generator().manual_seed(spec.seed)
+    role_gens = [torch.Generator().manual_seed(spec.seed * 1000 + k) for k in (1, 2)]
+    total = sum(s.nbytes for s in specs)
+    done = 0
+    try:
+        for out in specs:
+            numel = out.nbytes // dtype.itemsize
+            for start in range(0, numel, chunk):
+                n = min(chunk, numel - start)
+                base = torch.randn(n, generator=base_gen).mul_(0.02)
+                for writer, gen in zip(writers, role_gens):
+                    value = torch.randn(n, generator=gen).mul_(0.02 * spec.noise).add_(base)
+                    writer.write(out.name, start, value.to(dtype))
+            done += out.nbytes
+            if progress:
+                print(f"\r  {done / 2**30:.1f} / {total / 2**30:.1f} GiB per model", end="", flush=True)
+    finally:
+        for writer in writers:
+            writer.close()
+    if progress:
+        print(flush=True)
+    for writer, path, role in zip(writers, paths, roles):
+        writer.finish()
+        config.save_pretrained(path)
+        _write_side_files(path, role, tokenizer)
     return paths[0], paths[1]
 
 
