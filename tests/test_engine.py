@@ -255,3 +255,44 @@ def test_a_failing_write_leaves_nothing(dense_pair, tmp_path, monkeypatch):
         run_sweep(config_from(mi_config(instruct, thinking, dtype="bfloat16")), ["0.2", "0.8"],
                   str(tmp_path / "s"), MergeOptions(quiet=True))
     assert not (tmp_path / "s").exists() or os.listdir(tmp_path / "s") == []
+
+
+def test_beyond_the_page_cache_drops_what_was_read_and_written(sharded_pair, tmp_path, monkeypatch):
+    """A merge larger than the page cache drops the pages of every input range once read and
+    of every output range once written (posix_fadvise DONTNEED), and writes the same bits."""
+    from mi_mergekit.merge import safetensors_io
+
+    instruct, thinking = sharded_pair
+    data = mi_config(instruct, thinking, dtype="bfloat16")
+    merge(data, str(tmp_path / "cached"))
+    monkeypatch.setattr(engine_module, "CHUNK", 1000)
+    monkeypatch.setattr(engine_module, "exceeds_page_cache", lambda nbytes: nbytes > 0)
+    dropped = []
+    advise = os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        if advice == os.POSIX_FADV_DONTNEED:
+            dropped.append((os.path.realpath(f"/proc/self/fd/{fd}"), offset, offset + length))
+        return advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(safetensors_io.os, "posix_fadvise", spy)
+    merge(data, str(tmp_path / "beyond"))
+    assert_same_tensors(tmp_path / "cached", tmp_path / "beyond")
+
+    def covered(path, ranges):
+        """Every byte of the file's tensor data lies in one of the ranges."""
+        entries = SafetensorsFile(path).entries.values()
+        position, end = min(e.offset for e in entries), os.path.getsize(path)
+        for start, stop in sorted(ranges):
+            if start <= position:
+                position = max(position, stop)
+        return position >= end
+
+    inputs = {os.path.realpath(folder) for folder in (instruct, thinking)}
+    for folder in inputs:
+        for name in (n for n in os.listdir(folder) if n.endswith(".safetensors")):
+            path = os.path.join(folder, name)
+            assert covered(path, [(a, b) for p, a, b in dropped if p == path]), path
+    for name in (n for n in os.listdir(tmp_path / "beyond") if n.endswith(".safetensors")):
+        written = [(a, b) for p, a, b in dropped if os.path.dirname(p) not in inputs and p.endswith(name)]
+        assert covered(str(tmp_path / "beyond" / name), written), name

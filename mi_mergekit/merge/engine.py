@@ -57,6 +57,7 @@ from mi_mergekit.merge.safetensors_io import (
     SafetensorsFile,
     StreamingWriter,
     check_free_space,
+    exceeds_page_cache,
     shard_by_size,
 )
 
@@ -437,12 +438,17 @@ def write_weights(config, arch, outputs: Sequence[Output], options, out_config=N
         jobs = plan_jobs(tensors, outputs, inputs)
         donor_index = inputs.index(donor) if donor is not None else None
         layouts = [output_files(jobs, k, donor_index, options.out_shard_size) for k in range(len(outputs))]
-        check_free_space(outputs[0].folder, sum(spec.nbytes for files, _ in layouts
-                                               for specs in files.values() for spec in specs))
+        out_bytes = sum(spec.nbytes for files, _ in layouts for specs in files.values() for spec in specs)
+        check_free_space(outputs[0].folder, out_bytes)
+        # more than the page cache holds: drop what was read and written (see safetensors_io)
+        in_bytes = sum(entry.nbytes for handle in inputs.files.values() for entry in handle.entries.values())
+        beyond_cache = exceeds_page_cache(in_bytes + out_bytes)
+        for handle in inputs.files.values():
+            handle.drop_read = beyond_cache
         writers: List[StreamingWriter] = []
         try:
             for output, (files, index) in zip(outputs, layouts):
-                writers.append(StreamingWriter(output.folder, files, index=index))
+                writers.append(StreamingWriter(output.folder, files, index=index, drop_written=beyond_cache))
             execute(jobs, writers, device=options.device or "cpu",
                     progress=not options.quiet, desc=desc)
         finally:

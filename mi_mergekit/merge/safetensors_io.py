@@ -11,7 +11,12 @@ would work too, but it maps the whole file: every page the merge touches then
 counts as memory of the process (RSS grows to the size of both checkpoints),
 which is what a user watching ``top`` — or a memory limit — sees.
 
-Inputs are opened with ``POSIX_FADV_SEQUENTIAL`` (a larger read-ahead).
+Beyond the page cache: when the inputs and outputs of a merge do not fit in the memory
+the page cache can use (:func:`exceeds_page_cache`), the pages of input ranges already
+read and of output ranges already written are dropped (``posix_fadvise(DONTNEED)``;
+for the output this also starts their writeback early), so the merge does not evict
+everything else cached — the rest of its own inputs included — for pages it will not
+read again. Inputs are opened with ``POSIX_FADV_SEQUENTIAL`` (a larger read-ahead).
 
 Writing: every output tensor's name, dtype and shape is known before the first
 byte is computed, so :class:`StreamingWriter` checks the free space
@@ -25,6 +30,7 @@ then name), so the files load with safetensors, transformers and mergekit.
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import os
@@ -113,11 +119,26 @@ def _advise(fd: int, offset: int, length: int, advice_name: str) -> None:
             pass
 
 
+def exceeds_page_cache(nbytes: int) -> bool:
+    """True when ``nbytes`` (what a merge reads and writes) is more than the memory the page
+    cache can use now (``MemAvailable``); False where that is unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return nbytes > int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 class SafetensorsFile:
-    """One safetensors file opened for positioned reads."""
+    """One safetensors file opened for positioned reads (``drop_read``: drop the pages of
+    each range once read — see the module doc)."""
 
     def __init__(self, path: str):
         self.path = path
+        self.drop_read = False
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             self.entries = self._parse_header()
@@ -166,6 +187,8 @@ class SafetensorsFile:
         out = torch.empty(size, dtype=torch.uint8) if buffer is None else buffer[:size]
         if size:
             _read_exactly(self.fd, memoryview(out.numpy()), entry.offset + start * item)
+            if self.drop_read:
+                _advise(self.fd, entry.offset + start * item, size, "POSIX_FADV_DONTNEED")
         return out.view(entry.dtype)
 
     def close(self) -> None:
@@ -229,12 +252,19 @@ class StreamingWriter:
     """The weight files of one output folder, written slice by slice at fixed offsets.
 
     ``files`` maps each file name to the tensors it holds. ``index`` writes
-    ``model.safetensors.index.json`` (always for more than one file).
+    ``model.safetensors.index.json`` (always for more than one file). ``drop_written``:
+    start the writeback of each range as soon as it is written and drop its pages
+    ``DROP_LAG`` writes later (see the module doc).
     """
 
+    #: writes between starting a range's writeback and dropping its (by then clean) pages
+    DROP_LAG = 4
+
     def __init__(self, folder: str, files: Dict[str, List[OutputSpec]], index: bool = False,
-                 index_metadata: Optional[dict] = None):
+                 index_metadata: Optional[dict] = None, drop_written: bool = False):
         self.folder = folder
+        self.drop_written = drop_written
+        self._written: "collections.deque[Tuple[int, int, int]]" = collections.deque()
         self.files = files
         self.index = index or len(files) > 1
         self.index_metadata = index_metadata or {}
@@ -261,7 +291,13 @@ class StreamingWriter:
         """Write the 1-D ``chunk`` as elements [start, start+len) of tensor ``name``."""
         fd, offset = self.locations[name]
         data = as_bytes(chunk)
-        _write_exactly(fd, data, offset + start * chunk.element_size())
+        position = offset + start * chunk.element_size()
+        _write_exactly(fd, data, position)
+        if self.drop_written and len(data):
+            _advise(fd, position, len(data), "POSIX_FADV_DONTNEED")  # dirty: starts its writeback
+            self._written.append((fd, position, len(data)))
+            if len(self._written) > self.DROP_LAG:
+                _advise(*self._written.popleft(), "POSIX_FADV_DONTNEED")  # written back by now: dropped
         return len(data)
 
     def finish(self) -> None:
