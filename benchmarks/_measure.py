@@ -47,15 +47,16 @@ def evict(*folders: str) -> None:
                 os.close(fd)
 
 
-def ensure_pair(root: str, spec: PairSpec, streaming: bool = False):
+def ensure_pair(root: str, spec: PairSpec, streaming: bool = False, device: str = "cpu"):
     """Build (once) a benchmark pair under ``root``; return (instruct, thinking, bytes per model).
 
-    ``streaming``: write it slice by slice in ~4 GB shards (pairs that do not fit in memory)."""
+    ``streaming``: write it slice by slice in ~4 GB shards (pairs that do not fit in memory),
+    drawing the random numbers on ``device``."""
     instruct, thinking = os.path.join(root, "instruct"), os.path.join(root, "thinking")
     if not os.path.exists(os.path.join(thinking, "config.json")):
         print(f"building the benchmark pair in {root} ...", flush=True)
         if streaming:
-            build_pair_streaming(root, spec, progress=True)
+            build_pair_streaming(root, spec, progress=True, device=device)
         else:
             build_pair(root, spec)
     return instruct, thinking, weight_bytes(instruct)

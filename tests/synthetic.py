@@ -152,14 +152,15 @@ def checkpoint_shapes(spec: PairSpec) -> Dict[str, Tuple[int, ...]]:
 
 
 def build_pair_streaming(root: str, spec: PairSpec, shard_bytes: int = 4_000_000_000,
-                         chunk: int = 1 << 24, progress: bool = False) -> Tuple[str, str]:
+                         chunk: int = 1 << 24, progress: bool = False, device: str = "cpu") -> Tuple[str, str]:
     """Like :func:`build_pair`, for pairs that do not fit in memory (Qwen3-4B-sized and up).
 
     Every tensor is written in slices of ``chunk`` elements straight into pre-sized
     safetensors shards of at most ``shard_bytes`` (mergekit's / transformers' file
     names and index), so memory stays at a few slices. Values: a shared random base
     (N(0, 0.02²)) plus each side's own perturbation of relative size ``spec.noise`` —
-    the same statistics as :func:`build_pair`, not the same numbers.
+    the same statistics as :func:`build_pair`, not the same numbers (``device``: where the
+    random numbers are drawn; a GPU draws them much faster).
     """
     import torch
 
@@ -180,8 +181,8 @@ def build_pair_streaming(root: str, spec: PairSpec, shard_bytes: int = 4_000_000
     for path in paths:
         os.makedirs(path, exist_ok=True)
         writers.append(StreamingWriter(path, files, index=len(files) > 1))
-    base_gen = torch.Generator().manual_seed(spec.seed)
-    role_gens = [torch.Generator().manual_seed(spec.seed * 1000 + k) for k in (1, 2)]
+    base_gen = torch.Generator(device).manual_seed(spec.seed)
+    role_gens = [torch.Generator(device).manual_seed(spec.seed * 1000 + k) for k in (1, 2)]
     total = sum(s.nbytes for s in specs)
     done = 0
     try:
@@ -189,18 +190,16 @@ def build_pair_streaming(root: str, spec: PairSpec, shard_bytes: int = 4_000_000
             numel = out.nbytes // dtype.itemsize
             for start in range(0, numel, chunk):
                 n = min(chunk, numel - start)
-                base = torch.randn(n, generator=base_gen).mul_(0.02)
+                base = torch.randn(n, generator=base_gen, device=device).mul_(0.02)
                 for writer, gen in zip(writers, role_gens):
-                    value = torch.randn(n, generator=gen).mul_(0.02 * spec.noise).add_(base)
-                    writer.write(out.name, start, value.to(dtype))
+                    value = torch.randn(n, generator=gen, device=device).mul_(0.02 * spec.noise).add_(base)
+                    writer.write(out.name, start, value.to(dtype).cpu())
+            if progress and (done + out.nbytes) * 10 // total > done * 10 // total:  # every 10%
+                print(f"  {(done + out.nbytes) / 2**30:.1f} / {total / 2**30:.1f} GiB per model", flush=True)
             done += out.nbytes
-            if progress:
-                print(f"\r  {done / 2**30:.1f} / {total / 2**30:.1f} GiB per model", end="", flush=True)
     finally:
         for writer in writers:
             writer.close()
-    if progress:
-        print(flush=True)
     for writer, path, role in zip(writers, paths, roles):
         writer.finish()
         config.save_pretrained(path)
