@@ -278,7 +278,6 @@ def wrap_merge_module(module, make_run_merge: Callable, make_get_arch: Callable)
     module.run_merge = run_merge
 
 
-
 # --------------------------------------------------------------------------- start-up
 
 #: What mergekit modules import when they load and a merge of safetensors checkpoints
