@@ -1,6 +1,7 @@
 """The streaming engine side by side with what a user would run instead, in one run.
 
     python benchmarks/bench_engine.py [--root /tmp/mi-bench] [--repeat 3] [--before main[,REF…]]
+                                      [--steps REF[,REF…]]
                                       [--skip-4b] [--data-4b DIR] [--skip-a] [--skip-big]
 
 Pairs (random Qwen3-shaped bf16 Instruct/Thinking pairs, built once and kept):
@@ -40,7 +41,8 @@ Cases:
 * ``old``         ``mergekit-yaml`` + ``model_interpolation``, ``MI_MERGEKIT_ENGINE=mergekit`` (pair A)
 * ``new``         ``mergekit-yaml`` + ``model_interpolation`` (the streaming engine)
 * ``@REF``        ``new`` with the package as of git ``REF`` (``--before``, comma separated;
-                  ``git archive``, first on PYTHONPATH); ``sweep5@REF`` likewise
+                  ``git archive``, first on PYTHONPATH); ``sweep5@REF`` likewise; ``--steps``
+                  adds such rows for the 4B pair only (the commits between, one change each)
 * ``floor-5``, ``sweep5-*``  read once, five outputs: floor, and ``mi-mergekit sweep`` per engine
 * ``sweep9-new``  pair B, 9 λ
 
@@ -212,6 +214,7 @@ def main():
     parser.add_argument("--skip-4b", action="store_true", help="skip the Qwen3-4B-sized pair (16 GB of disk)")
     parser.add_argument("--data-4b", help="where the 4B pair is (built there once); default ROOT/pair-4b")
     parser.add_argument("--skip-big", action="store_true", help="skip the 9-λ sweep of pair B")
+    parser.add_argument("--steps", metavar="REF[,REF…]", help="more refs, for the 4B pair only")
     parser.add_argument("--cases", help="run only these merge cases (comma separated, e.g. floor,new,@main)")
     args = parser.parse_args()
     only = set(args.cases.split(",")) if args.cases else None
@@ -225,7 +228,9 @@ def main():
     os.makedirs(work)
     out = lambda name: os.path.join(work, name.replace("/", "_"))  # noqa: E731
     old = {"MI_MERGEKIT_ENGINE": "mergekit"}
-    before = {ref: checkout(ref, args.root) for ref in (args.before.split(",") if args.before else ())}
+    refs = lambda value: value.split(",") if value else []  # noqa: E731
+    before = {ref: checkout(ref, args.root) for ref in refs(args.before) + refs(args.steps)}
+    steps = set(refs(args.steps)) - set(refs(args.before))
     import_cases = {
         "import": ([py, "-c", "import mergekit.scripts.run_yaml"], None, None, 0),
         "import-torch": ([py, "-c", "import torch, safetensors.torch"], None, None, 0),
@@ -240,9 +245,9 @@ def main():
                                      "import@" + name.split("@")[1] if "@" in name else "import"]["wall"]
     load = os.getloadavg()
     print(f"\n{os.cpu_count()} cores, {mem_available_gib():.1f} GiB available; load avg {load[0]:.2f} {load[1]:.2f}; "
-          f"best of {args.repeat}; λ = {LAMBDA}; before = {args.before or '–'}")
+          f"best of {args.repeat}; λ = {LAMBDA}; before = {args.before or '–'}; steps = {args.steps or '–'}")
 
-    def merge_cases(instruct, thinking, recipes, extra: bool) -> dict:
+    def merge_cases(instruct, thinking, recipes, extra: bool, with_steps: bool = False) -> dict:
         cases = {
             "floor": ([py, "-c", FLOOR, instruct, thinking, out("floor"), "1"], None, out("floor"), 0),
             "paper": ([py, "-c", PAPER, thinking, instruct, str(round(1 - LAMBDA, 6)), out("paper")], None,
@@ -252,6 +257,8 @@ def main():
             cases["linear"] = ([mergekit_yaml, recipes["linear"], out("linear")], None, out("linear"), 0)
             cases["old"] = ([mergekit_yaml, recipes["mi"], out("old")], old, out("old"), 0)
         for ref, env in before.items():
+            if ref in steps and not with_steps:
+                continue
             name = f"@{ref}"
             cases[name] = ([mergekit_yaml, recipes["mi"], out(name)], env, out(name), 0)
         cases["new"] = ([mergekit_yaml, recipes["mi"], out("new")], None, out("new"), 0)
@@ -261,7 +268,8 @@ def main():
                                        env, out(name), 0)
             cases["sweep5-old"] = sweep("sweep5-old", old)
             for ref, env in before.items():
-                cases[f"sweep5@{ref}"] = sweep(f"sweep5@{ref}", env)
+                if ref not in steps:
+                    cases[f"sweep5@{ref}"] = sweep(f"sweep5@{ref}", env)
             cases["sweep5-new"] = sweep("sweep5-new", None)
         return {name: case for name, case in cases.items() if only is None or name in only}
 
@@ -283,7 +291,8 @@ def main():
     if not args.skip_4b:
         root_4b = args.data_4b or os.path.join(args.root, "pair-4b")
         instruct, thinking, size = ensure_pair(root_4b, PAIR_4B, streaming=True)
-        cases = merge_cases(instruct, thinking, write_recipes(work, instruct, thinking), extra=False)
+        cases = merge_cases(instruct, thinking, write_recipes(work, instruct, thinking), extra=False,
+                            with_steps=True)
         if "paper" in cases:
             cases["paper"] = cases["paper"][:3] + (2.1 * size / 2**30,)
         results = run_cases(cases, work, args.repeat, cold=(instruct, thinking))
