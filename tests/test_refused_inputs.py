@@ -298,6 +298,7 @@ README_TABLE = {
     "input-missing-folder": "model … is not a local folder and could not be loaded …",
     "input-missing-config": "model … has no config.json",
     "input-missing-tokenizer": "the output's tokenizer comes from the … model, which has no tokenizer files",
+    "merge-cuda-without-cuda": "device 'cuda' asked for (--cuda / --device), but CUDA is not available on this machine",
     "write-disk-full-midway": "disk full while writing the output (…)",
     "write-file-size-limit": "file too large (file size limit reached) while writing the output (…)",
     "write-permission-denied": "permission denied (…)",
