@@ -62,7 +62,8 @@ def console(name: str) -> str:
     return path
 
 
-def run(args, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command the way a user would; capture output for assertions."""
+def run(args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command the way a user would; capture output for assertions. ``timeout`` only
+    guards against a hang (a slow shared machine must not fail a correct run)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, **kwargs)
