@@ -48,8 +48,10 @@ class StreamServer:
     def __init__(self, thought_words=6, delay=0.0, faults=None, retry_after=0.5, stall=2.0,
                  reasoning_parser=False, refuse_n=False, always_fail=False, lifetime=60.0, done=True,
                  ignore_n=False, refuse_fields=(), refuse_style="transformers", continuous_usage=False,
-                 finish=None, finish_requests=None, status=None, interrupt=False):
+                 finish=None, finish_requests=None, status=None, interrupt=False, hold_after=None):
         self.status, self.interrupt, self.latest = status, interrupt, 0
+        # requests after the first ``hold_after`` wait until the test sets ``gate``
+        self.hold_after, self.gate = hold_after, threading.Event()
         self.done, self.ignore_n, self.continuous_usage = done, ignore_n, continuous_usage
         self.refuse_fields, self.refuse_style = set(refuse_fields), refuse_style
         self.finish, self.finish_requests = dict(finish or {}), finish_requests
@@ -78,6 +80,8 @@ class StreamServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 self.counted = True
+                if server.hold_after is not None and number > server.hold_after:
+                    server.gate.wait(server.lifetime)
                 try:
                     self._serve(body, server.faults.get(number), number)
                 except (BrokenPipeError, ConnectionResetError):

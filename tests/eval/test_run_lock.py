@@ -21,17 +21,21 @@ def eval_args(server, fixtures, out):
 
 def test_a_second_writer_stops_before_generating_and_nothing_is_stored_twice(tmp_path, fixtures):
     out = tmp_path / "run"
-    with StreamServer(thought_words=20, delay=0.05, lifetime=120) as server:  # ~1.3 s a sample: 6 samples
+    # the first writer's third request (probe, first question, second question) waits until the second
+    # process has come and gone, however slowly the machine starts it
+    with StreamServer(thought_words=20, lifetime=300, hold_after=2) as server:
         first = subprocess.Popen([*CLI, *map(str, eval_args(server, fixtures, out))], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=subprocess_env())
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while not ((out / "samples.jsonl").exists() and (out / "samples.jsonl").stat().st_size):
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.1)
         requests_before = len(server.requests)
         second = run_cli(*eval_args(server, fixtures, out))  # the relaunched job, while the first runs
-        assert len(server.requests) - requests_before <= 2  # the second sent nothing: only the first's traffic
-        stdout, stderr = first.communicate(timeout=120)
+        assert len(server.requests) - requests_before <= 1  # the second sent nothing: only the first's held request
+        assert first.poll() is None  # the first was still running all along
+        server.gate.set()
+        stdout, stderr = first.communicate(timeout=240)
     assert second.returncode == 1
     holder = f"pid {first.pid} on {socket.gethostname()} (mi-mergekit eval, since "
     last = second.stderr.strip().splitlines()[-1]
