@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import click
 
 from mi_mergekit.errors import MiMergekitError
+from mi_mergekit.merge.recipes import RecipeOptionError
 
 VARIANT_LAMBDA = 0.8
 
@@ -103,7 +104,7 @@ def _names(value: Optional[str], known: Sequence[str], option: str) -> Optional[
     names = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise MiMergekitError(f"{option}: unknown name(s) {unknown}; choose from {list(known)} or 'none'")
+        raise RecipeOptionError(f"unknown name(s) {unknown}; choose from {list(known)} or 'none'", option=option)
     return names
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mi_mergekit.cli.options import lambdas_option
+from mi_mergekit.cli.options import lambdas_option, usage_errors
 
 
 @click.command("demo")
@@ -35,4 +35,5 @@ def demo_command(**options):
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
     from mi_mergekit.demo import run_demo
 
-    run_demo(**options)
+    with usage_errors():  # an unknown --windows / --modules name
+        run_demo(**options)

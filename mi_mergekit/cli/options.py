@@ -9,6 +9,7 @@ turn the ones that are about a single option value into click's usage errors
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import Any, Dict, Optional
@@ -18,6 +19,7 @@ import click
 from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.merge.config import SubstitutionError, parse_substitutions
 from mi_mergekit.merge.lambdas import LambdaSpecError, parse_lambdas
+from mi_mergekit.merge.recipes import RecipeOptionError
 
 
 def check_models(ctx, param, value):
@@ -68,6 +70,18 @@ def merge_options(function):
     from mergekit.options import add_merge_options
 
     return add_merge_options(function)
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """A generator argument that cannot make a recipe (``RecipeOptionError``) is about the
+    command line: a usage error (exit 2) naming the option, as click's own are."""
+    try:
+        yield
+    except RecipeOptionError as exc:
+        if exc.option:
+            raise click.BadParameter(exc.message, param_hint=exc.option) from None
+        raise click.UsageError(exc.message) from None
 
 
 # ---------------------------------------------------------------------------- devices

@@ -7,12 +7,11 @@ from typing import List
 
 import click
 
-from mi_mergekit.cli.options import lambdas_option
+from mi_mergekit.cli.options import lambdas_option, usage_errors
 from mi_mergekit.merge.recipes import (
     MODEL_PAIRS,
     THIRDS,
     Recipe,
-    RecipeOptionError,
     family,
     read_families,
     write,
@@ -49,12 +48,8 @@ def recipes_command(**options):
 
       mi-mergekit recipes --lambdas 0.8 --window last2of3 --model-pair 30b -o recipes/
     """
-    try:
+    with usage_errors():
         _write_recipes(**options)
-    except RecipeOptionError as exc:  # about the arguments: a usage error (exit 2)
-        if exc.option:
-            raise click.BadParameter(exc.message, param_hint=exc.option) from None
-        raise click.UsageError(exc.message) from None
 
 
 def _write_recipes(lambdas, windows, modules, exclude_modules, model_pair, instruct, thinking,
