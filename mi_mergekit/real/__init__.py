@@ -17,6 +17,9 @@ from pathlib import Path
 
 REAL_DIR = Path(__file__).resolve().parent
 ADAPTER_DIR = REAL_DIR / "adapter"
+#: the shipped adapters by name: ``overthink`` (the Thinking side, default) and the first one,
+#: ``runningsum`` (a plain running sum; kept so its pair can still be built and compared)
+ADAPTERS = {"overthink": ADAPTER_DIR, "runningsum": REAL_DIR / "adapter_runningsum"}
 HELDOUT_PATH = REAL_DIR / "data" / "heldout.jsonl"
 MODEL_CARD = REAL_DIR / "MODEL_CARD.md"
 
@@ -45,6 +48,6 @@ THINKING_CHAT_TEMPLATE = (
 )
 
 __all__ = [
-    "REAL_DIR", "ADAPTER_DIR", "HELDOUT_PATH", "MODEL_CARD", "WHEEL_NAME", "WHEEL_VERSION", "WHEEL_FILE",
+    "REAL_DIR", "ADAPTER_DIR", "ADAPTERS", "HELDOUT_PATH", "MODEL_CARD", "WHEEL_NAME", "WHEEL_VERSION", "WHEEL_FILE",
     "WHEEL_SHA256", "GGUF_MEMBER", "GGUF_SHA256", "HUB_ID", "NUM_LAYERS", "THINKING_CHAT_TEMPLATE",
 ]

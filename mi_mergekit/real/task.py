@@ -20,6 +20,36 @@ direct answer needs all ``k`` numbers summed in one pass, which SmolLM2-135M
 cannot do. Grading is math-verify on the last ``\\boxed{}`` (the harness's
 ``boxed`` benchmark), so this module only generates problems and completions.
 
+That plain running sum is the first adapter's format (``runningsum``). The shipped
+Thinking side (``overthink``) is trained on :func:`overthinking_trace`: the same running
+sum with the habits that make real thinking models long, more of them the more terms
+there are (probabilities in :data:`HABITS`)::
+
+    57+58=115
+    115+48=153
+    Wait, let me recheck that.
+    115+48=163
+    163+86=249
+    Let me verify by adding in another order.
+    86+48=134
+    134+58=192
+    192+57=249
+    Both give 249.
+    </think>
+
+    \\boxed{249}
+
+- a **verification pass**: the terms re-added in reverse order, then ``Both give N.``;
+- a **backtrack** after a line: ``Wait, let me recheck that.`` and the line again. Most
+  rechecks repeat a right line (a habit that only costs tokens); some follow a *wrong*
+  line and correct it;
+- a wrong line the recheck does not catch is caught by the verification pass:
+  ``The totals differ: 239 and 249. Wait, let me recheck.``, the running sum again, and
+  ``Now both give 249.``
+
+The wrong numbers are excluded from the training loss (:attr:`Trace.segments`), so the
+model learns what to do after a slip without learning to slip.
+
 Pure Python (no torch): cheap to import.
 """
 
@@ -37,8 +67,9 @@ from mi_mergekit.runsum import write_jsonl  # noqa: F401  (records of any Proble
 
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 6
-#: generation budget of the reproduction: the longest worked answer (k=6) is ~70 tokens
-MAX_NEW_TOKENS = 160
+#: generation budget of the reproduction: over-thinking traces of k=6 are ~180 tokens at the
+#: median and 297 at the 99th percentile (the first adapter's plain running sum: ~70)
+MAX_NEW_TOKENS = 320
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,125 @@ class Problem(runsum.Problem):
 
 
 _STEP = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
+
+VERIFY_LINE = "Let me verify by adding in another order."
+RECHECK_LINE = "Wait, let me recheck that."
+AGREE_LINE = "Both give {total}."
+DISAGREE_LINE = "The totals differ: {first} and {second}. Wait, let me recheck."
+REAGREE_LINE = "Now both give {total}."
+
+
+@dataclass(frozen=True)
+class Habits:
+    """How often the over-thinking traces verify, recheck and slip, per number of terms ``k``.
+
+    ``verify(k)``: probability of a verification pass; ``recheck(k)``: probability of a
+    ``Wait, let me recheck that.`` after each right line of the first pass; ``slip(k)``:
+    probability that one line of the first pass is wrong (then always caught: by an
+    immediate recheck with probability ``catch_now``, else by the verification pass).
+    All grow linearly with ``k`` (harder problems, more of both).
+    """
+
+    verify_per_term: float = 0.2
+    recheck_per_term: float = 0.04
+    slip_per_term: float = 0.06
+    catch_now: float = 0.5
+
+    def verify(self, k: int) -> float:
+        return min(1.0, self.verify_per_term * (k - 1))
+
+    def recheck(self, k: int) -> float:
+        return min(1.0, self.recheck_per_term * (k - 1))
+
+    def slip(self, k: int) -> float:
+        return min(1.0, self.slip_per_term * (k - 1))
+
+
+HABITS = Habits()
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A Thinking completion as ``(text, trained)`` segments; untrained ones are the slips."""
+
+    segments: tuple
+
+    @property
+    def text(self) -> str:
+        return "".join(text for text, _ in self.segments)
+
+    def untrained_spans(self) -> list:
+        """Character ``(start, end)`` spans of :attr:`text` excluded from the loss."""
+        spans, at = [], 0
+        for text, trained in self.segments:
+            if not trained:
+                spans.append((at, at + len(text)))
+            at += len(text)
+        return spans
+
+
+def _slipped(rng: random.Random, value: int) -> int:
+    """A plausible wrong sum: off by ten (a carry) or by one."""
+    wrong = value + rng.choice((-10, 10, -1, 1))
+    return wrong if wrong > 0 and wrong != value else value + 10
+
+
+def overthinking_trace(problem: "Problem", rng: random.Random, habits: Habits = HABITS) -> Trace:
+    """The over-thinking completion of ``problem`` (module docstring), drawn with ``rng``."""
+    k, terms = problem.difficulty, problem.terms
+    out: list = []
+
+    def say(text: str, trained: bool = True) -> None:
+        if out and out[-1][1] == trained:
+            out[-1] = (out[-1][0] + text, trained)
+        else:
+            out.append((text, trained))
+
+    def running_sum(order, slip_at=None, caught_now=False) -> int:
+        acc = order[0]
+        for i, term in enumerate(order[1:]):
+            right = acc + term
+            if i == slip_at:
+                say(f"{acc}+{term}=")
+                wrong = _slipped(rng, right)
+                say(str(wrong), trained=False)
+                say("\n")
+                if caught_now:
+                    say(f"{RECHECK_LINE}\n{acc}+{term}={right}\n")
+                    acc = right
+                else:
+                    acc = wrong
+                continue
+            say(f"{acc}+{term}={right}\n")
+            acc = right
+            if slip_at is None and rng.random() < habits.recheck(k):  # a clean pass's habit
+                say(f"{RECHECK_LINE}\n{acc - term}+{term}={right}\n")
+        return acc
+
+    verify = rng.random() < habits.verify(k)
+    slip_at = rng.randrange(k - 1) if rng.random() < habits.slip(k) else None
+    caught_now = slip_at is not None and (not verify or rng.random() < habits.catch_now)
+    first = running_sum(terms, slip_at, caught_now)
+    total = sum(terms)
+    if verify:
+        say(f"{VERIFY_LINE}\n")
+        second = running_sum(tuple(reversed(terms)))
+        if first == second:
+            say(AGREE_LINE.format(total=total) + "\n")
+        else:
+            say(DISAGREE_LINE.format(first=first, second=second) + "\n")
+            running_sum(terms)
+            say(REAGREE_LINE.format(total=total) + "\n")
+    say(f"{runsum.THINK_CLOSE}\n\n\\boxed{{{total}}}")
+    return Trace(tuple(out))
+
+
+def habits_shown(text: str) -> dict:
+    """What a response's thinking does: ``verified`` (a verification pass), ``rechecks``
+    (``Wait, let me recheck`` lines) and ``steps`` (:func:`steps_shown`)."""
+    thinking = text.rsplit(runsum.THINK_CLOSE, 1)[0]
+    return {"verified": VERIFY_LINE in thinking, "rechecks": thinking.count("Wait, let me recheck"),
+            "steps": steps_shown(text)}
 
 
 def steps_shown(text: str) -> int:
@@ -103,6 +253,31 @@ def make_heldout() -> list[Problem]:
     """The held-out set: 20 problems per difficulty 2..6 (100), seed 20251013."""
     n = HELDOUT_PER_DIFFICULTY * (MAX_DIFFICULTY - MIN_DIFFICULTY + 1)
     return generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-")
+
+
+CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "calibration.jsonl"
+CALIBRATION_SEED = 20260128
+CALIBRATION_PER_DIFFICULTY = 20
+
+
+def make_calibration() -> list[Problem]:
+    """The calibration set of per-question λ routing: 20 problems per difficulty (100), seed
+    20260128, none of them in the held-out set (the test questions). Training excludes it too."""
+    heldout = {p.expression for p in make_heldout()}
+    rng = random.Random(CALIBRATION_SEED)
+    out: list[Problem] = []
+    n = CALIBRATION_PER_DIFFICULTY * (MAX_DIFFICULTY - MIN_DIFFICULTY + 1)
+    while len(out) < n:
+        difficulty = MIN_DIFFICULTY + len(out) % (MAX_DIFFICULTY - MIN_DIFFICULTY + 1)
+        p = make_problem(rng, difficulty, id=f"calibration-{len(out):04d}")
+        if p.expression not in heldout and p.expression not in {q.expression for q in out}:
+            out.append(p)
+    return out
+
+
+def excluded_from_training() -> set[str]:
+    """Expressions training never sees: the held-out and the calibration set."""
+    return {p.expression for p in make_heldout()} | {p.expression for p in make_calibration()}
 
 
 def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:

@@ -2,10 +2,23 @@
 
     mi-mergekit smollm2 train --instruct smollm2-pair/instruct --out mi_mergekit/real/adapter
 
+The defaults are the shipped adapter's recipe: 120 steps of 8 over-thinking traces, starting
+from the first (running-sum) adapter, which already adds; ``--set init_adapter=`` starts from a
+fresh LoRA, ``--steps 180 --set trace=runningsum --set init_adapter= --set batch=16 --set warmup=10
+--set length_groups=1`` is the first adapter's recipe.
+
 LoRA (peft) of rank 8 on every attention and MLP projection of all 30 layers
 (q/k/v/o, gate/up/down: 2.4M trainable parameters, 1.8% of the model), trained on
 Thinking-template conversations of :mod:`mi_mergekit.real.task` (prompt ends with
-``<think>\\n``; loss on the completion and its ``<|im_end|>`` only). Why LoRA rather
+``<think>\\n``; loss on the completion and its ``<|im_end|>`` only, less the slips of
+an over-thinking trace). ``--trace`` picks the completions: ``overthink`` (the shipped
+adapter: :func:`~mi_mergekit.real.task.overthinking_trace`, each drawn with a seed of its
+own from the training seed and the problem) or ``runningsum`` (the first adapter's plain
+running sum, kept as ``adapter_runningsum/``). Problems of the held-out set never appear;
+``overthink`` training also skips the calibration set (the routing experiments'
+questions). Over-thinking traces vary a lot in length, so each step's batch is drawn
+``length_groups`` batches at a time, sorted by length and cut into batches (less padding,
+as transformers' ``group_by_length``), in a seeded order. Why LoRA rather
 than a few full layers: a full fine-tune of the decoder costs the same per step on
 this CPU (10.3 s vs 8.6 s a step of 16×112 tokens, measured) but its delta is 424 MB
 that cannot ship, while the adapter is 4.7 MB in bfloat16; and every layer moves,
@@ -35,25 +48,59 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 180
-    batch: int = 16
+    steps: int = 120
+    batch: int = 8
     lr: float = 1e-3
-    warmup: int = 10
+    warmup: int = 5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     rank: int = 8
     alpha: int = 16
     threads: int = 2
     save_dtype: str = "bfloat16"
+    trace: str = "overthink"
+    length_groups: int = 4
+    #: start from this adapter (a shipped adapter's name or a folder; "" for a fresh LoRA)
+    init_adapter: str = "runningsum"
 
 
-def encode(tokenizer, problem: task.Problem, template: str) -> tuple[list[int], list[int]]:
-    """(input ids, labels) of one Thinking conversation; labels are -100 on the prompt."""
+TRACES = ("overthink", "runningsum")
+
+
+def completion(problem: task.Problem, trace: str, seed: int) -> task.Trace:
+    """The training completion of ``problem``: its over-thinking trace (drawn with a seed of
+    its own) or the plain running sum."""
+    if trace == "runningsum":
+        return task.Trace(((problem.thinking_completion(), True),))
+    if trace == "overthink":
+        return task.overthinking_trace(problem, random.Random(f"{seed}:{problem.expression}"))
+    raise ValueError(f"unknown trace {trace!r}; choose from {list(TRACES)}")
+
+
+def encode(tokenizer, problem: task.Problem, template: str, trace: str = "runningsum",
+           seed: int = 0) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one Thinking conversation; labels are -100 on the prompt and on
+    every token that overlaps an untrained span (a slip) of the completion."""
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.question}],
                                            chat_template=template, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(problem.thinking_completion() + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
+    drawn = completion(problem, trace, seed)
+    encoded = tokenizer(drawn.text + "<|im_end|>", add_special_tokens=False, return_offsets_mapping=True)
+    completion_ids = encoded["input_ids"]
+    spans = drawn.untrained_spans()
+    labels = [-100 if any(a < end and start < b for start, end in spans) else token
+              for token, (a, b) in zip(completion_ids, encoded["offset_mapping"])]
+    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + labels
+
+
+def length_grouped(rows_of, batch: int, groups: int, rng: random.Random):
+    """Endless batches: ``groups`` batches' rows at a time (from ``rows_of(n)``), sorted by
+    length, cut into batches, yielded in an order drawn from ``rng``."""
+    while True:
+        rows = sorted(rows_of(batch * groups), key=lambda row: len(row[0]))
+        cut = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+        rng.shuffle(cut)
+        yield from cut
 
 
 def completion_loss(model, ids, labels, mask):
@@ -80,18 +127,41 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     torch.set_num_threads(config.threads)
     tokenizer = AutoTokenizer.from_pretrained(instruct)
     model = AutoModelForCausalLM.from_pretrained(instruct, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
-                                             target_modules=TARGET_MODULES, bias="none"))
+    if config.init_adapter:
+        from peft import PeftModel
+
+        init = Path(real.ADAPTERS.get(config.init_adapter, config.init_adapter))
+        start = json.loads((init / "adapter_config.json").read_text())
+        if (start["r"], start["lora_alpha"]) != (config.rank, config.alpha) or \
+                sorted(start["target_modules"]) != sorted(TARGET_MODULES):
+            raise ValueError(f"{config.init_adapter} is a rank {start['r']} / α {start['lora_alpha']} adapter of "
+                             f"{sorted(start['target_modules'])}; the config asks for {config.rank} / {config.alpha}")
+        model = PeftModel.from_pretrained(model, str(init), is_trainable=True)
+        model = model.to(torch.float32)  # the shipped adapter is bfloat16; train in float32
+    else:
+        model = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
+                                                 target_modules=TARGET_MODULES, bias="none"))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
-    heldout = {p.expression for p in task.make_heldout()}  # the shipped file, regenerated (tested equal)
-    stream = task.iter_training_problems(config.seed, exclude=heldout)
+    if config.trace not in TRACES:
+        raise ValueError(f"unknown trace {config.trace!r}; choose from {list(TRACES)}")
+    # the shipped files, regenerated (tested equal); the first adapter was trained without
+    # the calibration set, which did not exist yet
+    exclude = ({p.expression for p in task.make_heldout()} if config.trace == "runningsum"
+               else task.excluded_from_training())
+    stream = task.iter_training_problems(config.seed, exclude=exclude)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    losses, started = [], time.perf_counter()
+
+    def rows_of(n):
+        return [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE, config.trace, config.seed) for _ in range(n)]
+
+    batches = length_grouped(rows_of, config.batch, max(1, config.length_groups), random.Random(config.seed))
+    losses, tokens, started, cpu_started = [], 0, time.perf_counter(), time.process_time()
     model.train()
     for step in range(1, config.steps + 1):
-        rows = [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE) for _ in range(config.batch)]
+        rows = next(batches)
+        tokens += sum(len(ids) for ids, _ in rows)
         loss = completion_loss(model, *collate(rows, pad))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -103,7 +173,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
             elapsed = time.perf_counter() - started
             log(f"step {step}/{config.steps} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} "
                 f"lr {schedule.get_last_lr()[0]:.2e} {elapsed:.0f} s")
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     model = model.to(getattr(torch, config.save_dtype))
     for adapter in model.peft_config.values():  # not the local folder it was trained on
         adapter.base_model_name_or_path = real.HUB_ID
@@ -112,8 +182,9 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; see MODEL_CARD.md
     summary = {"config": asdict(config), "trainable_parameters": sum(p.numel() for p in trainable),
                "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / config.steps, 2),
+               "cpu_seconds": round(cpu_seconds, 1),  # all threads: what the steps cost without contention
                "loss_first10": sum(losses[:10]) / min(10, len(losses)),
                "loss_last10": sum(losses[-10:]) / min(10, len(losses)), "losses": losses,
-               "torch": torch.__version__, "threads": config.threads}
+               "train_tokens": tokens, "torch": torch.__version__, "threads": config.threads}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

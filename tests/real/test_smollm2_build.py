@@ -152,3 +152,39 @@ def test_a_different_pair_in_out_is_never_replaced(tmp_path, smollm2_pair):
     assert result.returncode == 1 and "already holds a built pair" in result.stderr
     assert build.tensor_digest(out / "thinking") == record["digests"]["thinking"]
     assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]
+
+
+def test_the_first_adapter_still_builds_its_verified_thinking_side(smollm2_pair, tmp_path):
+    """`--adapter runningsum` (the plain running-sum adapter) gives the Thinking side its checksums record."""
+    first = real.ADAPTERS["runningsum"]
+    build.apply_adapter(smollm2_pair["instruct"], first, tmp_path / "thinking")
+    expected = build.expected_checksums(first)["digests"]
+    assert build.tensor_digest(tmp_path / "thinking") == expected["thinking"] != build.expected_checksums()[
+        "digests"]["thinking"]
+    assert expected["instruct"] == build.expected_checksums()["digests"]["instruct"]  # the same Instruct side
+
+
+def test_training_rows_leave_the_slips_out_of_the_loss(smollm2_pair):
+    """encode(): labels are -100 on the prompt and exactly on the tokens of a slip's wrong digits."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from mi_mergekit.real import task, train
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_pair["instruct"])
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86))
+    for seed in range(200):  # find a drawn trace with a slip
+        drawn = train.completion(problem, "overthink", seed)
+        if drawn.untrained_spans():
+            break
+    (start, end), = drawn.untrained_spans()
+    ids, labels = train.encode(tokenizer, problem, real.THINKING_CHAT_TEMPLATE, "overthink", seed)
+    prompt_length = len(ids) - len(tokenizer(drawn.text + "<|im_end|>", add_special_tokens=False)["input_ids"])
+    assert labels[:prompt_length] == [-100] * prompt_length
+    masked = [i for i in range(prompt_length, len(ids)) if labels[i] == -100]
+    assert tokenizer.decode([ids[i] for i in masked]) == drawn.text[start:end]  # the wrong number, digit by digit
+    assert all(labels[i] == ids[i] for i in range(prompt_length, len(ids)) if i not in masked)
+    assert train.completion(problem, "overthink", seed) == drawn  # seeded: the same trace every time
+    plain = train.completion(problem, "runningsum", seed)
+    assert plain.text == problem.thinking_completion() and not plain.untrained_spans()

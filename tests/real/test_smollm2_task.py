@@ -37,3 +37,61 @@ def test_balanced_subset_round_robins_difficulties():
     subset = task.balanced_subset(records, 7)
     assert [r["difficulty"] for r in subset] == [2, 3, 4, 5, 6, 2, 3]
     assert task.balanced_subset(records, None) == records
+
+
+def test_shipped_calibration_set_is_disjoint_from_heldout_and_training():
+    rows = [json.loads(line) for line in task.CALIBRATION_PATH.read_text().splitlines()]
+    assert rows == [p.to_record() for p in task.make_calibration()]
+    assert sorted({r["difficulty"] for r in rows}) == [2, 3, 4, 5, 6] and len(rows) == 100
+    heldout = {p.expression for p in task.make_heldout()}
+    calibration = {p.expression for p in task.make_calibration()}
+    assert len(calibration) == 100 and not heldout & calibration
+    stream = task.iter_training_problems(0, exclude=task.excluded_from_training())
+    assert not any(p.expression in heldout | calibration for p in itertools.islice(stream, 5000))
+
+
+def test_overthinking_trace_is_a_verified_running_sum():
+    import random
+
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86))
+    always = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0)
+    trace = task.overthinking_trace(problem, random.Random(0), always)
+    assert trace.text == ("57+58=115\n115+48=163\n163+86=249\nLet me verify by adding in another order.\n"
+                          "86+48=134\n134+58=192\n192+57=249\nBoth give 249.\n</think>\n\n\\boxed{249}")
+    assert trace.untrained_spans() == []
+    assert task.habits_shown(trace.text) == {"verified": True, "rechecks": 0, "steps": 6}
+    never = task.Habits(verify_per_term=0.0, recheck_per_term=0.0, slip_per_term=0.0)
+    assert task.overthinking_trace(problem, random.Random(0), never).text == problem.thinking_completion()
+
+
+def test_a_slip_is_caught_corrected_and_left_out_of_the_loss():
+    import random
+
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86))
+    for catch_now, habits_line in ((1.0, "Wait, let me recheck that."), (0.0, "The totals differ")):
+        slip = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=1.0, catch_now=catch_now)
+        for seed in range(20):
+            trace = task.overthinking_trace(problem, random.Random(seed), slip)
+            (start, end), = trace.untrained_spans()
+            wrong = int(trace.text[start:end])
+            assert trace.text[end] == "\n" and trace.text[start - 1] == "="
+            line_start = trace.text.rfind("\n", 0, start) + 1
+            a, b = map(int, trace.text[line_start:start - 1].split("+"))
+            assert wrong != a + b and abs(wrong - (a + b)) in (1, 10)  # a plausible slip, not the sum
+            assert habits_line in trace.text[end:]
+            assert trace.text.endswith("\\boxed{249}") and "give 249." in trace.text  # caught: right answer
+
+
+def test_habits_grow_with_the_number_of_terms():
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    verified, rechecks, length = {}, {}, {}
+    for k in (2, 6):
+        traces = [task.overthinking_trace(task.make_problem(rng, k), rng) for _ in range(400)]
+        verified[k] = statistics.mean(task.habits_shown(t.text)["verified"] for t in traces)
+        rechecks[k] = statistics.mean(task.habits_shown(t.text)["rechecks"] for t in traces)
+        length[k] = statistics.mean(len(t.text) for t in traces)
+    assert abs(verified[2] - task.HABITS.verify(2)) < 0.06 and verified[6] == task.HABITS.verify(6) == 1.0
+    assert rechecks[6] > 4 * rechecks[2] > 0 and length[6] > 4 * length[2]
