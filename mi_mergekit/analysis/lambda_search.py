@@ -34,6 +34,16 @@ Evaluators provided here:
   plus the live model (about 3× one model). Needs the checkpoint's tensor
   names to be the model's parameter names (dense Qwen3/Llama-style models; not
   the fused-expert MoE layout of transformers 5 — use ``--materialize disk``).
+- :class:`RoutedEvaluator` — ``--route ROUTER.json``: the search targets a **routed grid**
+  (λ per question, :mod:`mi_mergekit.routing`) instead of one λ. The searched value is the
+  router's knob in [0, 1] (:meth:`~mi_mergekit.routing.policy.Router.shifted`: every cut
+  point moved by the same share of questions; 0 sends every question to the grid's lowest
+  λ, 0.5 is the router as fitted, 1 sends all to the highest), so mean λ, Think #R and
+  tokens grow with it as they do with λ and the same targets and searches apply. The
+  grid's merges are written once to ``OUT/models/lambda_<λ>`` and loaded once; the
+  dataset's signals are computed once from the recipe's two models (``OUT/signals.json``);
+  each probe is a routed run in ``OUT/runs/route_<knob>``; ``OUT/router.json`` is the
+  router at the answer.
 - :class:`HarnessEvaluator` — runs ``mi_mergekit.eval.evaluate`` for each λ,
   on the live model (``memory``, transformers backend) or on a merge written to
   ``OUT/models/lambda_<λ>`` (``disk``, any backend; deleted after evaluation
@@ -123,9 +133,9 @@ class SearchResult:
     probes: List[Probe] = field(default_factory=list)
     reason: str = ""
 
-    def table(self) -> str:
-        """Every probe, then the answer, as text."""
-        lines = ["probe  λ          phase    think_ratio  tokens_mean  accuracy  feasible"]
+    def table(self, name: str = "λ") -> str:
+        """Every probe, then the answer, as text (``name``: what was searched, λ or a router's knob)."""
+        lines = [f"probe  {name:<10} phase    think_ratio  tokens_mean  accuracy  feasible"]
         for p in self.probes:
             m = p.metrics
 
@@ -135,9 +145,11 @@ class SearchResult:
             lines.append(f"{p.index:<6} {p.lam:<10g} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
                          f"{fmt('tokens_mean', '<12.1f')} {fmt('mean', '<9.4f')} {'yes' if p.feasible else 'no'}")
         if self.best:
-            lines.append(f"best λ = {self.best.lam:g} ({self.target}); {self.reason}")
+            mean_lambda = self.best.metrics.get("lambda_mean")
+            lines.append(f"best {name} = {self.best.lam:g} ({self.target})"
+                         + ("" if mean_lambda is None else f", mean λ {mean_lambda:.3g}") + f"; {self.reason}")
         else:
-            lines.append(f"no λ meets {self.target}: {self.reason}")
+            lines.append(f"no {name} meets {self.target}: {self.reason}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -429,3 +441,80 @@ class HarnessEvaluator:
         metrics = load_run(run)["metrics"]
         return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate")
                 if k in metrics} | {"run_dir": str(run)}
+
+
+class RoutedEvaluator:
+    """knob -> metrics of a routed run over the router's λ grid (see the module docstring)."""
+
+    def __init__(self, merge_config, router, out_dir: str, dataset: str, *, options=None,
+                 backend_options: Optional[dict] = None, keep_models: bool = False,
+                 eval_options: Optional[dict] = None):
+        import mergekit.merge
+        from mergekit.options import MergeOptions
+
+        from mi_mergekit import register
+        from mi_mergekit.merge.lambdas import output_name
+        from mi_mergekit.merge.sweep import with_lambda
+        from mi_mergekit.routing.run import GridBackends
+        from mi_mergekit.routing.signals import compute_signals, signal_values
+
+        register()
+        self.router, self.out_dir, self.dataset = router, out_dir, dataset
+        # the routed run's backend is the grid's: evaluate() gets neither a backend name nor its options
+        self.eval_options = {k: v for k, v in (eval_options or {}).items() if k not in ("backend", "backend_options")}
+        backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
+        device = backend_options.get("device")
+        self.keep_models = keep_models
+        options = options or MergeOptions(quiet=True)
+        self.models = {}
+        for lam in router.grid:
+            path = os.path.join(out_dir, "models", output_name(lam))
+            if not os.path.exists(os.path.join(path, "mi_plan.json")):
+                mergekit.merge.run_merge(with_lambda(merge_config, lam), path, options)
+            self.models[lam] = path
+        signals_path = os.path.join(out_dir, "signals.json")
+        if os.path.exists(signals_path):
+            with open(signals_path, encoding="utf-8") as handle:
+                doc = json.load(handle)
+        else:
+            instruct, thinking = endpoint_paths(merge_config, options)
+            doc = compute_signals(dataset, instruct=instruct, thinking=thinking,
+                                  benchmark=self.eval_options.get("benchmark", "boxed"), signals=[router.signal],
+                                  seed=self.eval_options.get("seed", 0), limit=self.eval_options.get("limit"),
+                                  device=device, progress=False)
+            with open(signals_path, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, indent=1)
+        self.values = signal_values(doc, router.signal)
+        self.grid = GridBackends(self.models, device=device,
+                                 **{k: v for k, v in backend_options.items()
+                                    if k in ("batch_size", "prompt_batch")})
+
+    def __call__(self, knob: float) -> Metrics:
+        from mi_mergekit.eval import load_run
+        from mi_mergekit.routing.run import routed_evaluate
+
+        label = f"route_{knob:g}"
+        run = routed_evaluate(self.router.shifted(knob), self.grid, self.dataset,
+                              os.path.join(self.out_dir, "runs", label), values=self.values, label=label,
+                              allow_calibration_overlap=True, progress=False, **self.eval_options)
+        metrics = load_run(run)["metrics"]
+        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate") if k in metrics} | {
+            "lambda_mean": metrics["routing"]["lambda_mean"], "run_dir": str(run)}
+
+    def close(self) -> None:
+        self.grid.close()
+        if not self.keep_models:
+            for path in self.models.values():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def endpoint_paths(merge_config, options) -> Tuple[str, str]:
+    """Local folders of a model_interpolation recipe's Instruct (base) and Thinking models."""
+    instruct = merge_config.base_model
+    thinking = next(m.model for m in merge_config.models if m.model != instruct)
+
+    def local(ref) -> str:
+        return ref.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code
+                          ).local_path(cache_dir=options.transformers_cache)
+
+    return local(instruct), local(thinking)

@@ -16,6 +16,10 @@ Fractions are in [0, 1]; a think-ratio or accuracy column whose values exceed 1
 is read as percent and divided by 100. Points are grouped by benchmark and
 analysed separately; several points at one λ are averaged.
 
+A **routed** run (λ per question, :mod:`mi_mergekit.routing`: its ``metrics.json`` has a
+``routing`` block) is not a point of the λ curve: it is read at its mean λ, listed under
+``routed`` beside the stages (and drawn as a star in the plot), and never moves a boundary.
+
 Boundaries (grid points of the sweep, the way the paper writes its stages,
 "Stage 1 λ ∈ [0, 0.4), Stage 2 [0.4, 0.6], Stage 3 (0.6, 1]"):
 
@@ -73,6 +77,8 @@ class Point:
     accuracy: Optional[float] = None
     benchmark: str = "default"
     source: str = ""
+    #: a routed run (λ per question) read at its mean λ: reported beside the curve, not on it
+    routed: bool = False
 
 
 # ---------------------------------------------------------------- reading
@@ -112,6 +118,9 @@ def _metrics_point(metrics: dict, source: str, run_json: Optional[dict] = None) 
     """The run's point on the λ curve; None for a run without a λ (a layer-window or
     module variant, whose model's mi_plan.json says it is not a whole-model merge)."""
     lam = metrics.get("lambda")
+    routing = metrics.get("routing")
+    if routing is not None:
+        lam = routing["lambda_mean"]
     if lam is None and run_json:
         lam = run_json.get("lambda")
     if lam is None:
@@ -119,7 +128,7 @@ def _metrics_point(metrics: dict, source: str, run_json: Optional[dict] = None) 
     return Point(lam=float(lam), think_ratio=float(metrics["think_ratio"]),
                  mean_tokens=float(metrics["tokens_mean"]),
                  accuracy=None if metrics.get("mean") is None else float(metrics["mean"]),
-                 benchmark=str(metrics.get("benchmark") or "default"), source=source)
+                 benchmark=str(metrics.get("benchmark") or "default"), source=source, routed=routing is not None)
 
 
 def _read_run_dir(path: str, skipped: List[str]) -> List[Point]:
@@ -275,7 +284,7 @@ def find_stages(points: Sequence[Point], thresholds: Thresholds = Thresholds()) 
         stages["stage2"] = [stage1_end, stage1_end]
     return {
         "benchmark": pts[0].benchmark,
-        "points": [{k: v for k, v in asdict(p).items() if k != "benchmark"} for p in pts],
+        "points": [{k: v for k, v in asdict(p).items() if k not in ("benchmark", "routed")} for p in pts],
         "boundaries": {
             "stage1_end": stage1_end,
             "stage3_start": stage3_start,
@@ -305,11 +314,18 @@ def analyse(paths: Iterable[str], thresholds: Thresholds = Thresholds()) -> dict
     by_bench: Dict[str, List[Point]] = {}
     for p in points:
         by_bench.setdefault(p.benchmark, []).append(p)
-    return {
-        "thresholds": asdict(thresholds),
-        "benchmarks": [find_stages(by_bench[b], thresholds) for b in sorted(by_bench)],
-        "skipped": skipped,
-    }
+    results = []
+    for bench in sorted(by_bench):
+        static = [p for p in by_bench[bench] if not p.routed]
+        routed = [p for p in by_bench[bench] if p.routed]
+        if not static:
+            raise AnalysisInputError(f"{bench}: only routed runs; the stages need runs at fixed λ values")
+        result = find_stages(static, thresholds)
+        if routed:
+            result["routed"] = [{"source": p.source, "lambda_mean": p.lam, "think_ratio": p.think_ratio,
+                                 "mean_tokens": p.mean_tokens, "accuracy": p.accuracy} for p in routed]
+        results.append(result)
+    return {"thresholds": asdict(thresholds), "benchmarks": results, "skipped": skipped}
 
 
 # ---------------------------------------------------------------- output
@@ -343,6 +359,14 @@ def plot(result: dict, path: str) -> str:
             xs = [x for x, y in zip(lam, ys) if y is not None]
             if xs:
                 ax.plot(xs, [y for y in ys if y is not None], "o-", color=color)
+            routed = [(r["lambda_mean"], {"Think": 100 * r["think_ratio"], "Token": r["mean_tokens"],
+                                          "accur": None if r["accuracy"] is None else 100 * r["accuracy"]})
+                      for r in bench.get("routed", [])]
+            for i, (x, values) in enumerate(routed):
+                y = values[label[:5]]
+                if y is not None:
+                    ax.plot([x], [y], "*", color="black", markersize=10,
+                            label="routed (at its mean λ)" if i == 0 else None)
             plateau = bench["boundaries"]["accuracy_plateau"]
             if plateau is not None and label.startswith(("accuracy", "Token")):
                 ax.axvline(plateau, color="gray", ls="--", lw=1, label="accuracy plateau")
@@ -381,5 +405,9 @@ def describe(result: dict) -> str:
                          + (" (diminishing returns)" if b["diminishing_returns"] else ""))
         if b["think_half_crossing"] is not None:
             lines.append(f"  Think #R crosses 50% at λ≈{b['think_half_crossing']:.3g}")
+        for r in bench.get("routed", []):
+            accuracy = "" if r["accuracy"] is None else f", accuracy {100 * r['accuracy']:.1f}%"
+            lines.append(f"  routed {r['source']}: mean λ {r['lambda_mean']:.2f}, Think #R "
+                         f"{100 * r['think_ratio']:.1f}%, {r['mean_tokens']:.1f} tokens{accuracy} (not on the λ curve)")
         lines += [f"  note: {n}" for n in bench["notes"]]
     return "\n".join(lines)

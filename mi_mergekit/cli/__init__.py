@@ -1,7 +1,7 @@
 """The ``mi-mergekit`` command.
 
 Every command line lives in this package — ``cli/<area>.py`` (merge, recipes,
-analysis, eval, smollm2, toy, demo), with the option sets they share declared once in
+analysis, eval, routing, smollm2, toy, demo), with the option sets they share declared once in
 :mod:`mi_mergekit.cli.options` — and drives the library packages, which import no
 click command. Subcommands are attached lazily, so ``mi-mergekit --help`` stays
 fast and an optional extra that is not installed only disables its own subcommands.
@@ -43,6 +43,8 @@ SUBCOMMANDS = {
                 "or retrain its adapter."),
     "toy": ("mi_mergekit.cli.toy:toy_command",
             "Retrain the shipped toy pair, or measure its λ curve in memory."),
+    "route": ("mi_mergekit.cli.routing:route_command",
+              "λ per question: zero-shot signals, a calibrated signal → λ router, routed eval runs (local or fleet)."),
     "demo": ("mi_mergekit.cli.demo:demo_command",
              "The paper's sweep, windows and ablations on a shipped pair (toy, or SmolLM2 built offline), with report."),
 }

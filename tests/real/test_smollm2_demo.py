@@ -67,24 +67,45 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
             assert not torch.equal(nomlp[key], tensor), key
 
 
-def test_reduced_reproduction_resumes_and_drops_weights(tmp_path, smollm2_pair):
-    """Without --keep-models the 0.5 GB weights go once evaluated; a re-run reuses the samples.
-    Relative --pair-dir / --out of the "dir/name" shape, as the README's default ones, and no
-    hub at all (the offline flag unset, so a hub lookup would fail on the network)."""
+def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_pair):
+    """The λ sweep plus the routing experiment (λ per question) on a grid of two λ, 2 test and 2
+    calibration questions. Without --keep-models the 0.5 GB weights go once evaluated (the grid's once
+    routed); a re-run reuses every sample. Relative --pair-dir / --out of the "dir/name" shape, as the
+    README's default ones, and no hub at all (the offline flag unset, so a hub lookup would fail)."""
     out = tmp_path / "demo"
     os.symlink(smollm2_pair["out"], tmp_path / "pair")  # so the sides are "pair/instruct", "pair/thinking"
     args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", "pair",
-            "--out", "demo", "--lambdas", "1", "--windows", "none", "--modules", "none",
-            "--limit", "2", "--n-samples", "1", "--max-new-tokens", "64"]
+            "--out", "demo", "--lambdas", "0.8,1", "--windows", "none", "--modules", "none",
+            "--route-grid", "0.8,1", "--limit", "2", "--calibration-limit", "2", "--n-samples", "1",
+            "--max-new-tokens", "64"]
     first = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert first.returncode == 0, first.stderr[-3000:]
-    assert not list((out / "models" / "mi_1").glob("*.safetensors"))
-    assert (out / "models" / "mi_1" / "mi_plan.json").exists()
-    samples = (out / "runs" / "mi_1" / "samples.jsonl").read_text()
+    for name in ("mi_0.8", "mi_1"):
+        assert not list((out / "models" / name).glob("*.safetensors"))
+        assert (out / "models" / name / "mi_plan.json").exists()
+    test_ids = {json.loads(line)["id"] for line in (out / "heldout.jsonl").read_text().splitlines()}
+    calibration_ids = {json.loads(line)["id"] for line in (out / "calibration.jsonl").read_text().splitlines()}
+    assert len(test_ids) == len(calibration_ids) == 2 and not test_ids & calibration_ids
+    for lam in ("0.8", "1"):
+        assert json.loads((out / "runs" / "calibration" / f"mi_{lam}" / "metrics.json").read_text())["n_questions"] == 2
+    routed = sorted(p.name for p in (out / "runs").glob("route_*"))
+    assert routed and all(name.startswith(("route_divergence", "route_disagreement", "route_difficulty"))
+                          for name in routed)
+    for name in routed:
+        rows = [json.loads(line) for line in (out / "runs" / name / "samples.jsonl").read_text().splitlines()]
+        assert {r["question_id"] for r in rows} == test_ids and all(r["lambda"] in (0.8, 1.0) for r in rows)
+    for signal in ("divergence", "disagreement"):
+        assert (out / "routing" / f"route_{signal}_fewest_tokens.json").exists()
+    report = out / "report"
+    for name in ("frontier.md", "frontier.csv", "frontier.png", "routing.md", "task.md"):
+        assert (report / name).stat().st_size > 0, name
+    frontier = (report / "frontier.md").read_text()
+    assert "Thinking side (λ = 1)" in frontier and "routed" in frontier
+    samples = {name: (out / "runs" / name / "samples.jsonl").read_text() for name in ["mi_1"] + routed}
     second = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (out / "runs" / "mi_1" / "samples.jsonl").read_text() == samples
-    assert not (out / "report" / "variants.md").exists()
+    assert {name: (out / "runs" / name / "samples.jsonl").read_text() for name in samples} == samples
+    assert not (report / "variants.md").exists()
 
 
 def test_unknown_window_is_a_usage_error(tmp_path):

@@ -88,6 +88,10 @@ class Backend:
         """``server`` record after generating (what :meth:`prepare` returned, updated)."""
         return None
 
+    def sample_fields(self, chunk: Chunk) -> dict:
+        """Extra fields stored with each sample of ``chunk`` (a routed run: its ``lambda`` and ``model``)."""
+        return {}
+
     def close(self) -> None:
         """Release resources (model memory, thread pools)."""
 
