@@ -282,7 +282,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
              limit: Optional[int] = None, max_new_tokens: Optional[int] = None, seed: int = 0,
              prompt_batch: Optional[int] = None, windows: Optional[str] = None, modules: Optional[str] = None,
              skip_variants: bool = False, keep_models: bool = False, route_grid: Optional[str] = None,
-             route_signals: Optional[str] = None, calibration_limit: Optional[int] = None) -> Path:
+             route_signals: Optional[str] = None, calibration_limit: Optional[int] = None,
+             compact: bool = False) -> Path:
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report
     (``mi-mergekit demo``); returns the output folder."""
     from mi_mergekit.eval import evaluate, write_report
@@ -340,7 +341,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         run_dir = out / "runs" / config.name
         settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"), "lambda": config.lam,
                     "parameters": config.parameters, "dataset": [r["id"] for r in records], "n_samples": n,
-                    "max_new_tokens": budget, "seed": seed, "prompt_batch": batch}
+                    "max_new_tokens": budget, "seed": seed, "prompt_batch": batch, **({"compact": True} if compact else {})}
         routed_later = plan is not None and not config.parameters and config.lam in plan.grid
         if _finished(run_dir, settings) and not routed_later:
             click.echo("  already evaluated with these settings", err=True)
@@ -357,7 +358,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
             timings["configs"][config.name] = {**before.get(config.name, {}), "reused": True}
             continue
         runs.append(evaluate(
-            str(model), str(dataset), out_dir=str(run_dir), backend_options={"batch_size": n, "prompt_batch": batch},
+            str(model), str(dataset), out_dir=str(run_dir),
+            backend_options={"batch_size": n, "prompt_batch": batch, **({"compact": True} if compact else {})},
             lambda_=None if config.parameters else config.lam, label=config.name, **eval_options,
         ))
         (run_dir / DEMO_FILE).write_text(json.dumps(settings, indent=1) + "\n")
@@ -377,7 +379,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         experiment = run_experiment(plan, instruct=spec.instruct, thinking=spec.thinking, grid_models=grid_models,
                                     calibration=calibration_path, calibration_records=calibration, test=dataset,
                                     test_records=records, out=out, eval_options={**eval_options, "progress": True},
-                                    batch_size=n, prompt_batch=batch, log=lambda m: click.echo(f"[route] {m}", err=True))
+                                    batch_size=n, prompt_batch=batch, compact=compact,
+                                    log=lambda m: click.echo(f"[route] {m}", err=True))
         routed = experiment["runs"]
         routing_text = experiment["markdown"]
         timings["routing_seconds"] = round(time.perf_counter() - t0, 1)

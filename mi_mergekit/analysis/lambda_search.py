@@ -420,7 +420,7 @@ class HarnessEvaluator:
             model = self.live.set_lambda(lam)
             backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
                                           **{k: v for k, v in self.backend_options.items()
-                                             if k in ("batch_size", "prompt_batch", "device")})
+                                             if k in ("batch_size", "prompt_batch", "device", "compact")})
             run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
                            backend=backend, **common)
         else:
@@ -487,7 +487,7 @@ class RoutedEvaluator:
         self.values = signal_values(doc, router.signal)
         self.grid = GridBackends(self.models, device=device,
                                  **{k: v for k, v in backend_options.items()
-                                    if k in ("batch_size", "prompt_batch")})
+                                    if k in ("batch_size", "prompt_batch", "compact")})
 
     def __call__(self, knob: float) -> Metrics:
         from mi_mergekit.eval import load_run

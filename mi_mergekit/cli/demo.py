@@ -39,6 +39,9 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
               help="Comma list of zero-shot signals to route by (default: divergence,disagreement).")
 @click.option("--calibration-limit", default=None, type=int,
               help="Calibration questions of the routing experiment, balanced over difficulty (default 50).")
+@click.option("--compact", is_flag=True,
+              help="Generate with the transformers backend's compacting decode loop (stopped samples leave the "
+                   "batch; recorded in each run.json): same distribution, other draws than generate.")
 def demo_command(**options):
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
     from mi_mergekit.demo import run_demo

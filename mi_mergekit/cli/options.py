@@ -132,7 +132,7 @@ JSON_OBJECT = _JSONObject()
 EVAL_OPTION_NAMES = (
     "dataset", "benchmark", "grader", "grading", "postprocess", "decoding", "temperature", "top_p", "top_k",
     "min_p", "n_samples", "max_new_tokens", "seed", "shuffle_seed", "backend", "batch_size", "prompt_batch",
-    "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
+    "compact", "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
     "drop_unsupported", "concurrency", "timeout", "connect_timeout", "retries", "tensor_parallel_size",
     "samples_per_request", "max_model_len", "columns", "split", "limit", "system_prompt",
 )
@@ -183,6 +183,11 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                      help="transformers: samples per generate call."),
         click.option("--prompt-batch", type=int, default=1, show_default=True,
                      help="transformers: questions per generate call (fixed groups; faster for small models)."),
+        click.option("--compact", is_flag=True,
+                     help="transformers: decode with a loop that drops each stopped sample from the batch instead of "
+                          "generate, which computes every sample until the longest ends (faster on a CPU when "
+                          "lengths differ; greedy gives generate's tokens, sampling other draws of the same "
+                          "distribution; recorded in run.json)."),
         click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype."),
         click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's."),
         click.option("--base-url", "base_urls", multiple=True,
@@ -258,7 +263,8 @@ def backend_options(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[
     backend = opts["backend"]
     if backend == "transformers":
         return dict(batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
-                    dtype=opts["dtype"], tokenizer_path=opts["tokenizer_path"])
+                    dtype=opts["dtype"], tokenizer_path=opts["tokenizer_path"],
+                    **({"compact": True} if opts["compact"] else {}))
     if backend == "vllm":
         return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
                     dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],

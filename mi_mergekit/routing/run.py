@@ -73,7 +73,8 @@ class GridBackends:
 
     def __init__(self, grid: Mapping[float, str], *, batch_size: int = 4, prompt_batch: int = 1,
                  device: Optional[str] = None, tokenizer_path: Optional[str] = None,
-                 served_models: Optional[Mapping[float, str]] = None, http_options: Optional[dict] = None):
+                 served_models: Optional[Mapping[float, str]] = None, http_options: Optional[dict] = None,
+                 compact: bool = False):
         self.models = {float(lam): str(where) for lam, where in grid.items()}
         self.backends: Dict[float, Backend] = {}
         served = {float(k): v for k, v in (served_models or {}).items()}
@@ -94,7 +95,7 @@ class GridBackends:
 
                     check_model_folder(where)
                     self.backends[lam] = TransformersBackend(where, batch_size=batch_size, prompt_batch=prompt_batch,
-                                                             device=device)
+                                                             device=device, compact=compact)
         except BaseException:
             self.close()
             raise

@@ -16,6 +16,15 @@ OpenAI-style ``usage.completion_tokens`` do); ``finish_reason`` is ``stop`` if
 an EOS was produced and ``length`` if the budget ran out. Text is decoded with
 special tokens skipped; ``<think>``/``</think>`` are ordinary added tokens in
 Qwen3 tokenizers and survive decoding.
+
+``compact=True`` (opt-in, recorded in run.json) generates a prompt batch with a decode loop
+that drops each sequence from the batch once it has stopped (transformers'
+``DynamicCache.batch_select_indices``), instead of ``generate``, which computes every
+sequence until the longest one ends: on a CPU, where a batch's traces differ in length
+(over-thinking), that is most of the work. The logits go through transformers' own
+warpers in ``generate``'s order (temperature, top-k, top-p, min-p); greedy decoding gives
+``generate``'s tokens, sampling gives other (equally distributed, equally seeded and
+reproducible) draws, because fewer rows consume the random stream.
 """
 
 from __future__ import annotations
@@ -25,6 +34,14 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from mi_mergekit.eval.backends.base import Backend, Chunk, Completion, load_tokenizer
 from mi_mergekit.eval.decoding import Decoding
+
+
+# generation_config fields (with their "off" value) that generate would apply and the compact loop does not
+_COMPACT_IGNORES = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                    "bad_words_ids": None, "sequence_bias": None, "min_length": 0, "min_new_tokens": None,
+                    "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+                    "forced_eos_token_id": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                    "exponential_decay_length_penalty": None, "renormalize_logits": False, "num_beams": 1}
 
 
 class TransformersBackend(Backend):
@@ -40,12 +57,14 @@ class TransformersBackend(Backend):
         tokenizer_path: Optional[str] = None,
         model=None,
         tokenizer=None,
+        compact: bool = False,
     ):
         import torch
 
         self.model_path = model_path
         self.chunk_size = max(1, int(batch_size))
         self.prompt_batch = max(1, int(prompt_batch))
+        self.compact = bool(compact)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = tokenizer or load_tokenizer(tokenizer_path or model_path)
         if model is None:
@@ -55,8 +74,11 @@ class TransformersBackend(Backend):
         self.model = model.to(self.device).eval()
 
     def describe(self) -> dict:
-        return {"name": self.name, "chunk_size": self.chunk_size, "prompt_batch": self.prompt_batch,
-                "device": self.device}
+        described = {"name": self.name, "chunk_size": self.chunk_size, "prompt_batch": self.prompt_batch,
+                     "device": self.device}
+        if self.compact:
+            described["compact"] = True
+        return described
 
     def _generation_config(self, decoding: Decoding, max_new_tokens: int, n: int):
         config = copy.deepcopy(self.model.generation_config)
@@ -85,6 +107,9 @@ class TransformersBackend(Backend):
         """``n`` seeded completions of one rendered prompt."""
         import torch
 
+        if self.compact:
+            return self.complete_many([prompt], n, seed, decoding, max_new_tokens)[0]
+
         config = self._generation_config(decoding, max_new_tokens, n)
         eos_ids = self._eos_ids(config)
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
@@ -110,10 +135,66 @@ class TransformersBackend(Backend):
             self.tokenizer.padding_side = side
         torch.manual_seed(seed)
         with torch.no_grad():
-            output = self.model.generate(**inputs, generation_config=config)
-        width = inputs["input_ids"].shape[1]
-        rows = [self._completion(row[width:].tolist(), eos_ids) for row in output]
+            if self.compact:
+                generated = self._compact_generate(inputs, config, eos_ids)
+            else:
+                width = inputs["input_ids"].shape[1]
+                generated = [row[width:].tolist() for row in self.model.generate(**inputs, generation_config=config)]
+        rows = [self._completion(tokens, eos_ids) for tokens in generated]
         return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _compact_generate(self, inputs, config, eos_ids: set) -> List[List[int]]:
+        """New tokens of every sequence (``num_return_sequences`` per prompt, as ``generate`` orders
+        them), decoding only the sequences that have not stopped (module docstring)."""
+        import torch
+        from mi_mergekit.errors import EvalInputError
+
+        unsupported = [name for name, off in _COMPACT_IGNORES.items() if getattr(config, name, off) not in (off, None)]
+        if unsupported:
+            raise EvalInputError(f"{self.model_path}: its generation_config sets {', '.join(unsupported)}, which the "
+                                  "compacting decode loop does not apply; generate without compact")
+        from transformers import DynamicCache, LogitsProcessorList
+        from transformers.generation.logits_process import (
+            MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+        warpers = LogitsProcessorList()
+        if config.do_sample:
+            if config.temperature not in (None, 1.0):
+                warpers.append(TemperatureLogitsWarper(config.temperature))
+            if config.top_k:
+                warpers.append(TopKLogitsWarper(config.top_k))
+            if config.top_p is not None and config.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(config.top_p))
+            if config.min_p is not None:
+                warpers.append(MinPLogitsWarper(config.min_p))
+        n = config.num_return_sequences
+        ids = inputs["input_ids"].repeat_interleave(n, dim=0)
+        mask = inputs["attention_mask"].repeat_interleave(n, dim=0)
+        tokens: List[List[int]] = [[] for _ in range(ids.shape[0])]
+        active = torch.arange(ids.shape[0], device=ids.device)
+        cache = DynamicCache()
+        step_ids, positions = ids, (mask.cumsum(-1) - 1).clamp(min=0)
+        for _ in range(config.max_new_tokens):
+            logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            if config.do_sample:
+                chosen = torch.multinomial(torch.softmax(warpers(ids, logits), dim=-1), num_samples=1).squeeze(1)
+            else:
+                chosen = logits.argmax(dim=-1)
+            stopped = []
+            for row, token in zip(active.tolist(), chosen.tolist()):
+                tokens[row].append(token)
+                stopped.append(token in eos_ids)
+            keep = torch.tensor([not s for s in stopped], device=ids.device)
+            if not keep.any():
+                break
+            if not keep.all():
+                index = keep.nonzero().squeeze(1)
+                cache.batch_select_indices(index)
+                active, mask, chosen = active[index], mask[index], chosen[index]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            step_ids, positions = chosen[:, None], mask.sum(-1, keepdim=True) - 1
+        return tokens
 
     def _completion(self, tokens: List[int], eos_ids: set) -> Completion:
         stop = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
