@@ -130,7 +130,7 @@ def _target(ctx, param, value):
               help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models "
                    "(any backend; an openai server must load each model).")
 @click.option("--keep-models", is_flag=True, help="disk: keep the merged candidates.")
-@click.option("--route", "router_path", type=click.Path(dir_okay=False, exists=True),
+@click.option("--route", "router_path", type=click.Path(dir_okay=False),
               help="Target a routed grid: search the knob (0..1) of this router (`mi-mergekit route fit`) "
                    "instead of λ; the grid's merges are made once from RECIPE (transformers backend).")
 @model_option
@@ -165,13 +165,15 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, 
         raise click.UsageError("--route runs the grid's merges with the transformers backend, from disk")
     if materialize == "auto":
         materialize = "memory" if backend == "transformers" and not router_path else "disk"
-    hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
     router = None
     if router_path:
-        from mi_mergekit.analysis.lambda_search import RoutedEvaluator
         from mi_mergekit.routing.policy import Router
 
-        router = Router.load(router_path)
+        router = Router.load(router_path)  # a missing or unreadable file: one Error line, before any work
+    hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
+    if router is not None:
+        from mi_mergekit.analysis.lambda_search import RoutedEvaluator
+
         evaluator = RoutedEvaluator(config, router, out_dir, opts["dataset"], options=options,
                                     backend_options=backend_options, keep_models=keep_models, eval_options=settings)
     else:

@@ -122,7 +122,8 @@ class Router:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RouterError(f"cannot read the router: {exc} ({path})") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RouterError(f"cannot read the router: {reason}", path=path) from None
         return cls.from_json(data)
 
     def describe(self) -> dict:
