@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from mi_mergekit.cli.options import device_options, eval_options, evaluation
 from mi_mergekit.routing.policy import OBJECTIVES
 from mi_mergekit.routing.signals import SIGNALS
 
@@ -108,51 +109,46 @@ def calibration_hashes(run_dir) -> list:
 @route_command.command("eval")
 @click.option("--router", "router_path", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--model", "models", multiple=True, required=True, metavar="LAMBDA=PATH|URL",
-              help="The merge of each grid λ: a model folder (loaded once) or an OpenAI-compatible server URL.")
-@click.option("--dataset", required=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+              help="The merge of each grid λ (repeat once per λ): a model folder (loaded once, transformers) or the "
+                   "base URL of an OpenAI-compatible server serving it (a fleet; --served-model names the model "
+                   "on every server, default mi_<λ>; the openai options below apply to each).")
 @click.option("--signals", "signals_path", type=click.Path(dir_okay=False, exists=True),
               help="signals.json of the dataset (default: computed now from --instruct/--thinking).")
 @click.option("--instruct", type=click.Path(file_okay=False, exists=True), help="The Instruct model (signals).")
 @click.option("--thinking", type=click.Path(file_okay=False, exists=True), help="The Thinking model (signals).")
-@click.option("--benchmark", default="boxed", show_default=True)
-@click.option("--decoding", default="thinking", show_default=True)
-@click.option("-n", "--n-samples", type=int)
-@click.option("--max-new-tokens", type=int)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--limit", type=int)
-@click.option("--label")
-@click.option("--batch-size", default=4, show_default=True, help="Samples per generate call / per request.")
-@click.option("--prompt-batch", default=1, show_default=True, help="transformers: questions per generate call.")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(file_okay=False, exists=True),
-              help="Servers: a folder with the merges' tokenizer and chat template.")
-@click.option("--served-model", "served", multiple=True, metavar="LAMBDA=NAME",
-              help="Servers: the model name a λ's server serves (default mi_<λ>).")
-@click.option("--concurrency", default=8, show_default=True, help="Servers: requests in flight per server.")
-def eval_command(router_path, models, dataset, out_dir, signals_path, instruct, thinking, benchmark, decoding,
-                 n_samples, max_new_tokens, seed, limit, label, batch_size, prompt_batch, tokenizer_path, served,
-                 concurrency):
-    """Evaluate with a λ per question: signals (before generating), the router, the grid's merges."""
+@eval_options(dataset_required=True)
+@device_options(default=None, what="transformers: generate (and compute the signals)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--label", help="Row name in reports (default: the router's name).")
+def eval_command(router_path, models, signals_path, instruct, thinking, device, out_dir, label, **opts):
+    """Evaluate with a λ per question: signals (before generating), the router, the grid's merges
+    (the evaluation options are `mi-mergekit eval`'s; each λ's --model sets its backend)."""
     from mi_mergekit.routing.policy import Router
     from mi_mergekit.routing.run import GridBackends, parse_grid, routed_evaluate
     from mi_mergekit.routing.signals import compute_signals, signal_values
 
+    if opts["backend"] != "transformers" or opts["base_urls"]:
+        raise click.UsageError("each λ's --model LAMBDA=PATH|URL sets its backend: leave out --backend and --base-url")
     router = Router.load(router_path)
     grid = parse_grid(models)
+    settings = evaluation(opts, device)
+    del settings["backend"], settings["backend_options"]  # the grid's, below
     if signals_path:
         doc = json.loads(Path(signals_path).read_text(encoding="utf-8"))
     else:
         if not instruct:
             raise click.UsageError("give --signals FILE, or --instruct (and --thinking) to compute them")
-        doc = compute_signals(dataset, instruct=instruct, thinking=thinking, benchmark=benchmark,
-                              signals=[router.signal], seed=seed, limit=limit)
+        doc = compute_signals(opts["dataset"], instruct=instruct, thinking=thinking, benchmark=opts["benchmark"],
+                              signals=[router.signal], seed=opts["seed"], limit=opts["limit"], device=device)
         _write_json(Path(out_dir).with_name(Path(out_dir).name + ".signals.json"), doc)
-    served_models = {lam: name for lam, name in parse_grid(served).items()} if served else None
-    with GridBackends(grid, batch_size=batch_size, prompt_batch=prompt_batch, tokenizer_path=tokenizer_path,
-                      served_models=served_models, http_options={"concurrency": concurrency}) as backends:
-        run = routed_evaluate(router, backends, dataset, out_dir, values=signal_values(doc, router.signal),
-                              benchmark=benchmark, label=label, decoding=decoding, n_samples=n_samples,
-                              max_new_tokens=max_new_tokens, seed=seed, limit=limit)
+    http = {key: opts[key] for key in ("api", "api_key", "extra_body", "drop_unsupported", "concurrency", "timeout",
+                                       "connect_timeout", "retries")}
+    with GridBackends(grid, batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
+                      dtype=opts["dtype"], compact=opts["compact"], tokenizer_path=opts["tokenizer_path"],
+                      served_models={lam: opts["served_model"] for lam in grid} if opts["served_model"] else None,
+                      http_options=http) as backends:
+        run = routed_evaluate(router, backends, opts["dataset"], out_dir, values=signal_values(doc, router.signal),
+                              label=label, **settings)
     from mi_mergekit.eval.runner import load_run
 
     metrics = load_run(run)["metrics"]

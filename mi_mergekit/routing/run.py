@@ -74,7 +74,7 @@ class GridBackends:
     def __init__(self, grid: Mapping[float, str], *, batch_size: int = 4, prompt_batch: int = 1,
                  device: Optional[str] = None, tokenizer_path: Optional[str] = None,
                  served_models: Optional[Mapping[float, str]] = None, http_options: Optional[dict] = None,
-                 compact: bool = False):
+                 compact: bool = False, dtype: str = "auto"):
         self.models = {float(lam): str(where) for lam, where in grid.items()}
         self.backends: Dict[float, Backend] = {}
         served = {float(k): v for k, v in (served_models or {}).items()}
@@ -95,7 +95,7 @@ class GridBackends:
 
                     check_model_folder(where)
                     self.backends[lam] = TransformersBackend(where, batch_size=batch_size, prompt_batch=prompt_batch,
-                                                             device=device, compact=compact)
+                                                             device=device, compact=compact, dtype=dtype)
         except BaseException:
             self.close()
             raise
@@ -132,7 +132,8 @@ def routed_evaluate(router: Router, grid: GridBackends, dataset, out_dir, *, val
     if set(router.grid) - set(grid.backends):
         raise RoutingError(f"the router routes to λ {sorted(router.grid)}; the grid has {sorted(grid.backends)}")
     kind = get_benchmark(benchmark).kind
-    examples = load_examples(str(dataset), kind, limit=eval_options.get("limit"))
+    examples = load_examples(str(dataset), kind, columns=eval_options.get("columns"),
+                             split=eval_options.get("split") or "train", limit=eval_options.get("limit"))
     if not allow_calibration_overlap:
         check_disjoint(router, [build_message(kind, e)[0] for e in examples])
     missing = [e.id for e in examples if e.id not in values]

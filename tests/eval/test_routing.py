@@ -307,3 +307,15 @@ def test_find_lambda_targets_a_routed_grid(routing_setup, tmp_path):
         assert lambdas == expected, knob
     assert doc["best"]["metrics"]["lambda_mean"] is not None and (out / "router.json").exists()
     assert not (out / "models").exists() or not any((out / "models").iterdir())  # merges dropped after the search
+
+
+def test_route_eval_takes_its_backends_from_the_grid(tmp_path):
+    """`route eval` shares `eval`'s options, but each λ's --model sets its backend: --backend/--base-url refused."""
+    from common import console, run
+
+    (tmp_path / "router.json").write_text("{}")
+    result = run([console("mi-mergekit"), "route", "eval", "--router", str(tmp_path / "router.json"), "--model",
+                  "1=http://127.0.0.1:9/v1", "--dataset", "t.jsonl", "--out", str(tmp_path / "r"), "--backend",
+                  "openai", "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.returncode == 2 and "leave out --backend and --base-url" in result.stderr
+    assert not (tmp_path / "r").exists()
