@@ -39,7 +39,17 @@ NOT_RUN = {
 PARSE_ONLY = {
     "mergekit-yaml recipes/mi_0.8.yaml out/ --cuda": "needs a GPU",
     ".venv/bin/mi-mergekit smollm2 build --out smollm2-pair": "downloads a wheel; tests/real build it",
-    ".venv/bin/mi-mergekit demo --pair smollm2": "half an hour; tests/real run a reduced one",
+    ".venv/bin/mi-mergekit demo --pair smollm2 --compact": "hours; tests/real run a reduced one",
+    # λ routing: the tiny-pair versions of these run in tests/eval/test_routing.py
+    "mi-mergekit route signals --instruct pair/instruct --thinking pair/thinking --dataset calib.jsonl "
+    "--out calib-signals.json": "needs a built pair; tests/eval/test_routing.py runs it on a tiny pair",
+    "mi-mergekit route fit --signals calib-signals.json --signal divergence --run 0.4=runs/cal_0.4 "
+    "--run 1=runs/cal_1 --out router.json": "needs calibration runs; tests/eval/test_routing.py runs it",
+    "mi-mergekit route eval --router router.json --model 0.4=models/mi_0.4 --model 1=models/mi_1 "
+    "--dataset test.jsonl --instruct pair/instruct --thinking pair/thinking --out runs/routed":
+        "needs merges; tests/eval/test_routing.py runs it on a tiny pair",
+    'mi-mergekit find-lambda recipe.yaml --route router.json --dataset calib.jsonl --target "tokens<=200" '
+    "--out search/": "needs a router; tests/eval/test_routing.py runs find-lambda --route",
 }
 
 
