@@ -31,24 +31,37 @@ there are (probabilities in :data:`HABITS`)::
     115+48=163
     163+86=249
     Let me verify by adding in another order.
-    86+48=134
-    134+58=192
-    192+57=249
+    58+57=115
+    115+48=163
+    163+86=249
     Both give 249.
     </think>
 
     \\boxed{249}
 
-- a **verification pass**: the terms re-added in reverse order, then ``Both give N.``;
+- a **verification pass**: the terms re-added in another order (the first two swapped,
+  then on to the last term), then ``Both give N.``;
 - a **backtrack** after a line: ``Wait, let me recheck that.`` and the line again. Most
   rechecks repeat a right line (a habit that only costs tokens); some follow a *wrong*
   line and correct it;
 - a wrong line the recheck does not catch is caught by the verification pass:
-  ``The totals differ: 239 and 249. Wait, let me recheck.``, the running sum again, and
-  ``Now both give 249.``
+  ``The totals differ: 239 and 249. Wait, let me recheck.``, the running sum again in the
+  first order, and ``Now both give 249.``; a slip *in the verification pass* is caught
+  the same way (the first total was right, the third pass confirms it).
 
 The wrong numbers are excluded from the training loss (:attr:`Trace.segments`), so the
 model learns what to do after a slip without learning to slip.
+
+Why the verification pass swaps the first two terms rather than re-adding in reverse
+order or starting from the second term: a Thinking side trained on reverse-order
+verification lost its place in the reversed term list (a term skipped or added twice)
+and then wrote the verification's wrong total as the answer (60% on 10 held-out
+problems where the running-sum adapter had 90%); one trained on "from the second term
+on, the first one last" (150 steps) lost its place at the wrap-around: on 50 held-out
+problems × 4 it dropped the last term or kept adding the first one until the budget in
+27 of 200 samples whose first pass was right, for 67.5% against the running-sum
+adapter's 72.5% (while its first passes had fewer slips: 36 wrong against 55). The
+swapped order is read forwards and ends where the question ends, as the first pass does.
 
 Pure Python (no torch): cheap to import.
 """
@@ -68,8 +81,9 @@ from mi_mergekit.runsum import write_jsonl  # noqa: F401  (records of any Proble
 MIN_DIFFICULTY = 2
 MAX_DIFFICULTY = 6
 #: generation budget of the reproduction: over-thinking traces of k=6 are ~180 tokens at the
-#: median and 297 at the 99th percentile (the first adapter's plain running sum: ~70)
-MAX_NEW_TOKENS = 320
+#: median, 307 at the 99th percentile and 343 at most of 1000 drawn (the first adapter's plain
+#: running sum: ~70)
+MAX_NEW_TOKENS = 352
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,9 @@ class Habits:
     ``verify(k)``: probability of a verification pass; ``recheck(k)``: probability of a
     ``Wait, let me recheck that.`` after each right line of the first pass; ``slip(k)``:
     probability that one line of the first pass is wrong (then always caught: by an
-    immediate recheck with probability ``catch_now``, else by the verification pass).
+    immediate recheck with probability ``catch_now``, else by the verification pass);
+    ``verify_slip(k)``: probability that, after a clean first pass, one line of the
+    verification pass is wrong (caught by the totals' disagreement and a third pass).
     All grow linearly with ``k`` (harder problems, more of both).
     """
 
@@ -110,6 +126,7 @@ class Habits:
     recheck_per_term: float = 0.04
     slip_per_term: float = 0.06
     catch_now: float = 0.5
+    verify_slip_per_term: float = 0.04
 
     def verify(self, k: int) -> float:
         return min(1.0, self.verify_per_term * (k - 1))
@@ -119,6 +136,9 @@ class Habits:
 
     def slip(self, k: int) -> float:
         return min(1.0, self.slip_per_term * (k - 1))
+
+    def verify_slip(self, k: int) -> float:
+        return min(1.0, self.verify_slip_per_term * (k - 1))
 
 
 HABITS = Habits()
@@ -189,7 +209,8 @@ def overthinking_trace(problem: "Problem", rng: random.Random, habits: Habits = 
     total = sum(terms)
     if verify:
         say(f"{VERIFY_LINE}\n")
-        second = running_sum(tuple(reversed(terms)))
+        second_slip = rng.randrange(k - 1) if slip_at is None and rng.random() < habits.verify_slip(k) else None
+        second = running_sum((terms[1], terms[0]) + terms[2:], second_slip)
         if first == second:
             say(AGREE_LINE.format(total=total) + "\n")
         else:

@@ -180,6 +180,9 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; see MODEL_CARD.md
+    saved = json.loads((out / "adapter_config.json").read_text())  # peft writes a set: order by name
+    saved["target_modules"] = sorted(saved["target_modules"])
+    (out / "adapter_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     summary = {"config": asdict(config), "trainable_parameters": sum(p.numel() for p in trainable),
                "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / config.steps, 2),
                "cpu_seconds": round(cpu_seconds, 1),  # all threads: what the steps cost without contention

@@ -57,7 +57,7 @@ def test_overthinking_trace_is_a_verified_running_sum():
     always = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0)
     trace = task.overthinking_trace(problem, random.Random(0), always)
     assert trace.text == ("57+58=115\n115+48=163\n163+86=249\nLet me verify by adding in another order.\n"
-                          "86+48=134\n134+58=192\n192+57=249\nBoth give 249.\n</think>\n\n\\boxed{249}")
+                          "58+57=115\n115+48=163\n163+86=249\nBoth give 249.\n</think>\n\n\\boxed{249}")
     assert trace.untrained_spans() == []
     assert task.habits_shown(trace.text) == {"verified": True, "rechecks": 0, "steps": 6}
     never = task.Habits(verify_per_term=0.0, recheck_per_term=0.0, slip_per_term=0.0)
@@ -80,6 +80,22 @@ def test_a_slip_is_caught_corrected_and_left_out_of_the_loss():
             assert wrong != a + b and abs(wrong - (a + b)) in (1, 10)  # a plausible slip, not the sum
             assert habits_line in trace.text[end:]
             assert trace.text.endswith("\\boxed{249}") and "give 249." in trace.text  # caught: right answer
+
+
+def test_a_verification_slip_is_caught_by_the_totals_and_a_third_pass():
+    import random
+
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86))
+    slip = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0, verify_slip_per_term=1.0)
+    for seed in range(20):
+        trace = task.overthinking_trace(problem, random.Random(seed), slip)
+        (start, end), = trace.untrained_spans()
+        first, verification = trace.text.split(task.VERIFY_LINE)
+        assert first == "57+58=115\n115+48=163\n163+86=249\n" and start > len(first)  # the slip is in the 2nd pass
+        assert verification.startswith("\n58+57=")  # the first two terms swapped
+        second = int(verification.split("The totals differ: 249 and ")[1].split(".")[0])
+        assert second != 249
+        assert trace.text.endswith("57+58=115\n115+48=163\n163+86=249\nNow both give 249.\n</think>\n\n\\boxed{249}")
 
 
 def test_habits_grow_with_the_number_of_terms():
