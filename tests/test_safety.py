@@ -190,8 +190,10 @@ def test_ctrl_c_removes_the_staging_folder(dense_pair, tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8))
     interrupted = run([sys.executable, "-c", KILL_AT_SLICE, str(path), str(tmp_path / "out"), "SIGINT"])
-    assert interrupted.returncode != 0 and "Traceback" not in interrupted.stderr
-    assert os.listdir(tmp_path) == ["r.yaml"]
+    # once seen to exit 0 under heavy load, not reproduced since: say what happened if it recurs
+    why = f"exit {interrupted.returncode}, left {os.listdir(tmp_path)}, stderr:\n{interrupted.stderr[-3000:]}"
+    assert interrupted.returncode != 0 and "Traceback" not in interrupted.stderr, why
+    assert os.listdir(tmp_path) == ["r.yaml"], why
 
 
 def test_a_live_runs_staging_folder_is_left_alone(tmp_path):

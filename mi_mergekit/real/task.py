@@ -63,6 +63,18 @@ problems × 4 it dropped the last term or kept adding the first one until the bu
 adapter's 72.5% (while its first passes had fewer slips: 36 wrong against 55). The
 swapped order is read forwards and ends where the question ends, as the first pass does.
 
+Its weakness: from its second line on, the swapped pass writes the first pass's lines
+again (``b+a`` is ``a+b``), so the model copies them, slips included (of the shipped
+adapter's 200 samples on 50 held-out problems, 52 verified a wrong first pass; in 46 the
+verification repeated the wrong total and agreed). A pass that shares no line with the
+first, ``Habits(verification="columns")`` (the tens digits summed, the ones digits summed,
+then ``10·tens + ones``; ``--set verification=columns`` to train it), did worse (same
+recipe, 120 steps, 2128 s of training on a machine also busy with other work; evaluated at
+budget 416, as its k=6 traces reach 406 tokens): 60.0 ± 5.6% against 72.5 ± 5.3%, at 111
+tokens. It skipped a digit in the columns and, when the totals differed, mostly wrote
+``Both give`` with the columns' total (11 right first passes overwritten): the model
+learned the words of the comparison, not to compare.
+
 Pure Python (no torch): cheap to import.
 """
 
@@ -102,7 +114,10 @@ class Problem(runsum.Problem):
 
 _STEP = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
 
-VERIFY_LINE = "Let me verify by adding in another order."
+#: the verification passes (:attr:`Habits.verification`) and the line that opens each
+VERIFY_LINES = {"swap": "Let me verify by adding in another order.",
+                "columns": "Let me verify by adding the tens and the ones."}
+VERIFY_LINE = "Let me verify by adding"  # what every verification line starts with
 RECHECK_LINE = "Wait, let me recheck that."
 AGREE_LINE = "Both give {total}."
 DISAGREE_LINE = "The totals differ: {first} and {second}. Wait, let me recheck."
@@ -127,6 +142,9 @@ class Habits:
     slip_per_term: float = 0.06
     catch_now: float = 0.5
     verify_slip_per_term: float = 0.04
+    #: ``swap`` (shipped): the running sum with the first two terms swapped; ``columns``: the
+    #: tens digits summed, the ones digits summed, then ``10·tens + ones`` (tried, not shipped)
+    verification: str = "swap"
 
     def verify(self, k: int) -> float:
         return min(1.0, self.verify_per_term * (k - 1))
@@ -202,15 +220,44 @@ def overthinking_trace(problem: "Problem", rng: random.Random, habits: Habits = 
                 say(f"{RECHECK_LINE}\n{acc - term}+{term}={right}\n")
         return acc
 
+    def line(a: int, b: int, slipped: bool) -> int:
+        """One ``a+b=c`` line of the verification pass; wrong (untrained) where ``slipped``."""
+        say(f"{a}+{b}=")
+        if slipped:
+            wrong = _slipped(rng, a + b)
+            say(str(wrong), trained=False)
+            say("\n")
+            return wrong
+        say(f"{a + b}\n")
+        return a + b
+
+    def columns(slip_at=None) -> int:
+        """The tens digits summed, the ones digits summed, then ``10·tens + ones``: lines of
+        one-digit additions that share no partial sum with the running sum."""
+        n = len(terms) - 1
+        sums = []
+        for label, digits, offset in (("Tens", [t // 10 for t in terms], 0), ("Ones", [t % 10 for t in terms], n)):
+            say(f"{label}:\n")
+            acc = digits[0]
+            for i, digit in enumerate(digits[1:]):
+                acc = line(acc, digit, slip_at == offset + i)
+            sums.append(acc)
+        return line(10 * sums[0], sums[1], slip_at == 2 * n)
+
     verify = rng.random() < habits.verify(k)
     slip_at = rng.randrange(k - 1) if rng.random() < habits.slip(k) else None
     caught_now = slip_at is not None and (not verify or rng.random() < habits.catch_now)
     first = running_sum(terms, slip_at, caught_now)
     total = sum(terms)
     if verify:
-        say(f"{VERIFY_LINE}\n")
-        second_slip = rng.randrange(k - 1) if slip_at is None and rng.random() < habits.verify_slip(k) else None
-        second = running_sum((terms[1], terms[0]) + terms[2:], second_slip)
+        say(f"{VERIFY_LINES[habits.verification]}\n")
+        if habits.verification == "columns":
+            second_slip = (rng.randrange(2 * k - 1) if slip_at is None and rng.random() < habits.verify_slip(k)
+                           else None)
+            second = columns(second_slip)
+        else:
+            second_slip = rng.randrange(k - 1) if slip_at is None and rng.random() < habits.verify_slip(k) else None
+            second = running_sum((terms[1], terms[0]) + terms[2:], second_slip)
         if first == second:
             say(AGREE_LINE.format(total=total) + "\n")
         else:

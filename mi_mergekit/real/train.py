@@ -33,6 +33,7 @@ in the last bits of the training arithmetic (the shipped adapter is the referenc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -59,6 +60,8 @@ class TrainConfig:
     threads: int = 2
     save_dtype: str = "bfloat16"
     trace: str = "overthink"
+    #: the over-thinking traces' verification pass (:attr:`~mi_mergekit.real.task.Habits.verification`)
+    verification: str = "swap"
     length_groups: int = 4
     #: start from this adapter (a shipped adapter's name or a folder; "" for a fresh LoRA)
     init_adapter: str = "runningsum"
@@ -67,24 +70,27 @@ class TrainConfig:
 TRACES = ("overthink", "runningsum")
 
 
-def completion(problem: task.Problem, trace: str, seed: int) -> task.Trace:
+def completion(problem: task.Problem, trace: str, seed: int, verification: str = "swap") -> task.Trace:
     """The training completion of ``problem``: its over-thinking trace (drawn with a seed of
     its own) or the plain running sum."""
     if trace == "runningsum":
         return task.Trace(((problem.thinking_completion(), True),))
     if trace == "overthink":
-        return task.overthinking_trace(problem, random.Random(f"{seed}:{problem.expression}"))
+        if verification not in task.VERIFY_LINES:
+            raise ValueError(f"unknown verification {verification!r}; choose from {list(task.VERIFY_LINES)}")
+        habits = dataclasses.replace(task.HABITS, verification=verification)
+        return task.overthinking_trace(problem, random.Random(f"{seed}:{problem.expression}"), habits)
     raise ValueError(f"unknown trace {trace!r}; choose from {list(TRACES)}")
 
 
 def encode(tokenizer, problem: task.Problem, template: str, trace: str = "runningsum",
-           seed: int = 0) -> tuple[list[int], list[int]]:
+           seed: int = 0, verification: str = "swap") -> tuple[list[int], list[int]]:
     """(input ids, labels) of one Thinking conversation; labels are -100 on the prompt and on
     every token that overlaps an untrained span (a slip) of the completion."""
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.question}],
                                            chat_template=template, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    drawn = completion(problem, trace, seed)
+    drawn = completion(problem, trace, seed, verification)
     encoded = tokenizer(drawn.text + "<|im_end|>", add_special_tokens=False, return_offsets_mapping=True)
     completion_ids = encoded["input_ids"]
     spans = drawn.untrained_spans()
@@ -154,7 +160,8 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def rows_of(n):
-        return [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE, config.trace, config.seed) for _ in range(n)]
+        return [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE, config.trace, config.seed,
+                       config.verification) for _ in range(n)]
 
     batches = length_grouped(rows_of, config.batch, max(1, config.length_groups), random.Random(config.seed))
     losses, tokens, started, cpu_started = [], 0, time.perf_counter(), time.process_time()

@@ -3,6 +3,8 @@
 import itertools
 import json
 
+import pytest
+
 from mi_mergekit.real import task
 
 
@@ -64,6 +66,28 @@ def test_overthinking_trace_is_a_verified_running_sum():
     assert task.overthinking_trace(problem, random.Random(0), never).text == problem.thinking_completion()
 
 
+def test_the_tens_and_ones_verification_is_kept_as_an_option():
+    import random
+
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86))
+    columns = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0, verification="columns")
+    trace = task.overthinking_trace(problem, random.Random(0), columns)
+    assert trace.text == ("57+58=115\n115+48=163\n163+86=249\nLet me verify by adding the tens and the ones.\n"
+                          "Tens:\n5+5=10\n10+4=14\n14+8=22\nOnes:\n7+8=15\n15+8=23\n23+6=29\n220+29=249\n"
+                          "Both give 249.\n</think>\n\n\\boxed{249}")
+    assert task.habits_shown(trace.text) == {"verified": True, "rechecks": 0, "steps": 10}
+
+
+def test_training_completions_take_the_verification_asked_for():
+    from mi_mergekit.real import train
+
+    problem = task.Problem(id="x", terms=(57, 58, 48, 86, 11, 23))  # k = 6: always verified
+    assert task.VERIFY_LINES["swap"] in train.completion(problem, "overthink", 0).text
+    assert task.VERIFY_LINES["columns"] in train.completion(problem, "overthink", 0, "columns").text
+    with pytest.raises(ValueError, match="unknown verification"):
+        train.completion(problem, "overthink", 0, "reverse")
+
+
 def test_a_slip_is_caught_corrected_and_left_out_of_the_loss():
     import random
 
@@ -82,20 +106,26 @@ def test_a_slip_is_caught_corrected_and_left_out_of_the_loss():
             assert trace.text.endswith("\\boxed{249}") and "give 249." in trace.text  # caught: right answer
 
 
-def test_a_verification_slip_is_caught_by_the_totals_and_a_third_pass():
+@pytest.mark.parametrize("verification", ["columns", "swap"])
+def test_a_verification_slip_is_caught_by_the_totals_and_a_third_pass(verification):
     import random
 
     problem = task.Problem(id="x", terms=(57, 58, 48, 86))
-    slip = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0, verify_slip_per_term=1.0)
-    for seed in range(20):
+    slip = task.Habits(verify_per_term=1.0, recheck_per_term=0.0, slip_per_term=0.0, verify_slip_per_term=1.0,
+                       verification=verification)
+    where = set()
+    for seed in range(40):
         trace = task.overthinking_trace(problem, random.Random(seed), slip)
         (start, end), = trace.untrained_spans()
-        first, verification = trace.text.split(task.VERIFY_LINE)
+        first, verification_pass = trace.text.split(task.VERIFY_LINES[verification])
         assert first == "57+58=115\n115+48=163\n163+86=249\n" and start > len(first)  # the slip is in the 2nd pass
-        assert verification.startswith("\n58+57=")  # the first two terms swapped
-        second = int(verification.split("The totals differ: 249 and ")[1].split(".")[0])
+        assert verification_pass.startswith("\nTens:\n5+5=" if verification == "columns" else "\n58+57=")
+        second = int(verification_pass.split("The totals differ: 249 and ")[1].split(".")[0])
         assert second != 249
         assert trace.text.endswith("57+58=115\n115+48=163\n163+86=249\nNow both give 249.\n</think>\n\n\\boxed{249}")
+        where.add(trace.text.count("\n", 0, start))
+    # every line of the verification pass may slip: 3 of the swap's, 3 tens + 3 ones + 1 of the columns'
+    assert len(where) == (7 if verification == "columns" else 3)
 
 
 def test_habits_grow_with_the_number_of_terms():
