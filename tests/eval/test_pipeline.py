@@ -269,6 +269,26 @@ def test_prompt_batches_resume_to_the_same_samples(tmp_path, fixtures, tiny_mode
     assert sample_tuples(resumed) == samples
 
 
+def test_a_finished_run_evaluated_again_never_loads_the_model(tmp_path, fixtures, tiny_model, monkeypatch):
+    """Resuming a finished run (a resumed demo, a routing grid whose runs are done) reads the
+    tokenizer only: the weights are loaded on the first generation, and there is none."""
+    import transformers
+
+    common = dict(n_samples=2, max_new_tokens=8, seed=1, backend="transformers", progress=False)
+    run = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "r", **common)
+    before = sample_tuples(run)
+    loads = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or real(*a, **k))
+    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=run, **common)
+    assert loads == [] and sample_tuples(run) == before
+    lines = (run / "samples.jsonl").read_text().splitlines()
+    (run / "samples.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # one sample lost: now it loads, once
+    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=run, **common)
+    assert len(loads) == 1 and sample_tuples(run) == before
+
+
 def test_plan_chunks_groups_questions_in_fixed_batches():
     from mi_mergekit.eval.runner import plan_chunks
 

@@ -67,11 +67,18 @@ class TransformersBackend(Backend):
         self.compact = bool(compact)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = tokenizer or load_tokenizer(tokenizer_path or model_path)
-        if model is None:
+        self.dtype = dtype
+        self._model = None if model is None else model.to(self.device).eval()
+
+    @property
+    def model(self):
+        """The model, loaded on first use: a resumed run with nothing left to generate (a finished
+        eval, the grid of a finished routing experiment) reads only the tokenizer."""
+        if self._model is None:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        self.model = model.to(self.device).eval()
+            self._model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).to(self.device).eval()
+        return self._model
 
     def describe(self) -> dict:
         described = {"name": self.name, "chunk_size": self.chunk_size, "prompt_batch": self.prompt_batch,
@@ -222,4 +229,4 @@ class TransformersBackend(Backend):
         yield from zip(chunks, results)
 
     def close(self) -> None:
-        self.model = None
+        self._model = None
