@@ -110,8 +110,9 @@ def calibration_hashes(run_dir) -> list:
 @click.option("--router", "router_path", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--model", "models", multiple=True, required=True, metavar="LAMBDA=PATH|URL",
               help="The merge of each grid λ (repeat once per λ): a model folder (loaded once, transformers) or the "
-                   "base URL of an OpenAI-compatible server serving it (a fleet; --served-model names the model "
-                   "on every server, default mi_<λ>; the openai options below apply to each).")
+                   "base URL of an OpenAI-compatible server serving it (a fleet; --served-model NAME names the model "
+                   "on every server, --served-model LAMBDA=NAME,... on each, default mi_<λ>; the openai options below "
+                   "apply to each).")
 @click.option("--signals", "signals_path", type=click.Path(dir_okay=False, exists=True),
               help="signals.json of the dataset (default: computed now from --instruct/--thinking).")
 @click.option("--instruct", type=click.Path(file_okay=False, exists=True), help="The Instruct model (signals).")
@@ -120,11 +121,12 @@ def calibration_hashes(run_dir) -> list:
 @device_options(default=None, what="transformers: generate (and compute the signals)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--label", help="Row name in reports (default: the router's name).")
-def eval_command(router_path, models, signals_path, instruct, thinking, device, out_dir, label, **opts):
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars (as `mi-mergekit eval`).")
+def eval_command(router_path, models, signals_path, instruct, thinking, device, out_dir, label, no_progress, **opts):
     """Evaluate with a λ per question: signals (before generating), the router, the grid's merges
     (the evaluation options are `mi-mergekit eval`'s; each λ's --model sets its backend)."""
     from mi_mergekit.routing.policy import Router
-    from mi_mergekit.routing.run import GridBackends, parse_grid, routed_evaluate
+    from mi_mergekit.routing.run import GridBackends, parse_grid, parse_served_models, routed_evaluate
     from mi_mergekit.routing.signals import compute_signals, signal_values
 
     if opts["backend"] != "transformers" or opts["base_urls"]:
@@ -139,16 +141,17 @@ def eval_command(router_path, models, signals_path, instruct, thinking, device, 
         if not instruct:
             raise click.UsageError("give --signals FILE, or --instruct (and --thinking) to compute them")
         doc = compute_signals(opts["dataset"], instruct=instruct, thinking=thinking, benchmark=opts["benchmark"],
-                              signals=[router.signal], seed=opts["seed"], limit=opts["limit"], device=device)
+                              signals=[router.signal], seed=opts["seed"], limit=opts["limit"], device=device,
+                              progress=not no_progress)
         _write_json(Path(out_dir).with_name(Path(out_dir).name + ".signals.json"), doc)
     http = {key: opts[key] for key in ("api", "api_key", "extra_body", "drop_unsupported", "concurrency", "timeout",
                                        "connect_timeout", "retries")}
     with GridBackends(grid, batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
                       dtype=opts["dtype"], compact=opts["compact"], tokenizer_path=opts["tokenizer_path"],
-                      served_models={lam: opts["served_model"] for lam in grid} if opts["served_model"] else None,
+                      served_models=parse_served_models(opts["served_model"], grid),
                       http_options=http) as backends:
         run = routed_evaluate(router, backends, opts["dataset"], out_dir, values=signal_values(doc, router.signal),
-                              label=label, **settings)
+                              label=label, progress=not no_progress, **settings)
     from mi_mergekit.eval.runner import load_run
 
     metrics = load_run(run)["metrics"]

@@ -46,6 +46,26 @@ def parse_grid(specs) -> Dict[float, str]:
     return grid
 
 
+def parse_served_models(value: Optional[str], grid: Mapping[float, str]) -> Optional[Dict[float, str]]:
+    """``--served-model`` of a fleet: one NAME for every server, or ``LAMBDA=NAME,…`` for each
+    (servers pinned to one model each, such as `transformers serve FOLDER`, answer only to their
+    own name); None when not given (then each λ is ``mi_<λ>``)."""
+    if not value:
+        return None
+    if "=" not in value:
+        return {lam: value for lam in grid}
+    try:
+        named = parse_grid(part.strip() for part in value.split(",") if part.strip())
+    except RoutingError as exc:
+        raise RoutingError(f"--served-model: {exc} (LAMBDA=NAME,… for each λ, or one NAME for all)") from None
+    missing = sorted(lam for lam, where in grid.items() if is_url(where) and lam not in named)
+    extra = sorted(set(named) - set(grid))
+    if missing or extra:
+        raise RoutingError(f"--served-model LAMBDA=NAME: name every served λ of the grid once "
+                           f"(missing {[f'{v:g}' for v in missing]}, not in the grid {[f'{v:g}' for v in extra]})")
+    return named
+
+
 class _Shared(Backend):
     """A grid backend lent to one routed run: its close() leaves the model loaded."""
 

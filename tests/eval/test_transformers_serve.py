@@ -9,6 +9,7 @@ thoughts as `reasoning_content`, and counts the EOS in `completion_tokens`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,32 +31,42 @@ SERVE = Path(sys.executable).with_name("transformers")
 BUDGET = 24
 
 
-@pytest.fixture(scope="module")
-def serve(tmp_path_factory):
-    """`transformers serve` on a free loopback port (no pinned model: each request names its folder)."""
+@contextlib.contextmanager
+def transformers_serve(log: Path, *model):
+    """`transformers serve` on a free loopback port; with ``model``, pinned to that folder (every
+    request gets it, whatever model it names), else each request names its folder."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**subprocess_env(), "HF_HUB_OFFLINE": "1"}
     with log.open("w") as handle:
-        proc = subprocess.Popen([str(SERVE), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"transformers serve did not come up: {log.read_text()[-2000:]}"
-        time.sleep(0.3)
-    yield f"{url}/v1"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+        proc = subprocess.Popen([str(SERVE), "serve", *map(str, model), "--host", "127.0.0.1", "--port", str(port),
+                                 "--device", "cpu"], stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"transformers serve did not come up: {log.read_text()[-2000:]}"
+            time.sleep(0.3)
+        yield f"{url}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    """`transformers serve` with no pinned model: each request names its folder."""
+    with transformers_serve(tmp_path_factory.mktemp("serve") / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +166,56 @@ def test_a_tokenizer_that_adds_bos_gets_one_bos_from_the_server(serve, tmp_path)
     assert "add_special_tokens" in record["not_sent"]
     assert record["prompt_tokens"]["server"] == record["prompt_tokens"]["tokenizer"]  # one BOS, not two
     assert "counts" not in result.stderr  # no prompt-token mismatch warning
+
+
+def test_a_routed_run_over_a_fleet_of_transformers_serve(dataset, tmp_path):
+    """λ per question against real servers: one `transformers serve` per grid λ, each pinned to its
+    model (here the toy pair's endpoints as λ = 0 and λ = 1). `route eval` sends each question to
+    its λ's server only, and every routed sample is the sample a plain `eval` of that question gets
+    from that server (greedy decoding: the same request, the same answer)."""
+    from mi_mergekit.routing.policy import Router
+    from mi_mergekit.routing.signals import signal_values
+
+    grid = {0.0: TOY.parent / "instruct", 1.0: TOY}
+    signals = tmp_path / "signals.json"
+    made = run_cli("route", "signals", "--instruct", grid[0.0], "--thinking", grid[1.0], "--dataset", dataset,
+                   "--signals", "divergence", "--out", signals)
+    assert made.returncode == 0, made.stderr
+    values = signal_values(json.loads(signals.read_text()), "divergence")
+    cut = sorted(values.values())[len(values) // 2]
+    router = Router("divergence", (0.0, 1.0), (cut,), fit={"name": "fleet"}).save(tmp_path / "router.json")
+    assignment = Router.load(router).assign(values)
+    assert set(assignment.values()) == {0.0, 1.0}  # both servers get questions
+
+    common = ["--dataset", dataset, "-n", "1", "--max-new-tokens", BUDGET, "--decoding", "greedy", "--no-progress"]
+    with contextlib.ExitStack() as stack:
+        urls = {lam: stack.enter_context(transformers_serve(tmp_path / f"serve_{lam:g}.log", model))
+                for lam, model in grid.items()}
+        route = ["route", "eval", "--router", router, "--model", f"0={urls[0.0]}", "--model", f"1={urls[1.0]}",
+                 "--signals", signals, "--tokenizer", TOY, "--out", tmp_path / "routed", *common]
+        # a pinned server answers to its own model's name only, so one name for all is refused...
+        refused = run_cli(*route)
+        assert refused.returncode == 1 and "Server is pinned to" in refused.stderr
+        assert not (tmp_path / "routed" / "samples.jsonl").exists()
+        # ...and each λ gets its own
+        routed = run_cli(*route, "--served-model", f"0={grid[0.0]},1={grid[1.0]}")
+        assert routed.returncode == 0, routed.stderr
+        plain = {}
+        for lam, url in urls.items():
+            result = run_cli("eval", "--model", TOY, "--backend", "openai", "--base-url", url, "--served-model",
+                             grid[lam], "--out", tmp_path / f"plain_{lam:g}", *common)
+            assert result.returncode == 0, result.stderr
+            plain[lam] = {r["question_id"]: r for r in rows(tmp_path / f"plain_{lam:g}")}
+    samples = rows(tmp_path / "routed")
+    assert sorted(r["question_id"] for r in samples) == sorted(assignment)
+    for sample in samples:
+        lam = assignment[sample["question_id"]]
+        twin = plain[lam][sample["question_id"]]
+        assert sample["lambda"] == lam and sample["model"] == urls[lam]
+        assert (sample["text"], sample["n_tokens"], sample["finish_reason"]) == (
+            twin["text"], twin["n_tokens"], twin["finish_reason"])
+    # the two endpoints answer differently, so a sample from the wrong server would show
+    assert any(plain[0.0][q]["text"] != plain[1.0][q]["text"] for q in assignment)
+    metrics = json.loads((tmp_path / "routed" / "metrics.json").read_text())
+    assert {b["lambda"]: b["questions"] for b in metrics["routing"]["by_lambda"]} == {
+        lam: list(assignment.values()).count(lam) for lam in grid}
