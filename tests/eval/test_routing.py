@@ -319,3 +319,20 @@ def test_route_eval_takes_its_backends_from_the_grid(tmp_path):
                   "openai", "--base-url", "http://127.0.0.1:9/v1"])
     assert result.returncode == 2 and "leave out --backend and --base-url" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_served_model_names_one_for_all_or_one_per_lambda():
+    from mi_mergekit.eval.backends.routed import RoutingError
+    from mi_mergekit.routing.run import parse_served_models
+
+    fleet = {0.4: "http://a:8000/v1", 1.0: "http://b:8000/v1"}
+    assert parse_served_models(None, fleet) is None
+    assert parse_served_models("merged", fleet) == {0.4: "merged", 1.0: "merged"}
+    assert parse_served_models("0.4=/m/mi_0.4, 1=/m/mi_1", fleet) == {0.4: "/m/mi_0.4", 1.0: "/m/mi_1"}
+    with pytest.raises(RoutingError, match=r"missing \['1'\]"):
+        parse_served_models("0.4=/m/mi_0.4", fleet)
+    with pytest.raises(RoutingError, match=r"not in the grid \['0.6'\]"):
+        parse_served_models("0.4=a,1=b,0.6=c", fleet)
+    with pytest.raises(RoutingError, match="--served-model: .*given twice"):
+        parse_served_models("0.4=a,0.4=b", fleet)
+    assert parse_served_models("1=b", {0.4: "models/mi_0.4", 1.0: "http://b:8000/v1"}) == {1.0: "b"}  # local λ: no name
