@@ -199,29 +199,9 @@ def overthinking_trace(problem: "Problem", rng: random.Random, habits: Habits = 
         else:
             out.append((text, trained))
 
-    def running_sum(order, slip_at=None, caught_now=False) -> int:
-        acc = order[0]
-        for i, term in enumerate(order[1:]):
-            right = acc + term
-            if i == slip_at:
-                say(f"{acc}+{term}=")
-                wrong = _slipped(rng, right)
-                say(str(wrong), trained=False)
-                say("\n")
-                if caught_now:
-                    say(f"{RECHECK_LINE}\n{acc}+{term}={right}\n")
-                    acc = right
-                else:
-                    acc = wrong
-                continue
-            say(f"{acc}+{term}={right}\n")
-            acc = right
-            if slip_at is None and rng.random() < habits.recheck(k):  # a clean pass's habit
-                say(f"{RECHECK_LINE}\n{acc - term}+{term}={right}\n")
-        return acc
-
-    def line(a: int, b: int, slipped: bool) -> int:
-        """One ``a+b=c`` line of the verification pass; wrong (untrained) where ``slipped``."""
+    def line(a: int, b: int, slipped: bool = False) -> int:
+        """One ``a+b=c`` line; wrong (a slip, left out of the loss) where ``slipped``. Returns
+        the sum it wrote."""
         say(f"{a}+{b}=")
         if slipped:
             wrong = _slipped(rng, a + b)
@@ -230,6 +210,21 @@ def overthinking_trace(problem: "Problem", rng: random.Random, habits: Habits = 
             return wrong
         say(f"{a + b}\n")
         return a + b
+
+    def running_sum(order, slip_at=None, caught_now=False) -> int:
+        acc = order[0]
+        for i, term in enumerate(order[1:]):
+            right = acc + term
+            if i == slip_at:
+                wrong = line(acc, term, slipped=True)
+                if caught_now:
+                    say(f"{RECHECK_LINE}\n{acc}+{term}={right}\n")
+                acc = right if caught_now else wrong
+                continue
+            acc = line(acc, term)
+            if slip_at is None and rng.random() < habits.recheck(k):  # a clean pass's habit
+                say(f"{RECHECK_LINE}\n{acc - term}+{term}={right}\n")
+        return acc
 
     def columns(slip_at=None) -> int:
         """The tens digits summed, the ones digits summed, then ``10·tens + ones``: lines of
