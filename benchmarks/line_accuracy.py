@@ -21,28 +21,30 @@ import re
 from pathlib import Path
 
 
-def running_sum_lines(question: str) -> list[tuple[str, str]]:
-    """``[(head, sum)]`` of the right running sum of a ``Compute a+b+….`` question."""
-    terms = [int(t) for t in re.search(r"Compute ([\d+]+)\.", question).group(1).split("+")]
-    lines, acc = [], terms[0]
-    for term in terms[1:]:
-        lines.append((f"{acc}+{term}=", str(acc + term)))
-        acc += term
-    return lines
+def problem_of(record: dict):
+    """The :class:`~mi_mergekit.real.task.Problem` a held-out record asks (its question checked)."""
+    from mi_mergekit.real import task
+
+    found = re.match(r"Compute (\d+(?:\+\d+)+)\.", record["question"])
+    problem = found and task.Problem(id=record.get("id", ""), terms=tuple(int(t) for t in found[1].split("+")))
+    if not problem or problem.question != record["question"]:
+        raise ValueError(f"not a question of the real pair's task: {record['question'][:60]!r}")
+    return problem
 
 
 def line_probabilities(model, tokenizer, template: str, record: dict, temperature: float) -> list[tuple[float, int]]:
-    """``[(log P(sum right | right prefix), tokens of the sum)]`` for each line of ``record``."""
+    """``[(log P(sum right | right prefix), tokens of the sum)]`` for each line of the right
+    running sum (:meth:`Problem.work`) of ``record``."""
     import torch
 
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": record["question"]}],
                                            chat_template=template, tokenize=False, add_generation_prompt=True)
-    text, spans = prompt, []
-    for head, value in running_sum_lines(record["question"]):
-        text += head
-        spans.append((len(text), len(text) + len(value)))
-        text += value + "\n"
-    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    work = problem_of(record).work()
+    spans, at = [], len(prompt)
+    for line in work.splitlines(keepends=True):  # "a+b=c\n": the span of c
+        spans.append((at + line.index("=") + 1, at + len(line) - 1))
+        at += len(line)
+    encoded = tokenizer(prompt + work, return_offsets_mapping=True, add_special_tokens=False)
     ids = encoded["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].float()
@@ -72,6 +74,11 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     records = task.load_heldout(args.dataset)
+    try:
+        for record in records:
+            problem_of(record)
+    except ValueError as error:
+        parser.error(f"{args.dataset}: {error}")
     results = {}
     for spec in args.models:
         name, sep, folder = spec.partition("=")
