@@ -32,14 +32,14 @@ def problem_of(record: dict):
     return problem
 
 
-def line_probabilities(model, tokenizer, template: str, record: dict, temperature: float) -> list[tuple[float, int]]:
+def line_probabilities(model, tokenizer, template: str, problem, temperature: float) -> list[tuple[float, int]]:
     """``[(log P(sum right | right prefix), tokens of the sum)]`` for each line of the right
-    running sum (:meth:`Problem.work`) of ``record``."""
+    running sum (:meth:`Problem.work`) of ``problem``."""
     import torch
 
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": record["question"]}],
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.question}],
                                            chat_template=template, tokenize=False, add_generation_prompt=True)
-    work = problem_of(record).work()
+    work = problem.work()
     spans, at = [], len(prompt)
     for line in work.splitlines(keepends=True):  # "a+b=c\n": the span of c
         spans.append((at + line.index("=") + 1, at + len(line) - 1))
@@ -73,10 +73,8 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    records = task.load_heldout(args.dataset)
-    try:
-        for record in records:
-            problem_of(record)
+    try:  # (problem, difficulty), each record parsed once
+        asked = [(problem_of(record), int(record["difficulty"])) for record in task.load_heldout(args.dataset)]
     except ValueError as error:
         parser.error(f"{args.dataset}: {error}")
     results = {}
@@ -88,9 +86,9 @@ def main(argv=None) -> None:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         by_difficulty: dict[int, list[float]] = {}
         nll = tokens = 0.0
-        for record in records:
-            for logp, n in line_probabilities(model, tokenizer, real.THINKING_CHAT_TEMPLATE, record, args.temperature):
-                by_difficulty.setdefault(int(record["difficulty"]), []).append(math.exp(logp))
+        for problem, difficulty in asked:
+            for logp, n in line_probabilities(model, tokenizer, real.THINKING_CHAT_TEMPLATE, problem, args.temperature):
+                by_difficulty.setdefault(difficulty, []).append(math.exp(logp))
                 nll, tokens = nll - logp, tokens + n
         every = [p for ps in by_difficulty.values() for p in ps]
         results[name] = {"lines": len(every), "p_line_right": sum(every) / len(every), "nll_per_token": nll / tokens,
