@@ -17,9 +17,11 @@ from pathlib import Path
 
 REAL_DIR = Path(__file__).resolve().parent
 ADAPTER_DIR = REAL_DIR / "adapter"
-#: the shipped adapters by name: ``overthink`` (the Thinking side, default) and the first one,
-#: ``runningsum`` (a plain running sum; kept so its pair can still be built and compared)
-ADAPTERS = {"overthink": ADAPTER_DIR, "runningsum": REAL_DIR / "adapter_runningsum"}
+#: the shipped adapters by name: ``overthink`` (the Thinking side, default), the first one,
+#: ``runningsum`` (a plain running sum), and ``overthink120``, the over-thinking recipe at 120
+#: steps instead of 240 (kept so the pairs measured with them can still be built and compared)
+ADAPTERS = {"overthink": ADAPTER_DIR, "runningsum": REAL_DIR / "adapter_runningsum",
+            "overthink120": REAL_DIR / "adapter_overthink120"}
 HELDOUT_PATH = REAL_DIR / "data" / "heldout.jsonl"
 MODEL_CARD = REAL_DIR / "MODEL_CARD.md"
 

@@ -64,7 +64,7 @@ adapter's 72.5% (while its first passes had fewer slips: 36 wrong against 55). T
 swapped order is read forwards and ends where the question ends, as the first pass does.
 
 Its weakness: from its second line on, the swapped pass writes the first pass's lines
-again (``b+a`` is ``a+b``), so the model copies them, slips included (of the shipped
+again (``b+a`` is ``a+b``), so the model copies them, slips included (of the 120-step
 adapter's 200 samples on 50 held-out problems, 52 verified a wrong first pass; in 46 the
 verification repeated the wrong total and agreed). A pass that shares no line with the
 first, ``Habits(verification="columns")`` (the tens digits summed, the ones digits summed,

@@ -2,7 +2,7 @@
 
     mi-mergekit smollm2 train --instruct smollm2-pair/instruct --out mi_mergekit/real/adapter
 
-The defaults are the shipped adapter's recipe: 120 steps of 8 over-thinking traces, starting
+The defaults are the shipped adapter's recipe: 240 steps of 8 over-thinking traces, starting
 from the first (running-sum) adapter, which already adds; ``--set init_adapter=`` starts from a
 fresh LoRA, ``--steps 180 --set trace=runningsum --set init_adapter= --set batch=16 --set warmup=10
 --set length_groups=1`` is the first adapter's recipe.
@@ -49,7 +49,7 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 120
+    steps: int = 240
     batch: int = 8
     lr: float = 1e-3
     warmup: int = 5

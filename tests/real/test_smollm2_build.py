@@ -154,9 +154,11 @@ def test_a_different_pair_in_out_is_never_replaced(tmp_path, smollm2_pair):
     assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]
 
 
-def test_the_first_adapter_still_builds_its_verified_thinking_side(smollm2_pair, tmp_path):
-    """`--adapter runningsum` (the plain running-sum adapter) gives the Thinking side its checksums record."""
-    first = real.ADAPTERS["runningsum"]
+@pytest.mark.parametrize("name", ["runningsum", "overthink120"])
+def test_the_earlier_adapters_still_build_their_verified_thinking_sides(smollm2_pair, tmp_path, name):
+    """`--adapter runningsum` (the plain running sum) and `--adapter overthink120` (the over-thinking
+    recipe at 120 steps) give the Thinking sides their checksums record."""
+    first = real.ADAPTERS[name]
     build.apply_adapter(smollm2_pair["instruct"], first, tmp_path / "thinking")
     expected = build.expected_checksums(first)["digests"]
     assert build.tensor_digest(tmp_path / "thinking") == expected["thinking"] != build.expected_checksums()[
