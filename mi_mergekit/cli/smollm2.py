@@ -27,7 +27,8 @@ def smollm2_command():
 @click.option("--adapter", "adapter_name", type=click.Choice(sorted(real.ADAPTERS)), default="overthink",
               show_default=True,
               help="The shipped adapter the Thinking side is built with: overthink (verifies, rechecks, "
-                   "backtracks) or runningsum (the first one: a plain running sum).")
+                   "backtracks; 240 steps), overthink120 (the same recipe at 120 steps, shipped before it) "
+                   "or runningsum (the first one: a plain running sum).")
 @click.option("--train", "train_steps", default=None, type=int,
               help="Train a new adapter for this many steps instead of using a shipped one (the shipped "
                    f"recipe is {TrainConfig.steps} steps from the runningsum adapter); written to OUT/adapter.")

@@ -12,7 +12,7 @@ Steps, each verified:
    normal safetensors folder (``instruct/``) with the tokenizer, SmolLM2's chat
    template and generation_config;
 3. ``thinking/`` = ``instruct/`` + the LoRA delta of a shipped adapter (``adapter/``,
-   the over-thinking one, or ``adapter_runningsum/``, the first one: ``--adapter``) on every
+   the over-thinking one, ``adapter_overthink120/`` or ``adapter_runningsum/``: ``--adapter``) on every
    attention and MLP projection: W + (α/r)·B·A, computed in float64 as a fixed-order
    sum of r outer products and rounded once to float32, so the result is the same
    bits on every machine (a BLAS matmul is not); it gets the Thinking chat
