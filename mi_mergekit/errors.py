@@ -47,8 +47,9 @@ class SelectionError(MergeInputError):
     """Invalid layer window, depth placement or module selection."""
 
 
-class UnclassifiedTensorError(MergeInputError):
-    """A tensor name that no module rule recognises."""
+class PlacementError(SelectionError):
+    """A layer window or module selection needs what the architecture does not say about some
+    tensors (their depth, their role); the message names every such tensor pattern."""
 
 
 class NonFiniteTensorError(MiMergekitError):

@@ -14,8 +14,9 @@ mergekit has no plugin entry points, so ``mi_mergekit._autoload`` (installed by 
      (:func:`mi_mergekit.merge.plan.build_plan`), then the streaming engine
      (:mod:`mi_mergekit.merge.engine`) instead of mergekit's executor and writer
      (``MI_MERGEKIT_ENGINE=mergekit`` keeps mergekit's);
-  2. an architecture made of the checkpoint's own tensor names, so MoE outputs
-     keep the per-expert layout of their inputs (:mod:`mi_mergekit.merge.layout`;
+  2. an architecture made of the checkpoint's own tensor names, placed by mergekit's
+     architecture knowledge, so every tensor is kept and MoE outputs keep the per-expert
+     layout of their inputs (:mod:`mi_mergekit.merge.layout`, :mod:`~mi_mergekit.merge.placement`;
      methods with ``checkpoint_layout = False`` keep mergekit's tables);
   3. a safe, atomic output folder (:mod:`mi_mergekit.safety`): an output that is,
      contains or lies inside an input is refused, an existing folder with files

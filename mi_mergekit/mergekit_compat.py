@@ -10,6 +10,8 @@ and nowhere else:
   ``GatherTensors``), read into a plain :class:`PlannedTensor`, and the copies of
   those tasks a sweep makes (:func:`with_tensor_task`, :func:`with_saves`);
 * the helpers ``run_merge`` uses to write the non-weight files of an output folder;
+* the pieces of mergekit's architecture inference that place tensors by depth
+  (:func:`transformers_info`, :func:`template_substitution`);
 * the two functions of ``mergekit.merge`` we wrap (:func:`wrap_merge_module`) and the
   ``mergekit-yaml`` click command we wrap (:func:`wrap_mergekit_yaml`).
 
@@ -198,6 +200,22 @@ def with_absolute_local_paths(config):
         return path, revision
 
     return map_model_paths(config, absolute)
+
+
+def transformers_info(model, options):
+    """mergekit's view of the model transformers builds from ``model``'s config on the meta
+    device: (keys ignored on save, tied keys, {name: vocabulary axis}, state-dict names in
+    module order); Nones where transformers cannot build it."""
+    from mergekit.architecture.auto import get_transformers_info
+
+    return get_transformers_info(model, options)
+
+
+def template_substitution(template: str, num_layers: int, index: int) -> str:
+    """A mergekit architecture template (``model.layers.${layer_index}.``) for one layer."""
+    from mergekit.architecture.json_definitions import _template_substitution
+
+    return _template_substitution(template, num_layers, index)
 
 
 def write_card(config, source: str, folder: str, name: str) -> None:

@@ -84,12 +84,20 @@ def test_shape_mismatch(dense_pair, copy_pair, tmp_path):
     _assert_nothing_written(tmp_path, tmp_path / "out")
 
 
-def test_unclassified_tensor_is_an_error(dense_pair, copy_pair, tmp_path):
+def test_tensor_without_a_role_refuses_only_module_selection(dense_pair, copy_pair, tmp_path):
+    """An extra tensor in every layer that no role rule knows: the whole model and a window
+    interpolate it with the rest; a module selection is refused, naming its pattern."""
     instruct, thinking = copy_pair(dense_pair)
-    for path in (instruct, thinking):
-        _edit_checkpoint(path, lambda t: t.update({"model.layers.0.mlp.adapter.weight": torch.ones(4)}))
-    with pytest.raises(MergeInputError, match="does not belong to any known module group"):
-        merge(mi_config(instruct, thinking), tmp_path / "out")
+    name = "model.layers.{}.adapter.weight"
+    for k, path in enumerate((instruct, thinking)):
+        _edit_checkpoint(path, lambda t: t.update({name.format(i): torch.full((4,), 1.0 + k) for i in range(4)}))
+    whole = merge(mi_config(instruct, thinking, 0.25), tmp_path / "whole")
+    assert torch.equal(whole[name.format(2)], torch.full((4,), 1.25))
+    window = merge(mi_config(instruct, thinking, 0.25, layer_start=2), tmp_path / "window")
+    assert torch.equal(window[name.format(1)], torch.full((4,), 1.0))
+    assert torch.equal(window[name.format(2)], torch.full((4,), 1.25))
+    with pytest.raises(MergeInputError, match=r"exclude_modules: mlp.*model\.layers\.N\.adapter\.weight"):
+        merge(mi_config(instruct, thinking, exclude_modules="mlp"), tmp_path / "out")
     _assert_nothing_written(tmp_path, tmp_path / "out")
 
 

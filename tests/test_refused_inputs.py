@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from common import console, run
 from synthetic import PairSpec, build_pair, recipe
@@ -96,6 +97,17 @@ def mergekit_yaml_without_cuda(*args):
     """``mergekit-yaml ARGS`` (its console script's entry point) as if the machine had no CUDA."""
     code = f"{NO_CUDA}\nfrom mergekit.scripts.run_yaml import main\nmain()"
     return [sys.executable, "-c", code, *map(str, args)]
+
+
+def add_layer_tensor(w: World, suffix: str) -> None:
+    """A tensor in every decoder layer of both models that no role rule knows."""
+    from safetensors.torch import load_file, save_file
+
+    for folder in (w.instruct, w.thinking):
+        tensors = load_file(folder / "model.safetensors")
+        layers = {int(n.split(".")[2]) for n in tensors if n.startswith("model.layers.")}
+        tensors.update({f"model.layers.{i}.{suffix}": torch.ones(4) for i in layers})
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
 def truncate(path: Path, keep: int) -> None:
@@ -235,6 +247,10 @@ ROWS = [
     ("sweep-truncated-input",
      lambda w: (truncate(w.instruct / "model.safetensors", 100), mi("sweep", w.recipe, w.out, "--lambdas", "0.5"))[1],
      "truncated or corrupt safetensors file"),
+    ("module-selection-unplaced-tensor",
+     lambda w: (add_layer_tensor(w, "adapter.weight"),
+                mergekit_yaml(w.edit_recipe("lambda: 0.8", "lambda: 0.8\n  exclude_modules: mlp"), w.out))[1],
+     "model.layers.N.adapter.weight"),
     ("plan-window-out-of-range",
      lambda w: mi("plan", w.edit_recipe("lambda: 0.8", "lambda: 0.8\n  layer_start: -9")),
      "layer_start=-9 is outside"),
@@ -303,6 +319,8 @@ README_TABLE = {
     "write-file-size-limit": "file too large (file size limit reached) while writing the output (…)",
     "write-permission-denied": "permission denied (…)",
     "nway-weights-do-not-sum-to-1": "nway_interpolation: the weights of … sum to 1.2, not 1",
+    "module-selection-unplaced-tensor": "the module selection (exclude_modules: mlp) needs the role of every tensor, "
+                                        "and no rule names the role of …",
     "eval-model-not-found": "model folder not found (…)",
     "eval-dataset-empty-value": "row 2: 'prompt' is empty (…)",
     "eval-out-is-a-model-folder": "--out is not an eval run folder (…)",

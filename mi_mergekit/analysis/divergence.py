@@ -39,8 +39,9 @@ the attention / mlp groups; matplotlib with the Agg backend)::
      "non_layer": {"embed_tokens": stats, "final_norm": stats, "lm_head": stats},
      "tensors":   [{"name", "part", "layer", "shape", "relative_distance", "cosine"}]}
 
-Tensor names are classified with :mod:`mi_mergekit.merge.selection`; names no rule
-knows are reported under the part ``other`` rather than failing the analysis.
+Tensors are placed (layer, part, sub-layer) as a merge places them
+(:mod:`mi_mergekit.merge.placement`, from mergekit's architecture knowledge); tensors with
+no role are reported under the part ``other`` rather than failing the analysis.
 """
 
 from __future__ import annotations
@@ -53,11 +54,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mi_mergekit.errors import AnalysisInputError
-from mi_mergekit.merge.selection import GROUPS, PARTS, classify
+from mi_mergekit.merge.roles import PARTS
 
 LAYER_GROUPS = ("attention", "mlp", "all")
 DEFAULT_CHUNK = 1 << 24  # 16M values (128 MB of float64 per operand)
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 #: the tensors Shadow-FT's σ runs over (``weight_similarity.py``: ``model\.layers\.(\d+)\.``, searched)
 SIGMA_TENSOR = re.compile(r"model\.layers\.(\d+)\.")
 SIGMA_DEFINITION = ("mean over the decoder-layer tensors (model.layers.<i>.*) of "
@@ -216,13 +216,19 @@ def sigma_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _classify(name: str) -> Tuple[str, Optional[int]]:
+def _placements(path: str, names) -> Dict[str, Tuple[str, Optional[int], frozenset]]:
+    """name -> (part, decoder layer or None, the groups that select it), as a merge places it."""
+    from mergekit.common import ModelReference
+
+    from mi_mergekit.merge.placement import layout_of
+
     try:
-        c = classify(name)
-        return c.part, c.layer
-    except ValueError:
-        m = _LAYER.search(name)
-        return "other", int(m.group(1)) if m else None
+        layout = layout_of(ModelReference.model_validate(path), names=names)
+    except Exception:  # noqa: BLE001 - no usable config: "other", by the first index in the name
+        return {name: ("other", int(m.group(1)) if (m := re.search(r"(?:^|\.)(\d+)\.", name)) else None,
+                       frozenset({"all", "other"})) for name in names}
+    return {name: ((p.part or "other"), p.layer, p.role.tags if p.role else frozenset({"all", "other"}))
+            for name, p in layout.placements.items()}
 
 
 def _loader(path: str):
@@ -253,7 +259,9 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
             "the checkpoints do not store the same tensors: "
             f"only in Instruct {only_i[:5]}, only in Thinking {only_t[:5]}"
         )
+    placed = _placements(instruct, sorted(names_i))
     cells: Dict[Tuple[Optional[int], str], Sums] = {}
+    tags: Dict[Tuple[Optional[int], str], frozenset] = {}
     tensors: List[dict] = []
     total = Sums()
     for name in tqdm.tqdm(sorted(names_i, key=_natural), desc="Divergence", unit="tensor",
@@ -265,9 +273,10 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
             raise AnalysisInputError(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
         sums = tensor_sums(a, b, chunk_elements)
         del a, b
-        part, layer = _classify(name)
+        part, layer, groups = placed[name]
         key = (layer, part)
         cells.setdefault(key, Sums()).add(sums)
+        tags[key] = groups
         total.add(sums)
         stats = sums.stats()
         tensors.append({"name": name, "part": part, "layer": layer, "n_params": sums.n,
@@ -282,10 +291,9 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
         parts = {part: cells[(layer, part)] for (l, part) in cells if l == layer}
         groups = {}
         for group in LAYER_GROUPS:
-            members = GROUPS[group] if group != "all" else set(parts)
             agg = Sums()
             for part, sums in parts.items():
-                if part in members:
+                if group in tags[(layer, part)]:
                     agg.add(sums)
             if agg.n:
                 groups[group] = agg.stats()

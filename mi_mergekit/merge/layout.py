@@ -27,7 +27,6 @@ from mergekit.common import ModelReference
 from mergekit.options import MergeOptions
 
 from mi_mergekit.errors import CheckpointFileError, MergeInputError, explain
-from mi_mergekit.merge.selection import classify
 
 @dataclass(frozen=True)
 class CheckpointIndex:
@@ -136,31 +135,29 @@ def compare_indexes(instruct: CheckpointIndex, thinking: CheckpointIndex,
 
 
 class CheckpointModuleArchitecture(ModuleArchitecture):
-    """Pre-layer, per-layer and post-layer weights exactly as the checkpoint names them."""
+    """Pre-layer, per-layer and post-layer weights exactly as the checkpoint names them,
+    placed by :mod:`mi_mergekit.merge.placement` (tensors it cannot place go last)."""
 
-    def __init__(self, names: List[str], num_layers: int):
+    def __init__(self, layout):
         pre, post = [], []
         layers: Dict[int, List[WeightInfo]] = defaultdict(list)
-        for name in sorted(names, key=natural_key):
-            part = classify(name)  # refuses unknown tensors up front
-            vocab_axis = 0 if part.part in ("embed_tokens", "lm_head") else None
-            info = WeightInfo(name=name, vocabulary_axis=vocab_axis)
-            if part.layer is not None:
-                if part.layer >= num_layers:
-                    raise MergeInputError(
-                        f"tensor {name!r} belongs to layer {part.layer} but the config "
-                        f"says num_hidden_layers={num_layers}"
-                    )
-                layers[part.layer].append(info)
-            elif part.part == "embed_tokens":
+        for name in sorted(layout.placements, key=natural_key):
+            placement = layout.placements[name]
+            info = WeightInfo(name=name, vocabulary_axis=0 if placement.vocabulary else None)
+            if placement.side == "layer":
+                layers[placement.layer].append(info)
+            elif placement.side == "pre":
                 pre.append(info)
             else:
                 post.append(info)
-        missing = [i for i in range(num_layers) if i not in layers]
+        missing = [i for i in range(layout.num_layers) if i not in layers]
         if missing:
-            raise MergeInputError(f"checkpoint has no tensors for decoder layers {missing}")
+            raise MergeInputError(
+                f"the config says {layout.num_layers} decoder layers but the checkpoint has no tensors for layers "
+                f"{missing} ({layout.source} names the layers of this {layout.architecture} checkpoint)")
         self._pre, self._post, self._layers = pre, post, dict(layers)
-        self._num_layers = num_layers
+        self._num_layers = layout.num_layers
+        self._key = layout.num_layers_key
 
     def pre_weights(self, config) -> List[WeightInfo]:
         return list(self._pre)
@@ -172,20 +169,19 @@ class CheckpointModuleArchitecture(ModuleArchitecture):
         return list(self._layers[index])
 
     def num_layers_config_key(self) -> str:
-        return "num_hidden_layers"
+        return self._key
 
     def num_layers(self, config) -> int:
         return self._num_layers
 
 
-def checkpoint_architecture(
-    instruct: CheckpointIndex, num_layers: int, architectures: List[str], model_type: str
-) -> ModelArchitecture:
-    module = CheckpointModuleArchitecture(list(instruct.shapes), num_layers)
+def checkpoint_architecture(layout) -> ModelArchitecture:
+    """A mergekit architecture with the checkpoint's own tensor names, placed by ``layout``."""
     return ModelArchitecture(
-        modules={"default": ModuleDefinition(architecture=module)},
-        architectures=architectures,
-        model_type=model_type,
+        modules={"default": ModuleDefinition(architecture=CheckpointModuleArchitecture(layout))},
+        architectures=layout.architectures,
+        model_type=layout.model_type,
+        tagalong_files=layout.tagalong_files or None,
     )
 
 

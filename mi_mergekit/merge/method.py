@@ -108,6 +108,11 @@ class ElementwiseMethod(GroupMergeMethod):
     def plan_warnings(self, settings: Sequence[Hashable]) -> List[str]:
         return []
 
+    def layout_warnings(self, layout) -> List[str]:
+        """Warnings about the recipe against the checkpoint's placed tensors
+        (:class:`~mi_mergekit.merge.placement.ModelLayout`), e.g. a group that selects nothing."""
+        return []
+
     def check_recipe(self, config) -> None:
         """Recipe-level checks beyond the spec (before any tensor is planned)."""
 

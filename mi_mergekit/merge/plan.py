@@ -25,7 +25,7 @@ from mergekit.config import MergeConfiguration
 from mergekit.merge_methods.base import ParameterScope
 from mergekit.options import MergeOptions
 
-from mi_mergekit.errors import CheckpointFileError, MergeInputError, MiMergekitError
+from mi_mergekit.errors import CheckpointFileError, MergeInputError, MiMergekitError, PlacementError
 from mi_mergekit.merge.layout import (
     CheckpointIndex,
     checkpoint_architecture,
@@ -33,7 +33,11 @@ from mi_mergekit.merge.layout import (
     model_config,
 )
 from mi_mergekit.merge.method import ElementwiseMethod, method_named
-from mi_mergekit.merge.selection import PARTS, classify
+from mi_mergekit.merge.placement import layout_of
+from mi_mergekit.merge.roles import PARTS
+
+#: parts that live outside the decoder layers: one row each in the plan table
+OUTSIDE_PARTS = ("embed_tokens", "vision", "final_norm", "lm_head")
 
 LOG = logging.getLogger(__name__)
 
@@ -41,12 +45,20 @@ LOG = logging.getLogger(__name__)
 @dataclass
 class TensorPlan:
     name: str
-    part: str
+    part: str  # the role's part; "other" where no rule names one
     layer: Optional[int]
     interpolated: bool  # computed by the method (False: the base tensor, bit for bit)
     value: Any  # the method's per-tensor value (model_interpolation: λ, 0.0 where kept)
     setting: Hashable = None  # what the method computes it with
     fields: Dict[str, Any] = field(default_factory=dict)  # the method's extra fields
+    side: Optional[str] = None  # "pre", "layer", "post"; None where nothing places it
+
+    @property
+    def row(self) -> str:
+        """Its row of the plan table: the layer, or an outside part, or side:part."""
+        if self.layer is not None:
+            return str(self.layer)
+        return self.part if self.part in OUTSIDE_PARTS else f"{self.side or 'unplaced'}:{self.part}"
 
 
 @dataclass
@@ -55,6 +67,7 @@ class MergePlan:
     inputs: List[Tuple[str, str]]  # (role, model), base first
     num_layers: int
     architecture: str
+    layers_from: str  # where the tensors' depths come from (mergekit's definition or inference)
     template_from: Optional[str]  # whose tokenizer/chat template/generation_config (None: mergekit's)
     donor: Optional[str]  # that model
     value_name: str = "value"
@@ -86,10 +99,11 @@ class MergePlan:
             "inputs": [list(pair) for pair in self.inputs],
             "num_layers": self.num_layers,
             "architecture": self.architecture,
+            "layers_from": self.layers_from,
             "template_from": self.template_from,
             self.value_name: self.value,
             "tensors": [
-                {"name": t.name, "part": t.part, "layer": t.layer, **t.fields,
+                {"name": t.name, "part": t.part, "layer": t.layer, "side": t.side, **t.fields,
                  "interpolated": t.interpolated, self.value_name: t.value}
                 for t in self.tensors
             ],
@@ -113,8 +127,7 @@ class MergePlan:
         """λ per row (decoder layer or non-layer tensor) × module part."""
         cells: Dict[str, Dict[str, set]] = {}
         for tensor in self.tensors:
-            row = str(tensor.layer) if tensor.layer is not None else tensor.part
-            cells.setdefault(row, {}).setdefault(tensor.part, set()).add(json.dumps(tensor.value))
+            cells.setdefault(tensor.row, {}).setdefault(tensor.part, set()).add(json.dumps(tensor.value))
         return {
             row: {part: (json.loads(min(v)) if len(v) == 1 else sorted(json.loads(x) for x in v))
                   for part, v in parts.items()}
@@ -123,8 +136,7 @@ class MergePlan:
 
     def table(self) -> str:
         """Human-readable grid; consecutive identical layers are folded together."""
-        present = [p for p in PARTS if any(t.part == p for t in self.tensors)]
-        layer_parts = [p for p in present if p not in ("embed_tokens", "final_norm", "lm_head")]
+        layer_parts = [p for p in (*PARTS, "other") if any(t.part == p and t.layer is not None for t in self.tensors)]
         grid = self.grid()
 
         def cell(value) -> str:
@@ -151,21 +163,28 @@ class MergePlan:
         base_role = self.inputs[0][0]
         lines = [
             f"{self.method}: " + "  ".join(f"{role}={model}" for role, model in self.inputs),
-            f"{self.architecture}, {self.num_layers} decoder layers, "
+            f"{self.architecture}, {self.num_layers} decoder layers (placed by {self.layers_from}), "
             f"{len(self.tensors)} tensors, {sum(t.interpolated for t in self.tensors)} interpolated;"
             f" {self.value_label} shown per tensor group (0 = kept at {base_role} weights)",
             fmt.format(*header),
         ]
         lines += [fmt.format(*r) for r in rows]
-        for part in ("embed_tokens", "final_norm", "lm_head"):
-            if part in grid:
-                lines.append(f"{part}: {self.value_label}={cell(grid[part][part])}")
+        for row in sorted((r for r in grid if not r.isdigit()), key=_outside_order):
+            for part, value in grid[row].items():
+                label = row if row == part else f"{row.split(':')[0]} {part}"
+                lines.append(f"{label}: {self.value_label}={cell(value)}")
         if "lm_head" not in grid:
             lines.append("lm_head: tied to embed_tokens (no tensor of its own)")
         if self.template_from:
             lines.append(f"tokenizer / chat template / generation_config from: {self.template_from}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _outside_order(row: str):
+    """embeddings, vision first; final norm, lm_head last; the rest between."""
+    order = {"embed_tokens": 0, "vision": 1, "final_norm": 8, "lm_head": 9}
+    return order.get(row, 5), row
 
 
 def method_of(config: MergeConfiguration) -> ElementwiseMethod:
@@ -334,9 +353,9 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
     first_index = CheckpointIndex.read(models[0], options)
     for label, model in zip(labels[1:], models[1:]):
         compare_indexes(first_index, CheckpointIndex.read(model, options), (labels[0], label))
+    layout = layout_of(models[0], options, names=list(first_index.shapes), config=first_cfg)
     if method.checkpoint_layout:
-        arch = checkpoint_architecture(first_index, num_layers, list(first_cfg.architectures or []),
-                                       first_cfg.model_type)
+        arch = checkpoint_architecture(layout)
     else:
         from mergekit.architecture import get_architecture_info
 
@@ -346,7 +365,8 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         method=method.spec.name,
         inputs=[(role, str(model)) for role, model in inputs],
         num_layers=num_layers,
-        architecture=(first_cfg.architectures or [first_cfg.model_type])[0],
+        architecture=layout.architecture,
+        layers_from=layout.source,
         template_from=donor[0] if donor else None,
         donor=str(donor[1]) if donor else None,
         value_name=method.value_name,
@@ -358,19 +378,17 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         try:
             setting = method.setting(tensor)
             fields = method.plan_fields(tensor, setting)
+        except PlacementError:
+            raise  # about the whole checkpoint, not this tensor
         except MiMergekitError as exc:
             raise type(exc)(f"{exc.message} (while planning {planned.name})", path=exc.path) from None
-        try:
-            part = classify(planned.name)
-            part_name, layer = part.part, part.layer
-        except MergeInputError:
-            if method.checkpoint_layout:
-                raise
-            part_name, layer = "other", None
+        placed = layout.placements.get(planned.name)
         plan.tensors.append(TensorPlan(
-            name=planned.name, part=part_name, layer=layer, interpolated=not method.keeps_base(setting),
-            value=method.plan_value(setting), setting=setting, fields=fields))
+            name=planned.name, part=(placed and placed.part) or "other", layer=placed and placed.layer,
+            interpolated=not method.keeps_base(setting), value=method.plan_value(setting), setting=setting,
+            fields=fields, side=placed and placed.side))
     if not any(t.interpolated for t in plan.tensors):
         plan.warnings.append(f"no tensor is interpolated: the output equals the {labels[0]} model")
     plan.warnings += method.plan_warnings([t.setting for t in plan.tensors])
+    plan.warnings += method.layout_warnings(layout)
     return plan, arch

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import List, Optional, Sequence, Tuple
 
-from mi_mergekit.errors import MergeInputError
+from mi_mergekit.errors import MergeInputError, SelectionError
 from mi_mergekit.merge.lambdas import format_lambda, parse_lambdas
-from mi_mergekit.merge.selection import GROUPS
+from mi_mergekit.merge.selection import parse_modules
 
 
 class RecipeOptionError(MergeInputError):
@@ -145,11 +145,10 @@ def window_name(window: Tuple[int, int], num_layers: Optional[int]) -> Optional[
 
 def _modules_token(spec: str) -> str:
     tokens = [t for t in re.split(r"[,\s]+", spec.strip()) if t]
-    for token in tokens:
-        if token not in GROUPS:
-            raise RecipeOptionError(
-                f"unknown module group {token!r}: choose from {', '.join(sorted(GROUPS))}"
-            )
+    try:
+        parse_modules(spec)
+    except SelectionError as exc:
+        raise RecipeOptionError(exc.message) from None
     if not tokens:
         raise RecipeOptionError("empty module list")
     return "-".join(tokens)

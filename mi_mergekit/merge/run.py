@@ -21,8 +21,9 @@ from typing import Any, Optional, Sequence
 
 LOG = logging.getLogger("mi_mergekit")
 
-# The files mergekit copies from its tokenizer donor, plus vocab.json (GPT-2 style BPE).
-TOKENIZER_FILES = (
+# The files mergekit copies from its tokenizer donor, plus vocab.json (GPT-2 style BPE), and a
+# multimodal model's processor configuration (image / video preprocessing, the processor's template).
+DONOR_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "tokenizer.json",
@@ -33,6 +34,9 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
     "generation_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
 )
 
 
@@ -109,8 +113,8 @@ def finish_output(output: PlannedOutput, arch, tokenizer, options) -> None:
 
 
 def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
-    """Give the output the chosen donor's tokenizer, chat template and generation_config
-    (where the method chooses one; else mergekit's choice stands)."""
+    """Give the output the chosen donor's tokenizer, chat template, generation_config and
+    processor files (where the method chooses one; else mergekit's choice stands)."""
     from mergekit.common import ModelReference
 
     if plan.donor is None:
@@ -126,7 +130,7 @@ def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
     ).local_path(cache_dir=options.transformers_cache)
     # When mergekit rebuilt the tokenizer (tokenizer_source / chat_template set), keep
     # it and only add the donor's generation_config, which mergekit then omits.
-    files = ("generation_config.json",) if rebuilt else TOKENIZER_FILES
+    files = ("generation_config.json",) if rebuilt else DONOR_FILES
     for name in files:
         source, target = os.path.join(source_dir, name), os.path.join(out_dir, name)
         if os.path.exists(source):

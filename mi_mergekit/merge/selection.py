@@ -1,118 +1,56 @@
-"""Tensor name -> (decoder layer index, module part); module groups; depth placement.
+"""Which tensors a recipe interpolates: a window of decoder layers and a set of module groups.
 
 The paper interpolates a window of decoder layers ("[12, 35]") and ablates whole
-sub-layers ("not interpolating the FFN"). Both need every checkpoint tensor to be
-classified. Classification is by name, for Qwen3 / Qwen3-MoE and Llama / Mistral /
-Qwen2 / Mixtral-style checkpoints, in both the per-expert checkpoint layout and the
-fused transformers-5 layout. A tensor that no rule classifies is an error.
+sub-layers ("not interpolating the FFN"). A :class:`Selection` answers, for each placed
+tensor (:mod:`mi_mergekit.merge.placement`: its side of the decoder layers, its layer,
+its role), whether it is interpolated or keeps the Instruct weights.
 
-Parts (the leaves) and the groups they belong to::
+A window needs each tensor's depth: layer i for the tensors of layer i; ``embed_layer``
+(default 0) for the tensors before the layers (embeddings, a vision tower); the
+``final_norm_layer`` / ``lm_head_layer`` (default: the last layer) for those after them,
+so the window [0, L-1] is the whole model. A module selection needs each tensor's role
+(:mod:`mi_mergekit.merge.roles`): ``modules`` / ``exclude_modules`` name groups or parts,
+and a tensor is interpolated when ``modules`` names one of its groups or its part and
+``exclude_modules`` names none (so ``exclude_modules: mlp_proj,router,experts,shared_expert``
+keeps the norm in front of the MLP interpolated while ``exclude_modules: mlp`` does not).
 
-    attention: attn_proj (q/k/v/o, biases), qk_norm (q_norm/k_norm),
-               input_layernorm              <- norm follows the sub-layer it feeds
-    mlp:       mlp_proj (dense gate/up/down), router (MoE gate), experts,
-               shared_expert (incl. shared_expert_gate),
-               post_attention_layernorm     <- norm follows the sub-layer it feeds
-    norms:     input_layernorm, post_attention_layernorm, qk_norm, final_norm
-    embeddings = embed_tokens; final_norm; lm_head
-
-A recipe selects groups or parts with ``modules`` / ``exclude_modules``; naming a
-part overrides the default norm placement (e.g. exclude ``mlp`` but keep
-``post_attention_layernorm`` interpolated by adding it back to ``modules``).
+The whole-model form (no window, no module selection) needs neither and works for every
+tensor; a form that needs what the architecture does not say about some tensors is refused
+before anything is computed (:meth:`Selection.check`), naming every such tensor pattern.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
-from mi_mergekit.errors import SelectionError, UnclassifiedTensorError
+from mi_mergekit.errors import PlacementError, SelectionError
+from mi_mergekit.merge.placement import LAYER, POST, PRE, ModelLayout, Placement
+from mi_mergekit.merge.roles import CROSS_GROUPS, GROUP_NAMES, PARTS, SUBLAYER_PARTS
 
-PARTS: Tuple[str, ...] = (
-    "embed_tokens",
-    "attn_proj",
-    "qk_norm",
-    "input_layernorm",
-    "mlp_proj",
-    "router",
-    "experts",
-    "shared_expert",
-    "post_attention_layernorm",
-    "final_norm",
-    "lm_head",
-)
+__all__ = ["GROUP_NAMES", "PARTS", "Selection", "parse_modules", "resolve_index"]
 
-GROUPS: Dict[str, FrozenSet[str]] = {
-    "all": frozenset(PARTS),
-    "attention": frozenset({"attn_proj", "qk_norm", "input_layernorm"}),
-    "mlp": frozenset(
-        {"mlp_proj", "router", "experts", "shared_expert", "post_attention_layernorm"}
-    ),
-    "moe": frozenset({"router", "experts", "shared_expert"}),
-    "norms": frozenset(
-        {"input_layernorm", "post_attention_layernorm", "qk_norm", "final_norm"}
-    ),
-    "embeddings": frozenset({"embed_tokens"}),
-    **{part: frozenset({part}) for part in PARTS},
-}
-
-_LAYER = r"(?:model\.|transformer\.)?(?:layers|h|blocks)\.(?P<layer>\d+)\."
-_RULES: Tuple[Tuple[str, "re.Pattern[str]"], ...] = tuple(
-    (part, re.compile(pattern))
-    for part, pattern in (
-        ("embed_tokens", r"^(?:model\.)?(?:embed_tokens|tok_embeddings|wte)\.weight$"),
-        ("final_norm", r"^(?:model\.)?(?:norm|final_layernorm|ln_f)\.(?:weight|bias)$"),
-        ("lm_head", r"^(?:lm_head|output)\.weight$"),
-        ("attn_proj", _LAYER + r"self_attn\.(?:q|k|v|o)_proj\.(?:weight|bias)$"),
-        ("qk_norm", _LAYER + r"self_attn\.(?:q|k)_norm\.weight$"),
-        ("input_layernorm", _LAYER + r"input_layernorm\.(?:weight|bias)$"),
-        ("post_attention_layernorm", _LAYER + r"post_attention_layernorm\.(?:weight|bias)$"),
-        ("mlp_proj", _LAYER + r"mlp\.(?:gate|up|down)_proj\.(?:weight|bias)$"),
-        # MoE router: Qwen3-MoE / Qwen2-MoE `mlp.gate`, Mixtral `block_sparse_moe.gate`
-        ("router", _LAYER + r"(?:mlp|block_sparse_moe)\.gate\.(?:weight|bias|e_score_correction_bias)$"),
-        # per-expert checkpoint layout and transformers-5 fused layout
-        ("experts", _LAYER + r"(?:mlp|block_sparse_moe)\.experts\.\d+\.(?:gate_proj|up_proj|down_proj|w1|w2|w3)\.weight$"),
-        ("experts", _LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(?:gate_up_proj|down_proj)(?:\.weight)?$"),
-        ("shared_expert", _LAYER + r"mlp\.shared_experts?\.(?:gate|up|down)_proj\.weight$"),
-        ("shared_expert", _LAYER + r"mlp\.shared_expert_gate\.weight$"),
-    )
-)
-
-
-@dataclass(frozen=True)
-class TensorClass:
-    part: str
-    layer: Optional[int]  # decoder layer index; None for embeddings / final norm / lm_head
-
-
-def classify(name: str) -> TensorClass:
-    """Classify one checkpoint tensor name, or raise :class:`UnclassifiedTensorError`."""
-    for part, pattern in _RULES:
-        match = pattern.match(name)
-        if match:
-            layer = match.groupdict().get("layer")
-            return TensorClass(part=part, layer=int(layer) if layer is not None else None)
-    raise UnclassifiedTensorError(
-        f"tensor {name!r} does not belong to any known module group "
-        f"({', '.join(PARTS)}); mi_mergekit refuses to guess where it goes. "
-        "Supported layouts: Qwen3, Qwen3-MoE, Qwen2, Llama, Mistral, Mixtral."
-    )
+#: what a filter on λ looks like, for the messages that offer it
+FILTER_HINT = "lambda: [{filter: <part of the tensor name>, value: 0}, {value: <λ>}]"
 
 
 def parse_modules(spec: str, *, what: str = "modules") -> FrozenSet[str]:
-    """Parse a comma/space separated list of group or part names into parts."""
-    parts: set = set()
+    """The group and part names of a comma/space separated list."""
+    names = set()
     for token in re.split(r"[,\s]+", spec.strip()):
         if not token:
             continue
-        if token not in GROUPS:
+        if token not in GROUP_NAMES:
+            from difflib import get_close_matches
+
+            close = get_close_matches(token.lower(), sorted(GROUP_NAMES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SelectionError(
-                f"unknown module group {token!r} in {what}: choose from "
-                f"{', '.join(sorted(GROUPS))}"
-            )
-        parts |= GROUPS[token]
-    return frozenset(parts)
+                f"unknown module group {token!r} in {what}{hint}: choose from groups "
+                f"{', '.join(['all', *SUBLAYER_PARTS, *CROSS_GROUPS, 'vision'])} or parts {', '.join(PARTS)}")
+        names.add(token)
+    return frozenset(names)
 
 
 def resolve_index(value: int, num_layers: int, what: str) -> int:
@@ -128,13 +66,10 @@ def resolve_index(value: int, num_layers: int, what: str) -> int:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which tensors are interpolated: a layer window, a part set, depth placements.
+    """Which tensors are interpolated: a layer window, module groups, depth placements.
 
-    ``layer_start``/``layer_end`` are 0-based and inclusive, as the paper writes
-    its windows. Embeddings sit at depth ``embed_layer`` (default: layer 0), the final
-    norm and an untied lm_head at ``final_norm_layer`` / ``lm_head_layer`` (default:
-    the last layer), so the window [0, L-1] selects every tensor. A tied lm_head has
-    no tensor of its own and follows ``embed_tokens``.
+    ``layer_start``/``layer_end`` are 0-based and inclusive, as the paper writes its
+    windows; negative values count from the end.
     """
 
     num_layers: int
@@ -156,43 +91,86 @@ class Selection:
                 f"empty layer window: layer_start={self.layer_start} > "
                 f"layer_end={self.layer_end} (bounds are 0-based and inclusive)"
             )
-        parts = parse_modules(self.modules, what="modules") - parse_modules(
-            self.exclude_modules, what="exclude_modules"
-        )
+        include = parse_modules(self.modules, what="modules")
+        exclude = parse_modules(self.exclude_modules, what="exclude_modules")
         object.__setattr__(self, "_window", (start, end))
-        object.__setattr__(self, "_parts", parts)
-        object.__setattr__(
-            self,
-            "_depth",
-            {
-                "embed_tokens": resolve_index(self.embed_layer, self.num_layers, "embed_layer"),
-                "final_norm": resolve_index(
-                    self.final_norm_layer, self.num_layers, "final_norm_layer"
-                ),
-                "lm_head": resolve_index(self.lm_head_layer, self.num_layers, "lm_head_layer"),
-            },
-        )
+        object.__setattr__(self, "_include", include)
+        object.__setattr__(self, "_exclude", exclude)
+        object.__setattr__(self, "_depths", {
+            PRE: resolve_index(self.embed_layer, self.num_layers, "embed_layer"),
+            POST: resolve_index(self.final_norm_layer, self.num_layers, "final_norm_layer"),
+            "lm_head": resolve_index(self.lm_head_layer, self.num_layers, "lm_head_layer"),
+        })
 
     @property
     def window(self) -> Tuple[int, int]:
         return self._window
 
     @property
-    def parts(self) -> FrozenSet[str]:
-        return self._parts
+    def whole_window(self) -> bool:
+        """The window is every layer: every depth is inside it."""
+        return self._window == (0, self.num_layers - 1)
 
-    def depth(self, tensor: TensorClass) -> int:
-        if tensor.layer is not None:
-            if tensor.layer >= self.num_layers:
-                raise SelectionError(
-                    f"layer index {tensor.layer} >= num_layers={self.num_layers}"
-                )
+    @property
+    def all_modules(self) -> bool:
+        return "all" in self._include and not self._exclude
+
+    def depth(self, tensor: Placement) -> Optional[int]:
+        """The layer the window compares: the tensor's layer, or its side's depth; None
+        where the architecture does not place it."""
+        if tensor.side == LAYER:
             return tensor.layer
-        return self._depth[tensor.part]
+        if tensor.side == POST and tensor.part == "lm_head":
+            return self._depths["lm_head"]
+        return self._depths.get(tensor.side) if tensor.side else None
 
-    def selects(self, name: str) -> bool:
-        """True if the tensor called ``name`` is interpolated, False if it keeps Instruct."""
-        tensor = classify(name)
-        start, end = self.window
-        return tensor.part in self.parts and start <= self.depth(tensor) <= end
+    def selects(self, tensor: Placement) -> bool:
+        """True if the tensor is interpolated, False if it keeps the Instruct weights."""
+        if not self.whole_window:
+            depth = self.depth(tensor)
+            if depth is None:
+                raise SelectionError("a layer window needs the depth of every tensor; run the plan's check first")
+            start, end = self.window
+            if not start <= depth <= end:
+                return False
+        if self.all_modules:
+            return True
+        if tensor.role is None:
+            raise SelectionError("a module selection needs the role of every tensor; run the plan's check first")
+        tags = tensor.role.tags
+        return bool(tags & self._include) and not tags & self._exclude
 
+    def unmatched(self, layout: ModelLayout) -> List[str]:
+        """Names in ``modules`` / ``exclude_modules`` that select no tensor of ``layout``."""
+        present = set().union(*(p.role.tags for p in layout.placements.values() if p.role))
+        return sorted((self._include | self._exclude) - present - {"all"})
+
+    def check(self, layout: ModelLayout) -> None:
+        """Refuse a window or module selection that needs what ``layout`` does not say about
+        some tensors, naming every such tensor pattern and the forms that still work."""
+        no_side = layout.patterns(layout.unplaced("side"))
+        no_role = layout.patterns(layout.unplaced("role"))
+        problems: List[str] = []
+        if no_side and not self.whole_window:
+            problems.append(
+                f"the layer window [{self.window[0]}, {self.window[1]}] needs the depth of every tensor, and "
+                f"neither {layout.source} nor transformers' model places {len(no_side)} name pattern(s) of this "
+                f"{layout.architecture} checkpoint (N: the layer): {', '.join(no_side)}")
+        if no_role and not self.all_modules:
+            asked = "; ".join(f"{key}: {value}" for key, value in
+                              (("modules", self.modules), ("exclude_modules", self.exclude_modules))
+                              if value and not (key == "modules" and value.strip() == "all"))
+            problems.append(
+                f"the module selection ({asked}) needs the role of every tensor, and no rule names the role of "
+                f"{len(no_role)} name pattern(s) of this {layout.architecture} checkpoint (N: the layer, "
+                f"E: the expert): {', '.join(no_role)}")
+        if not problems:
+            return
+        still = ["the whole-model form (no window, no modules/exclude_modules)"]
+        if not no_side:
+            still.append("a layer window without modules/exclude_modules")
+        if not no_role:
+            still.append("modules/exclude_modules without a layer window")
+        raise PlacementError(
+            "; ".join(problems) + f". Still works: {'; '.join(still)}. To set these tensors by name, use a "
+            f"mergekit filter on lambda ({FILTER_HINT})")

@@ -32,7 +32,8 @@ from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.checks import check_lambda
 from mi_mergekit.merge.kernel import compute_dtype, interpolate, interpolate_from_delta, task_vector
 from mi_mergekit.merge.method import ElementwiseMethod, ResolvedTensor
-from mi_mergekit.merge.selection import Selection, classify
+from mi_mergekit.merge.placement import ModelLayout, known_layout
+from mi_mergekit.merge.selection import Selection
 
 #: Parameters a recipe may set: ``lambda`` per model (the Thinking side), per slice or at
 #: the top level; the rest shared (top level or per slice).
@@ -91,15 +92,15 @@ SELECTION_PARAMETERS = (
 TEMPLATE_SOURCES = ("thinking", "instruct")
 
 
-@lru_cache(maxsize=None)
-def _num_layers_of(model: Any) -> Optional[int]:
-    """Decoder layer count of a mergekit ModelReference (None for other input IDs)."""
-    config_of = getattr(model, "config", None)
-    if not callable(config_of):
-        return None
-    config = config_of(trust_remote_code=False)
-    config = getattr(config, "text_config", None) or config
-    return int(config.num_hidden_layers)
+def layout_for(tensor: ResolvedTensor) -> ModelLayout:
+    """Where the Instruct checkpoint's tensors sit (:mod:`mi_mergekit.merge.placement`): the
+    layout the plan computed, else computed now from the model's files."""
+    instruct = tensor.inputs[0]
+    if not callable(getattr(instruct, "config", None)):
+        raise MergeInputError(
+            "model_interpolation places tensors by the Instruct model's architecture: call it with "
+            "mergekit ModelReference inputs (through mergekit's planner)")
+    return known_layout(instruct)
 
 
 @lru_cache(maxsize=256)
@@ -108,20 +109,16 @@ def _selection(num_layers: int, **parameters: Any) -> Selection:
 
 
 def selection_for(tensor: ResolvedTensor) -> Selection:
-    """The Selection for this tensor's resolved parameters (cached across tensors)."""
-    num_layers = tensor.shared["num_layers"]
-    if not num_layers:
-        counts = {_num_layers_of(model) for model in tensor.inputs}
-        counts.discard(None)
-        if len(counts) != 1:
-            raise MergeInputError(
-                "model_interpolation needs the decoder layer count: set the "
-                "'num_layers' parameter when calling it outside mergekit's planner"
-                if not counts
-                else f"models have different numbers of layers: {sorted(counts)}"
-            )
-        (num_layers,) = counts
-    return _selection(num_layers, **{key: tensor.shared[key] for key in SELECTION_PARAMETERS})
+    """The Selection for this tensor's resolved parameters (cached across tensors), checked
+    once against the checkpoint's layout: a window or module selection that needs what the
+    architecture does not say is refused with every such tensor named."""
+    layout = layout_for(tensor)
+    num_layers = tensor.shared["num_layers"] or layout.num_layers
+    selection = _selection(num_layers, **{key: tensor.shared[key] for key in SELECTION_PARAMETERS})
+    if selection not in layout.checked:
+        selection.check(layout)
+        layout.checked.add(selection)
+    return selection
 
 
 class ModelInterpolation(ElementwiseMethod):
@@ -143,7 +140,7 @@ class ModelInterpolation(ElementwiseMethod):
         """λ where the tensor is interpolated, None where it keeps the Instruct tensor."""
         lam = float(tensor.per_input[1]["lambda"])
         check_lambda(lam)
-        return lam if selection_for(tensor).selects(tensor.name) else None
+        return lam if selection_for(tensor).selects(layout_for(tensor)[tensor.name]) else None
 
     def keeps_base(self, setting) -> bool:
         return setting is None
@@ -166,13 +163,23 @@ class ModelInterpolation(ElementwiseMethod):
         return 0.0 if setting is None else setting
 
     def plan_fields(self, tensor: ResolvedTensor, setting) -> Dict[str, Any]:
-        return {"depth": selection_for(tensor).depth(classify(tensor.name))}
+        return {"depth": selection_for(tensor).depth(layout_for(tensor)[tensor.name])}
 
     def plan_warnings(self, settings: Sequence[Optional[float]]) -> List[str]:
         lams = sorted({s for s in settings if s is not None})
         if any(not 0.0 <= v <= 1.0 for v in lams):
             return [f"λ outside [0, 1] (extrapolation): {lams}"]
         return []
+
+    def layout_warnings(self, layout) -> List[str]:
+        warnings = []
+        for selection in sorted(layout.checked, key=repr):
+            unmatched = selection.unmatched(layout)
+            if unmatched:
+                names = ", ".join(repr(n) for n in unmatched)
+                warnings.append(f"{names} select{'s' if len(unmatched) == 1 else ''} no tensor of this "
+                                f"{layout.architecture} checkpoint")
+        return warnings
 
     def check_recipe(self, config) -> None:
         self.donor(config)

@@ -32,10 +32,10 @@ Semantics (fixed here):
 - NaN/inf in an input or the result is an error.
 
 Like every method in this package it gets the pre-flight checks, the safe output
-folder and the streaming engine (:mod:`mi_mergekit.merge.method`); unlike
-``model_interpolation`` it is planned on mergekit's own architecture tables
-(``checkpoint_layout = False``), and the output takes the base model's (or the first
-model's) tokenizer, as stock mergekit does.
+folder, the streaming engine (:mod:`mi_mergekit.merge.method`) and the checkpoint's own
+layout (every tensor of the inputs, under its own name, on every architecture:
+:mod:`mi_mergekit.merge.placement`); unlike ``model_interpolation`` the output takes the
+base model's (or the first model's) tokenizer, as stock mergekit does.
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ class NWayInterpolation(ElementwiseMethod):
         ),
         contract=InputContract(base=BasePolicy.OPTIONAL, min_inputs=2),
     )
-    checkpoint_layout = False
     value_name = "weights"
     value_label = "weights"
 
