@@ -387,6 +387,13 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
             name=planned.name, part=(placed and placed.part) or "other", layer=placed and placed.layer,
             interpolated=not method.keeps_base(setting), value=method.plan_value(setting), setting=setting,
             fields=fields, side=placed and placed.side))
+    if method.checkpoint_layout:  # nothing dropped, nothing invented: refuse before writing otherwise
+        planned_names = {t.name for t in plan.tensors}
+        lost, extra = sorted(set(first_index.shapes) - planned_names), sorted(planned_names - set(first_index.shapes))
+        if lost or extra:
+            raise MergeInputError(
+                f"the plan would drop {len(lost)} and add {len(extra)} of the {labels[0]} checkpoint's tensors "
+                f"({', '.join((lost + extra)[:5])}); this is a bug in mi-mergekit's placement, please report it")
     if not any(t.interpolated for t in plan.tensors):
         plan.warnings.append(f"no tensor is interpolated: the output equals the {labels[0]} model")
     plan.warnings += method.plan_warnings([t.setting for t in plan.tensors])
