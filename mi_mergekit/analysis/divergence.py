@@ -56,7 +56,7 @@ from typing import Dict, List, Optional, Tuple
 from mi_mergekit.errors import AnalysisInputError
 from mi_mergekit.merge.roles import PARTS
 
-LAYER_GROUPS = ("attention", "mlp", "all")
+LAYER_GROUPS = ("attention", "mlp", "mixer", "all")  # mixer: state-space/conv layers of hybrids
 DEFAULT_CHUNK = 1 << 24  # 16M values (128 MB of float64 per operand)
 #: the tensors Shadow-FT's σ runs over (``weight_similarity.py``: ``model\.layers\.(\d+)\.``, searched)
 SIGMA_TENSOR = re.compile(r"model\.layers\.(\d+)\.")
@@ -356,7 +356,7 @@ def plot_heatmap(doc: dict, path: str, metric: str = "relative_distance") -> str
     ax2.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"{metric.replace('_', ' ')} by layer × module")
     fig.colorbar(image, ax=ax, fraction=0.05)
-    for group, style in (("attention", "o-"), ("mlp", "s-"), ("all", "k--")):
+    for group, style in (("attention", "o-"), ("mlp", "s-"), ("mixer", "^-"), ("all", "k--")):
         ys = [layer["groups"].get(group, {}).get(metric) for layer in doc["layers"]]
         xs = [i for i, y in enumerate(ys) if y is not None]
         if xs:
@@ -382,13 +382,14 @@ def plot_heatmap(doc: dict, path: str, metric: str = "relative_distance") -> str
 
 
 def summary_table(doc: dict) -> str:
-    """A short text table: per-layer relative distance of attention / mlp / all."""
+    """A short text table: per-layer relative distance of attention / mlp / (mixer) / all."""
+    groups = [g for g in LAYER_GROUPS if any(g in layer["groups"] for layer in doc["layers"])]
     lines = [f"model: relative distance {doc['model']['relative_distance']:.6g}, "
              f"cosine {doc['model']['cosine']:.6g} ({doc['model']['n_params']} params)",
-             "layer  attention    mlp          all"]
+             "layer  " + " ".join(f"{g:<12}" for g in groups).rstrip()]
     for layer in doc["layers"]:
         cells = []
-        for group in LAYER_GROUPS:
+        for group in groups:
             value = layer["groups"].get(group, {}).get("relative_distance")
             cells.append(f"{value:<12.6g}" if value is not None else f"{'-':<12}")
         lines.append(f"{layer['layer']:<6} " + " ".join(cells))
