@@ -274,53 +274,49 @@ def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float
 
 
 class InMemoryInterpolation:
-    """A live transformers model whose weights are set to the merge at any λ."""
+    """A live transformers model whose weights are set to the merge of a recipe over the same
+    two inputs — the recipe at any λ (:meth:`set_lambda`), or any recipe of the family
+    (:meth:`set_recipe`, e.g. a λ profile) — computed by the recipe's method, tensor by
+    tensor, from the inputs held in memory (no files written)."""
 
     def __init__(self, merge_config, options=None, device: Optional[str] = None):
-        import torch
         from mergekit.common import ModelReference, dtype_from_name
         from mergekit.io.tasks import LoaderCache
         from mergekit.options import MergeOptions
         from transformers import AutoModelForCausalLM
 
         from mi_mergekit.errors import MergeInputError
-        from mi_mergekit.merge.plan import build_plan
-        from mi_mergekit.merge.sweep import with_lambda
+        from mi_mergekit.merge.plan import build_plan, method_of
 
         self.options = options or MergeOptions()
         self.config = merge_config
-        plan, _ = build_plan(with_lambda(merge_config, 1.0), self.options)
+        self.method = method_of(merge_config)
+        plan, _ = build_plan(merge_config, self.options)
         self.plan = plan
         in_dtype = dtype_from_name(merge_config.dtype) if merge_config.dtype else None
         self.out_dtype = dtype_from_name(merge_config.out_dtype) if merge_config.out_dtype else None
 
         cache = LoaderCache()
         cache.setup(self.options)
-        instruct_ref, thinking_ref = (ModelReference.model_validate(model) for _, model in plan.inputs)
-        li, lt = cache.get(instruct_ref), cache.get(thinking_ref)
-        self.instruct: Dict[str, Any] = {}
-        self.thinking: Dict[str, Any] = {}
-        self.selected: Dict[str, bool] = {}
+        refs = [ModelReference.model_validate(model) for _, model in plan.inputs]
+        self._loaders = [cache.get(ref) for ref in refs]
+        self._in_dtype = in_dtype
+        #: each tensor's inputs in the method's order, in the recipe's load dtype; where the
+        #: recipe keeps the base tensor only the base, aligned (the others load when needed)
+        self.inputs: Dict[str, List[Any]] = {}
         for tensor in plan.tensors:
-            i = li.get_tensor(tensor.name)
-            if in_dtype is not None:
-                i = i.to(in_dtype)
-            t = lt.get_tensor(tensor.name)
-            if in_dtype is not None:
-                t = t.to(in_dtype)
-            # mergekit aligns both inputs to their promoted dtype before the kernel
-            common = torch.promote_types(i.dtype, t.dtype)
-            self.instruct[tensor.name] = i.to(common)
-            self.selected[tensor.name] = tensor.interpolated
-            if tensor.interpolated:  # unselected tensors keep Instruct: Thinking not needed
-                self.thinking[tensor.name] = t.to(common)
-            del t
-        li.flush()
-        lt.flush()
+            inputs = self._load(tensor.name)
+            if not tensor.interpolated:
+                from mi_mergekit.merge.method import align_inputs
 
-        path = instruct_ref.merged(cache_dir=self.options.lora_merge_cache,
-                                   trust_remote_code=self.options.trust_remote_code
-                                   ).local_path(cache_dir=self.options.transformers_cache)
+                inputs = [align_inputs(self.method, tensor.name, inputs, 0, [tensor.setting]).result(tensor.setting)]
+            self.inputs[tensor.name] = inputs
+        for loader in self._loaders:
+            loader.flush()
+
+        path = refs[0].merged(cache_dir=self.options.lora_merge_cache,
+                              trust_remote_code=self.options.trust_remote_code
+                              ).local_path(cache_dir=self.options.transformers_cache)
         model_dtype = self.out_dtype or in_dtype or "auto"
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype)
         if device:
@@ -328,14 +324,14 @@ class InMemoryInterpolation:
         self.model.eval()
         state = dict(self.model.named_parameters(remove_duplicate=False))
         state.update(dict(self.model.named_buffers()))
-        missing = [n for n in self.instruct if n not in state]
+        missing = [n for n in self.inputs if n not in state]
         if missing:
             raise MergeInputError(
                 f"{len(missing)} checkpoint tensor(s) have no parameter of that name in the "
                 f"transformers model (e.g. {missing[:3]}; fused MoE experts?): use --materialize disk")
-        self._targets = {n: state[n] for n in self.instruct}
+        self._targets = {n: state[n] for n in self.inputs}
         self.lam: Optional[float] = None
-        self._donor = ModelReference.model_validate(plan.donor) if plan.donor else instruct_ref
+        self._donor = ModelReference.model_validate(plan.donor) if plan.donor else refs[0]
         self._set_generation_config()
 
     def donor_path(self) -> str:
@@ -350,28 +346,45 @@ class InMemoryInterpolation:
         if os.path.exists(os.path.join(donor, "generation_config.json")):
             self.model.generation_config = GenerationConfig.from_pretrained(donor)
 
-    def merged_tensor(self, name: str, lam: float):
-        """The tensor a merge at λ writes for ``name`` (same dtype steps as mergekit)."""
-        from mi_mergekit.merge.checks import check_lambda
-        from mi_mergekit.merge.kernel import interpolate
+    def _load(self, name: str) -> List[Any]:
+        return [t if self._in_dtype is None else t.to(self._in_dtype)
+                for t in (loader.get_tensor(name) for loader in self._loaders)]
 
-        i = self.instruct[name]
-        if self.selected[name]:
-            check_lambda(lam)
-            value = interpolate(i, self.thinking[name], lam, out_dtype=i.dtype)
-        else:
-            value = i
+    def merged_tensor(self, name: str, setting):
+        """The tensor a merge with the method's ``setting`` writes for ``name`` (the same
+        input preparation and arithmetic as the engines: :func:`align_inputs`)."""
+        from mi_mergekit.merge.method import align_inputs
+
+        inputs = self.inputs[name]
+        if len(inputs) == 1:  # held as the kept base tensor
+            if self.method.keeps_base(setting):
+                value = inputs[0]
+                return value.to(self.out_dtype) if self.out_dtype is not None else value
+            inputs = self.inputs[name] = self._load(name)  # another recipe of the family computes it
+        value = align_inputs(self.method, name, inputs, 0, [setting]).result(setting)
         return value.to(self.out_dtype) if self.out_dtype is not None else value
 
-    def set_lambda(self, lam: float):
-        """Write the merge at λ into the live model's parameters; returns the model."""
+    def set_recipe(self, merge_config):
+        """Write the merge of ``merge_config`` (same inputs) into the live model; returns the model."""
         import torch
 
+        from mi_mergekit.merge.plan import build_plan
+
+        plan, _ = build_plan(merge_config, self.options)
+        if [model for _, model in plan.inputs] != [model for _, model in self.plan.inputs]:
+            raise AnalysisInputError("set_recipe: the recipe merges other models than the live one holds")
         with torch.no_grad():
-            for name, target in self._targets.items():
-                target.copy_(self.merged_tensor(name, lam))
-        self.lam = lam
+            for tensor in plan.tensors:
+                self._targets[tensor.name].copy_(self.merged_tensor(tensor.name, tensor.setting))
         return self.model
+
+    def set_lambda(self, lam: float):
+        """Write the merge of the recipe at λ into the live model's parameters; returns the model."""
+        from mi_mergekit.merge.sweep import with_lambda
+
+        model = self.set_recipe(with_lambda(self.config, lam))
+        self.lam = lam
+        return model
 
 
 class HarnessEvaluator:

@@ -14,7 +14,8 @@ the n outputs of a sweep), through the method's hooks — it names no method:
   method (:meth:`~mi_mergekit.merge.method.ElementwiseMethod.output`, built on
   :mod:`mi_mergekit.merge.kernel`) — same operations, same bits as the whole
   tensor through mergekit's executor — for all n outputs of a sweep from one read
-  (work they share, such as Θ_T − Θ_I, once: ``prepare``);
+  (inputs aligned and the work they share, such as Θ_T − Θ_I, done once:
+  :func:`~mi_mergekit.merge.method.align_inputs`, as every other caller does);
 * every output slice is written at its final offset in pre-sized safetensors
   files (:class:`~mi_mergekit.merge.safetensors_io.StreamingWriter`).
 
@@ -47,11 +48,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
-from mergekit.merge_methods.buffers import copy_non_floating_buffer
 
 from mi_mergekit.errors import MergeInputError
 from mi_mergekit.merge.layout import natural_key
-from mi_mergekit.merge.method import ElementwiseMethod, method_named
+from mi_mergekit.merge.method import AlignedInputs, ElementwiseMethod, align_inputs, method_named
 from mi_mergekit.merge.safetensors_io import (
     OutputSpec,
     SafetensorsFile,
@@ -218,19 +218,10 @@ def output_files(jobs: Sequence[Job], k: int, donor_index, shard_size: int
 # --------------------------------------------------------------------------- arithmetic
 
 
-def prepare(job: Job, chunks: List[torch.Tensor]) -> Tuple[List[torch.Tensor], Any]:
-    """One input slice as the method sees it — the recipe's load dtype, then aligned to
-    the inputs' common dtype (mergekit's align_dtype), in the method's input order —
-    and the state the outputs share (``([buffer], None)`` for an integer buffer)."""
+def align_slice(job: Job, chunks: List[torch.Tensor]) -> AlignedInputs:
+    """One input slice in the recipe's load dtypes, then as the method sees it (:func:`align_inputs`)."""
     chunks = [c if d is None or c.dtype == d else c.to(d) for c, d in zip(chunks, job.load_dtypes)]
-    buffer = copy_non_floating_buffer(chunks, job.name)  # mergekit's rule: must agree, copied
-    if buffer is not None:
-        return [buffer], None
-    common = chunks[0].dtype
-    for chunk in chunks[1:]:
-        common = torch.promote_types(common, chunk.dtype)
-    inputs = job.method.ordered([c.to(common) for c in chunks], job.base)
-    return inputs, job.method.prepare(job.name, inputs, job.settings, workspace)
+    return align_inputs(job.method, job.name, chunks, job.base, job.settings, workspace)
 
 
 _scratch = threading.local()
@@ -243,19 +234,6 @@ def workspace(numel: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tenso
         buffer = _scratch.buffer = torch.empty(max(numel, CHUNK) * dtype.itemsize, dtype=torch.uint8,
                                                device=like.device)
     return buffer[: numel * dtype.itemsize].view(dtype)
-
-
-def compute(job: Job, prepared: Tuple[List[torch.Tensor], Any], k: int, out: torch.Tensor) -> None:
-    """Output ``k``'s slice from the prepared input slice, written into ``out`` (of that
-    output's final dtype: computed in the inputs' dtype, then the save cast, as mergekit)."""
-    inputs, state = prepared
-    if len(inputs) == 1:  # an integer buffer, copied
-        out.copy_(inputs[0])
-        return
-    target = out if out.dtype == inputs[0].dtype else None
-    value = job.method.output(job.name, inputs, job.settings[k], state, out=target)
-    if target is None:
-        out.copy_(value)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -379,18 +357,18 @@ def execute(jobs: Sequence[Job], writers: Sequence[StreamingWriter], device: str
             if device != "cpu":
                 chunks = [c.to(device) for c in chunks]
             n = stop_at - start
-            prepared = prepare(job, chunks)
+            aligned = align_slice(job, chunks)
             for k, dtype in enumerate(job.out_dtypes):
                 buffer = out_pool.get(stop)
                 if buffer is None:
                     break
                 out = buffer[: n * dtype.itemsize].view(dtype)
                 target = out if device == "cpu" else torch.empty(n, dtype=dtype, device=device)
-                compute(job, prepared, k, target)
+                aligned.result(job.settings[k], out=target)
                 if target is not out:
                     out.copy_(target)  # the per-slice transfer back from the device
                 writes.put((k, job.name, start, out, buffer))
-            del prepared, chunks
+            del aligned, chunks
             for buffer in in_buffers:
                 in_pool.put(buffer)
     except BaseException as exc:

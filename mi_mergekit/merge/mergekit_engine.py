@@ -78,11 +78,9 @@ def _tasks():
     from mergekit.common import ModelReference
     from mergekit.graph import Task
     from mergekit.io.tasks import GatherTensors
-    from mergekit.merge_methods.buffers import copy_non_floating_buffer
+    from mi_mergekit.merge.method import AlignedInputs, align_inputs, method_named
 
-    from mi_mergekit.merge.method import method_named
-
-    class SharedInputs(Task[dict]):
+    class SharedInputs(Task[AlignedInputs]):
         """Per tensor, once for every output: the aligned inputs and the method's prepare."""
 
         gather_tensors: GatherTensors
@@ -103,18 +101,10 @@ def _tasks():
 
         def execute(self, tensors):
             chunks = [tensors[model] for model in self.models]
-            buffer = copy_non_floating_buffer(chunks, self.tensor_name)
-            if buffer is not None:
-                return {"buffer": buffer}
             if len({tuple(c.shape) for c in chunks}) != 1:
                 raise ValueError(f"Tensor size mismatch for {self.tensor_name}: "
                                  f"{[tuple(c.shape) for c in chunks]}")
-            common = chunks[0].dtype
-            for chunk in chunks[1:]:
-                common = torch.promote_types(common, chunk.dtype)  # mergekit's align_dtype
-            method = method_named(self.method_name)
-            inputs = method.ordered([c.to(common) for c in chunks], self.base)
-            return {"inputs": inputs, "state": method.prepare(self.tensor_name, inputs, self.settings)}
+            return align_inputs(method_named(self.method_name), self.tensor_name, chunks, self.base, self.settings)
 
     class OutputTensor(Task[torch.Tensor]):
         """One output tensor: the method's output at this output's setting."""
@@ -132,10 +122,7 @@ def _tasks():
             return True
 
         def execute(self, shared):
-            if "buffer" in shared:
-                return shared["buffer"].clone()
-            method = method_named(self.shared.method_name)
-            return method.output(self.shared.tensor_name, shared["inputs"], self.setting, shared["state"])
+            return shared.result(self.setting)
 
     globals().update(SharedInputs=SharedInputs, OutputTensor=OutputTensor)
     return SharedInputs, OutputTensor

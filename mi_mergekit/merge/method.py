@@ -182,6 +182,49 @@ class ElementwiseMethod(GroupMergeMethod):
         return self.output(name, inputs, setting, self.prepare(name, inputs, [setting]))
 
 
+@dataclass
+class AlignedInputs:
+    """One slice of one tensor's inputs as a method computes on them, and what the outputs of
+    that slice share; made by :func:`align_inputs`, the one input preparation every caller
+    uses (the streaming engine, mergekit's executor, find-lambda's in-memory merge)."""
+
+    method: ElementwiseMethod
+    name: str
+    inputs: List[torch.Tensor]  # in the method's order, one dtype
+    state: Any = None  # the method's shared state (a sweep's Θ_T − Θ_I)
+    buffer: Optional[torch.Tensor] = None  # a non-floating buffer: copied, not computed
+
+    def result(self, setting: Hashable, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The output slice at ``setting`` (the method's checked output), in ``out`` when
+        given — of any dtype: computed in the inputs' dtype, then cast, as mergekit saves."""
+        if self.buffer is not None:
+            return self.buffer.clone() if out is None else out.copy_(self.buffer)
+        target = out if out is not None and out.dtype == self.inputs[0].dtype else None
+        value = self.method.output(self.name, self.inputs, setting, self.state, out=target)
+        if out is not None and target is None:
+            return out.copy_(value)
+        return value
+
+
+def align_inputs(method: ElementwiseMethod, name: str, chunks: Sequence[torch.Tensor], base: int,
+                 settings: Sequence[Hashable], workspace: Optional[Workspace] = None) -> AlignedInputs:
+    """``chunks`` (one slice of each input, in mergekit's model order, already in the recipe's
+    load dtype) as the method sees them: a non-floating buffer copied (mergekit's rule: the
+    inputs must agree), else aligned to the inputs' common dtype (mergekit's ``align_dtype``)
+    and put in the method's order; then the method's :meth:`~ElementwiseMethod.prepare` for
+    the outputs' ``settings``."""
+    from mergekit.merge_methods.buffers import copy_non_floating_buffer
+
+    buffer = copy_non_floating_buffer(list(chunks), name)
+    if buffer is not None:
+        return AlignedInputs(method, name, [], buffer=buffer)
+    common = chunks[0].dtype
+    for chunk in chunks[1:]:
+        common = torch.promote_types(common, chunk.dtype)
+    inputs = method.ordered([c.to(common) for c in chunks], base)
+    return AlignedInputs(method, name, inputs, method.prepare(name, inputs, settings, workspace))
+
+
 def method_named(name: Optional[str]) -> Optional[ElementwiseMethod]:
     """The registered :class:`ElementwiseMethod` called ``name``, or None (a stock method,
     or none registered under that name)."""

@@ -109,6 +109,22 @@ def test_in_memory_materialisation_equals_on_disk_merge(untied_pair, tmp_path, r
             assert state[name].dtype == tensor.dtype and torch.equal(state[name], tensor), (lam, name)
 
 
+def test_in_memory_recipe_of_the_family_equals_on_disk_merge(untied_pair, tmp_path):
+    """Any recipe over the same inputs goes through the method: a λ profile (per-module λ by a
+    filter, per-layer λ by a gradient), including tensors the first recipe kept at Instruct."""
+    instruct, thinking = untied_pair
+    first = mi_config(instruct, thinking, lam=0.8, dtype="bfloat16", layer_start=2)
+    live = InMemoryInterpolation(config_from(first))
+    profile = mi_config(instruct, thinking, dtype="bfloat16",
+                        lam=[{"filter": "mlp", "value": [0.2, 0.9]}, {"value": 0.6}])
+    state = live.set_recipe(config_from(profile)).state_dict()
+    disk = merge(profile, tmp_path / "profile")
+    for name, tensor in disk.items():
+        assert torch.equal(state[name], tensor), name
+    name = "model.layers.0.mlp.up_proj.weight"  # kept by the first recipe, interpolated by the profile
+    assert not torch.equal(disk[name].float(), load_model(instruct)[name].float())
+
+
 def test_find_lambda_end_to_end_with_a_cheap_evaluator_on_the_live_model(dense_pair, tmp_path):
     """Alternate materialise + 'eval': the fake eval reads the live weights only."""
     instruct, thinking = dense_pair
