@@ -50,6 +50,8 @@ PARSE_ONLY = {
         "needs merges; tests/eval/test_routing.py runs it on a tiny pair",
     'mi-mergekit find-lambda recipe.yaml --route router.json --dataset calib.jsonl --target "tokens<=200" '
     "--out search/": "needs a router; tests/eval/test_routing.py runs find-lambda --route",
+    'mi-mergekit find-lambda recipes/mi_0.8.yaml --profile ramp --target "tokens<=12000" --dataset calib.jsonl '
+    "--grid 3 --max-probes 13 --out search/": "13 eval runs; tests/analysis/test_profiles.py runs a reduced one",
 }
 
 
@@ -143,9 +145,12 @@ def world(tmp_path_factory):
     # merging, planning, sweeping, analysis: hub ids from the cache, /data/... stand-ins
     merge_dir = root / "merge"
     merge_dir.mkdir()
+    (merge_dir / "calib.jsonl").write_text("".join(json.dumps({"prompt": f"w{k} w{k + 3} w{k + 5}"}) + "\n"
+                                                   for k in range(4)))  # the profile estimators' prompts
     for line in lines:
         if line.startswith(("mergekit-yaml", "mi-mergekit plan", "mi-mergekit merge", "mi-mergekit sweep",
-                            "mi-mergekit diverge", "mi-mergekit find-lambda")) and line not in PARSE_ONLY:
+                            "mi-mergekit diverge", "mi-mergekit find-lambda", "mi-mergekit profile")) \
+                and line not in PARSE_ONLY:
             execute(line, merge_dir)
     # evaluation: the three eval lines, then the report that compares them
     eval_dir = root / "eval"
@@ -192,6 +197,7 @@ def test_the_merge_lines_write_what_they_say(world):
     assert plan["lambda"] == 0.8 and plan["whole_model"]  # mi_0.8.yaml, the last merge into out/
     assert sorted(os.listdir(merged / "out" / "sweep")) == [f"lambda_0.{k}" for k in range(1, 10)]
     assert (merged / "diverge.png").stat().st_size > 0
+    assert sorted(os.listdir(merged / "out" / "profiles")) == ["acm", "mod", "ramp"]
     table = world["ran"]["mi-mergekit plan recipes/mi_0.8_last2of3.yaml"].stdout
     assert any(line.split()[:2] == ["12-35", "0.8"] for line in table.splitlines()), table
 

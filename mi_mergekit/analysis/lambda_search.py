@@ -24,31 +24,14 @@ against synthetic responses, the real harness, or anything else. Every probe
 is appended (and flushed) to a JSONL log: ``{"probe", "lambda", "phase",
 "feasible", "metrics", "seconds", ...}``.
 
-Evaluators provided here:
+A probe can also be a **λ profile** (``--profile ramp|modules``: a λ per layer or per module
+group, :mod:`mi_mergekit.analysis.profiles`): the search then runs over the family's two
+parameters (a ramp's first and last λ; attention's and the MLP's λ) on a grid of
+``grid × grid`` points, then halves the spacing around the best feasible profile along each
+parameter; a probe's λ is the profile's mean λ.
 
-- :class:`InMemoryInterpolation` — loads the Instruct and Thinking tensors
-  once (mergekit's loader) and a live transformers model, and re-materialises
-  ``Θ_I + λ(Θ_T − Θ_I)`` into the model's parameters for each λ, with the
-  recipe's window / module selection and the same dtype steps as a merge, so
-  the live weights equal the on-disk merge bit for bit. Memory: both inputs
-  plus the live model (about 3× one model). Needs the checkpoint's tensor
-  names to be the model's parameter names (dense Qwen3/Llama-style models; not
-  the fused-expert MoE layout of transformers 5 — use ``--materialize disk``).
-- :class:`RoutedEvaluator` — ``--route ROUTER.json``: the search targets a **routed grid**
-  (λ per question, :mod:`mi_mergekit.routing`) instead of one λ. The searched value is the
-  router's knob in [0, 1] (:meth:`~mi_mergekit.routing.policy.Router.shifted`: every cut
-  point moved by the same share of questions; 0 sends every question to the grid's lowest
-  λ, 0.5 is the router as fitted, 1 sends all to the highest), so mean λ, Think #R and
-  tokens grow with it as they do with λ and the same targets and searches apply. The
-  grid's merges are written once to ``OUT/models/lambda_<λ>`` and loaded once; the
-  dataset's signals are computed once from the recipe's two models (``OUT/signals.json``);
-  each probe is a routed run in ``OUT/runs/route_<knob>``; ``OUT/router.json`` is the
-  router at the answer.
-- :class:`HarnessEvaluator` — runs ``mi_mergekit.eval.evaluate`` for each λ,
-  on the live model (``memory``, transformers backend) or on a merge written to
-  ``OUT/models/lambda_<λ>`` (``disk``, any backend; deleted after evaluation
-  unless ``--keep-models``). Eval runs go to ``OUT/runs/lambda_<λ>``;
-  re-running the same command resumes them.
+The evaluators are in :mod:`mi_mergekit.analysis.probe_evaluators` (an eval run per probe,
+materialised in memory by :mod:`mi_mergekit.analysis.live_merge` or on disk; or a routed run).
 """
 
 from __future__ import annotations
@@ -61,14 +44,15 @@ import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mi_mergekit.errors import AnalysisInputError
 
 LOG = logging.getLogger("mi_mergekit.find_lambda")
 
 Metrics = Dict[str, Any]
-Evaluator = Callable[[float], Metrics]
+Knob = Union[float, Tuple[float, ...]]  # λ (or a routing knob), or a profile family's parameters
+Evaluator = Callable[[Knob], Metrics]
 
 _METRIC_ALIASES = {
     "think_ratio": "think_ratio", "think": "think_ratio",
@@ -119,11 +103,12 @@ class Target:
 @dataclass
 class Probe:
     index: int
-    lam: float
+    lam: float  # the probe's λ (a profile's mean λ)
     phase: str
     metrics: Metrics
     feasible: bool
     seconds: float
+    params: Optional[List[float]] = None  # a profile family's parameters
 
 
 @dataclass
@@ -135,16 +120,22 @@ class SearchResult:
 
     def table(self, name: str = "λ") -> str:
         """Every probe, then the answer, as text (``name``: what was searched, λ or a router's knob)."""
-        lines = [f"probe  {name:<10} phase    think_ratio  tokens_mean  accuracy  feasible"]
+        profiles = any(p.params is not None for p in self.probes)
+        head = f"{'parameters':<14} {'mean λ':<8}" if profiles else f"{name:<10}"
+        lines = [f"probe  {head} phase    think_ratio  tokens_mean  accuracy  feasible"]
         for p in self.probes:
             m = p.metrics
 
             def fmt(key, spec):
                 return format(m[key], spec) if m.get(key) is not None else "-"
 
-            lines.append(f"{p.index:<6} {p.lam:<10g} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
+            knob = (f"{','.join(f'{v:g}' for v in p.params):<14} {p.lam:<8.3g}" if profiles else f"{p.lam:<10g}")
+            lines.append(f"{p.index:<6} {knob} {p.phase:<8} {fmt('think_ratio', '<12.4f')} "
                          f"{fmt('tokens_mean', '<12.1f')} {fmt('mean', '<9.4f')} {'yes' if p.feasible else 'no'}")
-        if self.best:
+        if self.best and self.best.params is not None:
+            lines.append(f"best {name} = {','.join(f'{v:g}' for v in self.best.params)} (mean λ "
+                         f"{self.best.lam:.3g}; {self.target}); {self.reason}")
+        elif self.best:
             mean_lambda = self.best.metrics.get("lambda_mean")
             lines.append(f"best {name} = {self.best.lam:g} ({self.target})"
                          + ("" if mean_lambda is None else f", mean λ {mean_lambda:.3g}") + f"; {self.reason}")
@@ -156,6 +147,7 @@ class SearchResult:
         return {
             "target": self.target,
             "lambda": self.best.lam if self.best else None,
+            "params": self.best.params if self.best else None,
             "best": asdict(self.best) if self.best else None,
             "reason": self.reason,
             "n_probes": len(self.probes),
@@ -165,6 +157,10 @@ class SearchResult:
 
 def _round(lam: float) -> float:
     return round(lam, 6)
+
+
+def _key(knob: Knob) -> Knob:
+    return tuple(_round(v) for v in knob) if isinstance(knob, tuple) else _round(knob)
 
 
 class Search:
@@ -177,28 +173,31 @@ class Search:
         self.evaluator, self.target, self.max_probes = evaluator, target, max_probes
         self.log_path = log_path
         self.probes: List[Probe] = []
-        self._cache: Dict[float, Probe] = {}
+        self._cache: Dict[Knob, Probe] = {}
 
     @property
     def exhausted(self) -> bool:
         return len(self.probes) >= self.max_probes
 
-    def probe(self, lam: float, phase: str) -> Probe:
-        lam = _round(lam)
-        if lam in self._cache:
-            return self._cache[lam]
+    def probe(self, knob: Knob, phase: str) -> Probe:
+        """Evaluate ``knob`` (a λ, or a profile family's parameters) once."""
+        knob = _key(knob)
+        if knob in self._cache:
+            return self._cache[knob]
         start = time.perf_counter()
-        metrics = dict(self.evaluator(lam))
+        metrics = dict(self.evaluator(knob))
+        params = list(knob) if isinstance(knob, tuple) else None
+        lam = metrics.get("lambda_mean", 0.0) if params is not None else knob
         probe = Probe(len(self.probes), lam, phase, metrics, self.target.feasible(metrics),
-                      round(time.perf_counter() - start, 3))
+                      round(time.perf_counter() - start, 3), params)
         self.probes.append(probe)
-        self._cache[lam] = probe
-        LOG.info("probe %d: λ=%g %s -> %s", probe.index, lam,
+        self._cache[knob] = probe
+        LOG.info("probe %d: %s %s -> %s", probe.index, knob,
                  {k: metrics.get(k) for k in ("think_ratio", "tokens_mean", "mean")},
                  "feasible" if probe.feasible else "not feasible")
         if self.log_path:
             with open(self.log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"probe": probe.index, "lambda": lam, "phase": phase,
+                handle.write(json.dumps({"probe": probe.index, "lambda": lam, "params": params, "phase": phase,
                                          "feasible": probe.feasible, "target": str(self.target),
                                          "metrics": _jsonable(metrics), "seconds": probe.seconds}) + "\n")
                 handle.flush()
@@ -270,264 +269,92 @@ def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float
     return SearchResult(target=str(target), best=search.best(), probes=search.probes, reason=reason)
 
 
-# ------------------------------------------------------------ materialisation
+def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) -> str:
+    """A grid × grid grid over [lo, hi]², then halve the spacing around the best feasible
+    probe, one parameter at a time."""
+    grid = max(2, grid)
+    spacing = (hi - lo) / (grid - 1)
+    axis = [lo + k * spacing for k in range(grid)]
+    for a in axis:
+        for b in axis:
+            if search.exhausted:
+                return "probe budget spent during the grid"
+            search.probe((a, b), "grid")
+    while spacing / 2 >= tol and not search.exhausted:
+        best = search.best()
+        if best is None:
+            return "no feasible profile on the grid: widen [lo, hi] or relax the target"
+        spacing /= 2
+        a, b = best.params
+        for step in ((-spacing, 0.0), (spacing, 0.0), (0.0, -spacing), (0.0, spacing)):
+            point = (a + step[0], b + step[1])
+            if all(lo <= v <= hi for v in point) and not search.exhausted:
+                search.probe(point, "refine")
+    return "refined to spacing %.3g" % spacing
 
 
-class InMemoryInterpolation:
-    """A live transformers model whose weights are set to the merge of a recipe over the same
-    two inputs — the recipe at any λ (:meth:`set_lambda`), or any recipe of the family
-    (:meth:`set_recipe`, e.g. a λ profile) — computed by the recipe's method, tensor by
-    tensor, from the inputs held in memory (no files written)."""
+def find_profile(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float = 1.0, tol: float = 0.05,
+                 max_probes: int = 12, grid: int = 3, log_path: Optional[str] = None) -> SearchResult:
+    """Search a two-parameter profile family (the evaluator takes ``(a, b)``) for ``target``."""
+    if not lo < hi:
+        raise AnalysisInputError(f"need lo < hi, got [{lo}, {hi}]")
+    if tol <= 0:
+        raise AnalysisInputError("tol must be positive")
+    search = Search(evaluator, target, max_probes, log_path)
+    reason = grid_refine_2d(search, lo, hi, tol, grid)
+    return SearchResult(target=str(target), best=search.best(), probes=search.probes, reason=reason)
 
-    def __init__(self, merge_config, options=None, device: Optional[str] = None):
-        from mergekit.common import ModelReference, dtype_from_name
-        from mergekit.io.tasks import LoaderCache
-        from mergekit.options import MergeOptions
-        from transformers import AutoModelForCausalLM
 
-        from mi_mergekit.errors import MergeInputError
-        from mi_mergekit.merge.plan import build_plan, method_of
+@dataclass
+class ProfileFamily:
+    """A two-parameter family of λ profiles over a recipe's pair: ``ramp`` (the first and
+    last layer's λ, linear between) or ``modules`` (attention's λ, the MLP's λ)."""
 
-        self.options = options or MergeOptions()
-        self.config = merge_config
-        self.method = method_of(merge_config)
-        plan, _ = build_plan(merge_config, self.options)
-        self.plan = plan
-        in_dtype = dtype_from_name(merge_config.dtype) if merge_config.dtype else None
-        self.out_dtype = dtype_from_name(merge_config.out_dtype) if merge_config.out_dtype else None
+    kind: str
+    base: dict  # the recipe as data
+    layout: Any  # the Instruct checkpoint's ModelLayout
+    table: Dict[str, Any]  # its cells (profiles.cells)
 
-        cache = LoaderCache()
-        cache.setup(self.options)
-        refs = [ModelReference.model_validate(model) for _, model in plan.inputs]
-        self._loaders = [cache.get(ref) for ref in refs]
-        self._in_dtype = in_dtype
-        #: each tensor's inputs in the method's order, in the recipe's load dtype; where the
-        #: recipe keeps the base tensor only the base, aligned (the others load when needed)
-        self.inputs: Dict[str, List[Any]] = {}
-        for tensor in plan.tensors:
-            inputs = self._load(tensor.name)
-            if not tensor.interpolated:
-                from mi_mergekit.merge.method import align_inputs
+    KINDS = ("ramp", "modules")
 
-                inputs = [align_inputs(self.method, tensor.name, inputs, 0, [tensor.setting]).result(tensor.setting)]
-            self.inputs[tensor.name] = inputs
-        for loader in self._loaders:
-            loader.flush()
+    @classmethod
+    def of(cls, kind: str, merge_config, options) -> "ProfileFamily":
+        import yaml
+        from mergekit.common import ModelReference
 
-        path = refs[0].merged(cache_dir=self.options.lora_merge_cache,
-                              trust_remote_code=self.options.trust_remote_code
-                              ).local_path(cache_dir=self.options.transformers_cache)
-        model_dtype = self.out_dtype or in_dtype or "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype)
-        if device:
-            self.model.to(device)
-        self.model.eval()
-        state = dict(self.model.named_parameters(remove_duplicate=False))
-        state.update(dict(self.model.named_buffers()))
-        missing = [n for n in self.inputs if n not in state]
-        if missing:
-            raise MergeInputError(
-                f"{len(missing)} checkpoint tensor(s) have no parameter of that name in the "
-                f"transformers model (e.g. {missing[:3]}; fused MoE experts?): use --materialize disk")
-        self._targets = {n: state[n] for n in self.inputs}
-        self.lam: Optional[float] = None
-        self._donor = ModelReference.model_validate(plan.donor) if plan.donor else refs[0]
-        self._set_generation_config()
-
-    def donor_path(self) -> str:
-        return self._donor.merged(cache_dir=self.options.lora_merge_cache,
-                                  trust_remote_code=self.options.trust_remote_code
-                                  ).local_path(cache_dir=self.options.transformers_cache)
-
-    def _set_generation_config(self) -> None:
-        from transformers import GenerationConfig
-
-        donor = self.donor_path()
-        if os.path.exists(os.path.join(donor, "generation_config.json")):
-            self.model.generation_config = GenerationConfig.from_pretrained(donor)
-
-    def _load(self, name: str) -> List[Any]:
-        return [t if self._in_dtype is None else t.to(self._in_dtype)
-                for t in (loader.get_tensor(name) for loader in self._loaders)]
-
-    def merged_tensor(self, name: str, setting):
-        """The tensor a merge with the method's ``setting`` writes for ``name`` (the same
-        input preparation and arithmetic as the engines: :func:`align_inputs`)."""
-        from mi_mergekit.merge.method import align_inputs
-
-        inputs = self.inputs[name]
-        if len(inputs) == 1:  # held as the kept base tensor
-            if self.method.keeps_base(setting):
-                value = inputs[0]
-                return value.to(self.out_dtype) if self.out_dtype is not None else value
-            inputs = self.inputs[name] = self._load(name)  # another recipe of the family computes it
-        value = align_inputs(self.method, name, inputs, 0, [setting]).result(setting)
-        return value.to(self.out_dtype) if self.out_dtype is not None else value
-
-    def set_recipe(self, merge_config):
-        """Write the merge of ``merge_config`` (same inputs) into the live model; returns the model."""
-        import torch
-
+        from mi_mergekit.analysis.profiles import cells
+        from mi_mergekit.merge.layout import CheckpointIndex
+        from mi_mergekit.merge.placement import known_layout
         from mi_mergekit.merge.plan import build_plan
 
-        plan, _ = build_plan(merge_config, self.options)
-        if [model for _, model in plan.inputs] != [model for _, model in self.plan.inputs]:
-            raise AnalysisInputError("set_recipe: the recipe merges other models than the live one holds")
-        with torch.no_grad():
-            for tensor in plan.tensors:
-                self._targets[tensor.name].copy_(self.merged_tensor(tensor.name, tensor.setting))
-        return self.model
+        if kind not in cls.KINDS:
+            raise AnalysisInputError(f"unknown profile family {kind!r}: choose from {', '.join(cls.KINDS)}")
+        plan, _ = build_plan(merge_config, options)
+        base = ModelReference.model_validate(plan.base)
+        layout = known_layout(base)
+        return cls(kind, yaml.safe_load(merge_config.to_yaml()), layout,
+                   cells(layout, CheckpointIndex.read(base, options).shapes))
 
-    def set_lambda(self, lam: float):
-        """Write the merge of the recipe at λ into the live model's parameters; returns the model."""
-        from mi_mergekit.merge.sweep import with_lambda
+    def profile(self, params: Sequence[float]):
+        from mi_mergekit.analysis.profiles import Profile
 
-        model = self.set_recipe(with_lambda(self.config, lam))
-        self.lam = lam
-        return model
+        a, b = params
+        if self.kind == "ramp":
+            return Profile.ramp(a, b, self.layout.num_layers)
+        return Profile.modules({"attention": a, "mlp": b}, self.layout.num_layers)
 
+    def recipe(self, params: Sequence[float]):
+        """The profile's recipe (a MergeConfiguration)."""
+        from mergekit.config import MergeConfiguration
 
-class HarnessEvaluator:
-    """λ -> metrics with mi_mergekit.eval, materialising in memory or on disk."""
+        from mi_mergekit.analysis.profiles import profile_recipe
 
-    def __init__(self, merge_config, out_dir: str, dataset: str, *, materialize: str = "memory",
-                 backend: str = "transformers", backend_options: Optional[dict] = None,
-                 options=None, keep_models: bool = False, eval_options: Optional[dict] = None):
-        from mergekit.options import MergeOptions
+        return MergeConfiguration.model_validate(profile_recipe(self.base, self.profile(params), self.layout))
 
-        self.config, self.out_dir, self.dataset = merge_config, out_dir, dataset
-        self.materialize, self.backend = materialize, backend
-        self.backend_options = dict(backend_options or {})
-        self.options = options or MergeOptions(quiet=True)
-        self.keep_models = keep_models
-        self.eval_options = dict(eval_options or {})
-        self.live: Optional[InMemoryInterpolation] = None
-        self.tokenizer = None
-        if materialize == "memory":
-            if backend != "transformers":
-                raise AnalysisInputError("--materialize memory needs the transformers backend")
-            self.live = InMemoryInterpolation(merge_config, self.options,
-                                              device=self.backend_options.get("device"))
-            from mi_mergekit.eval.backends.base import load_tokenizer
+    def mean_lambda(self, params: Sequence[float]) -> float:
+        from mi_mergekit.analysis.profiles import mean_lambda
 
-            self.tokenizer = load_tokenizer(self.live.donor_path())
-        elif materialize != "disk":
-            raise AnalysisInputError(f"materialize must be memory or disk, got {materialize!r}")
+        return mean_lambda(self.profile(params), self.table)
 
-    def run_dir(self, lam: float) -> str:
-        from mi_mergekit.merge.lambdas import output_name
-
-        return os.path.join(self.out_dir, "runs", output_name(lam))
-
-    def __call__(self, lam: float) -> Metrics:
-        from mi_mergekit.eval import evaluate, load_run
-        from mi_mergekit.merge.lambdas import output_name
-        from mi_mergekit.merge.sweep import with_lambda
-
-        label = output_name(lam)
-        common = dict(out_dir=self.run_dir(lam), lambda_=lam, label=label, progress=False,
-                      **self.eval_options)
-        if self.live is not None:
-            from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
-
-            model = self.live.set_lambda(lam)
-            backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
-                                          **{k: v for k, v in self.backend_options.items()
-                                             if k in ("batch_size", "prompt_batch", "device", "compact")})
-            run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
-                           backend=backend, **common)
-        else:
-            import mergekit.merge
-
-            from mi_mergekit import register
-
-            register()
-            path = os.path.join(self.out_dir, "models", label)
-            if not os.path.exists(os.path.join(path, "mi_plan.json")):
-                mergekit.merge.run_merge(with_lambda(self.config, lam), path, self.options)
-            try:
-                run = evaluate(path, self.dataset, backend=self.backend,
-                               backend_options=self.backend_options, **common)
-            finally:
-                if not self.keep_models:
-                    shutil.rmtree(path, ignore_errors=True)
-        metrics = load_run(run)["metrics"]
-        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate")
-                if k in metrics} | {"run_dir": str(run)}
-
-
-class RoutedEvaluator:
-    """knob -> metrics of a routed run over the router's λ grid (see the module docstring)."""
-
-    def __init__(self, merge_config, router, out_dir: str, dataset: str, *, options=None,
-                 backend_options: Optional[dict] = None, keep_models: bool = False,
-                 eval_options: Optional[dict] = None):
-        import mergekit.merge
-        from mergekit.options import MergeOptions
-
-        from mi_mergekit import register
-        from mi_mergekit.merge.lambdas import output_name
-        from mi_mergekit.merge.sweep import with_lambda
-        from mi_mergekit.routing.run import GridBackends
-        from mi_mergekit.routing.signals import compute_signals, signal_values
-
-        register()
-        self.router, self.out_dir, self.dataset = router, out_dir, dataset
-        # the routed run's backend is the grid's: evaluate() gets neither a backend name nor its options
-        self.eval_options = {k: v for k, v in (eval_options or {}).items() if k not in ("backend", "backend_options")}
-        backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
-        device = backend_options.get("device")
-        self.keep_models = keep_models
-        options = options or MergeOptions(quiet=True)
-        self.models = {}
-        for lam in router.grid:
-            path = os.path.join(out_dir, "models", output_name(lam))
-            if not os.path.exists(os.path.join(path, "mi_plan.json")):
-                mergekit.merge.run_merge(with_lambda(merge_config, lam), path, options)
-            self.models[lam] = path
-        signals_path = os.path.join(out_dir, "signals.json")
-        if os.path.exists(signals_path):
-            with open(signals_path, encoding="utf-8") as handle:
-                doc = json.load(handle)
-        else:
-            instruct, thinking = endpoint_paths(merge_config, options)
-            doc = compute_signals(dataset, instruct=instruct, thinking=thinking,
-                                  benchmark=self.eval_options.get("benchmark", "boxed"), signals=[router.signal],
-                                  seed=self.eval_options.get("seed", 0), limit=self.eval_options.get("limit"),
-                                  device=device, progress=False)
-            with open(signals_path, "w", encoding="utf-8") as handle:
-                json.dump(doc, handle, indent=1)
-        self.values = signal_values(doc, router.signal)
-        self.grid = GridBackends(self.models, device=device,
-                                 **{k: v for k, v in backend_options.items()
-                                    if k in ("batch_size", "prompt_batch", "compact")})
-
-    def __call__(self, knob: float) -> Metrics:
-        from mi_mergekit.eval import load_run
-        from mi_mergekit.routing.run import routed_evaluate
-
-        label = f"route_{knob:g}"
-        run = routed_evaluate(self.router.shifted(knob), self.grid, self.dataset,
-                              os.path.join(self.out_dir, "runs", label), values=self.values, label=label,
-                              allow_calibration_overlap=True, progress=False, **self.eval_options)
-        metrics = load_run(run)["metrics"]
-        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate") if k in metrics} | {
-            "lambda_mean": metrics["routing"]["lambda_mean"], "run_dir": str(run)}
-
-    def close(self) -> None:
-        self.grid.close()
-        if not self.keep_models:
-            for path in self.models.values():
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def endpoint_paths(merge_config, options) -> Tuple[str, str]:
-    """Local folders of a model_interpolation recipe's Instruct (base) and Thinking models."""
-    instruct = merge_config.base_model
-    thinking = next(m.model for m in merge_config.models if m.model != instruct)
-
-    def local(ref) -> str:
-        return ref.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code
-                          ).local_path(cache_dir=options.transformers_cache)
-
-    return local(instruct), local(thinking)
+    def label(self, params: Sequence[float]) -> str:
+        return f"{self.kind}_" + "_".join(f"{v:g}" for v in params)

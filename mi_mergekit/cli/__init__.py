@@ -32,6 +32,8 @@ SUBCOMMANDS = {
                 "Per-layer × per-module weight distance between Instruct and Thinking."),
     "stages": ("mi_mergekit.cli.analysis:stages_command",
                "Find the three stages of a λ sweep in eval runs (or CSV/JSON rows)."),
+    "profile": ("mi_mergekit.cli.profile:profile_command",
+                "Write a λ profile (a λ per layer and module group) as a recipe: by hand or estimated zero-shot."),
     "find-lambda": ("mi_mergekit.cli.analysis:find_lambda_command",
                     "Search the λ of a recipe that meets a token budget or accuracy target."),
     "eval": ("mi_mergekit.cli.eval:eval_command",

@@ -121,8 +121,13 @@ def _target(ctx, param, value):
               help="think_ratio>=X (bisection), tokens<=N or accuracy>=X (grid, then refine).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for probes.jsonl, result.json and the eval runs.")
-@click.option("--lo", type=float, default=0.0, show_default=True)
-@click.option("--hi", type=float, default=1.0, show_default=True)
+@click.option("--lo", type=float, default=0.0, show_default=True,
+              help="Lowest λ searched (with --profile: lowest value of either parameter).")
+@click.option("--hi", type=float, default=1.0, show_default=True,
+              help="Highest λ searched (with --profile: highest value of either parameter).")
+@click.option("--profile", "profile_family", type=click.Choice(["ramp", "modules"]),
+              help="Search a λ profile instead of one λ: ramp (the first and last layer's λ, linear between) "
+                   "or modules (attention's λ, the MLP's λ), on a --grid × --grid grid, then refined.")
 @click.option("--tol", type=float, default=0.02, show_default=True, help="Stop when λ is bracketed this tightly.")
 @click.option("--max-probes", type=int, default=10, show_default=True, help="At most this many evaluations.")
 @click.option("--grid", type=int, default=5, show_default=True, help="Grid points for tokens/accuracy targets.")
@@ -136,20 +141,22 @@ def _target(ctx, param, value):
 @model_option
 @eval_options(n_samples=4, dataset_required=True)
 @device_options(default=None, what="merge candidates (and generate)")
-def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, materialize, keep_models,
-                        router_path, models, device, **opts):
+def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, max_probes, grid, materialize,
+                        keep_models, router_path, models, device, **opts):
     """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set
     (the evaluation options are `mi-mergekit eval`'s).
 
     Alternates merge and eval; every probe is logged to OUT/probes.jsonl and the
     answer written to OUT/result.json. With --route, the searched value is the knob of a
-    routed λ grid (λ per question) and OUT/router.json the router at the answer.
+    routed λ grid (λ per question) and OUT/router.json the router at the answer. With
+    --profile, the two parameters of a λ-profile family (OUT/profile.yaml: the answer's recipe).
     """
     import tqdm
     from mergekit.options import MergeOptions
 
     from mi_mergekit import register
-    from mi_mergekit.analysis.lambda_search import HarnessEvaluator, find_lambda
+    from mi_mergekit.analysis.lambda_search import ProfileFamily, find_lambda, find_profile
+    from mi_mergekit.analysis.probe_evaluators import HarnessEvaluator
     from mi_mergekit.merge.config import load_recipe
     from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.runlock import hold
@@ -161,6 +168,8 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, 
     config, _ = resolve_models(config, options)
     settings = evaluation(opts, device)
     backend, backend_options = settings.pop("backend"), settings.pop("backend_options")
+    if router_path and profile_family:
+        raise click.UsageError("--route searches a routing knob; --profile a λ profile: choose one")
     if router_path and (backend != "transformers" or materialize == "memory"):
         raise click.UsageError("--route runs the grid's merges with the transformers backend, from disk")
     if materialize == "auto":
@@ -172,28 +181,39 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, 
         router = Router.load(router_path)  # a missing or unreadable file: one Error line, before any work
     hold(out_dir, "mi-mergekit find-lambda")  # one search per folder at a time (mi_mergekit.runlock)
     if router is not None:
-        from mi_mergekit.analysis.lambda_search import RoutedEvaluator
+        from mi_mergekit.analysis.probe_evaluators import RoutedEvaluator
 
         evaluator = RoutedEvaluator(config, router, out_dir, opts["dataset"], options=options,
                                     backend_options=backend_options, keep_models=keep_models, eval_options=settings)
     else:
+        family = ProfileFamily.of(profile_family, config, options) if profile_family else None
         evaluator = HarnessEvaluator(config, out_dir, opts["dataset"], materialize=materialize, backend=backend,
                                      backend_options={k: v for k, v in backend_options.items() if v is not None},
-                                     options=options, keep_models=keep_models, eval_options=settings)
+                                     options=options, keep_models=keep_models, eval_options=settings,
+                                     family=family)
     with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe") as bar:
         def probe(lam: float):
-            bar.set_postfix_str(f"{'knob' if router else 'λ'}={lam:g}")
+            shown = ",".join(f"{v:g}" for v in lam) if isinstance(lam, tuple) else f"{lam:g}"
+            bar.set_postfix_str(f"{'knob' if router else profile_family or 'λ'}={shown}")
             metrics = evaluator(lam)
             bar.update(1)
             return metrics
 
         try:
-            result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
-                                 log_path=os.path.join(out_dir, "probes.jsonl"))
+            search = find_profile if profile_family else find_lambda
+            result = search(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                            log_path=os.path.join(out_dir, "probes.jsonl"))
         finally:
             if router is not None:
                 evaluator.close()
     doc = result.to_json()
+    if profile_family and result.best is not None:
+        from mi_mergekit.analysis.profiles import profile_recipe, write_recipe
+
+        best = tuple(result.best.params)
+        write_recipe(os.path.join(out_dir, "profile.yaml"),
+                     profile_recipe(family.base, family.profile(best), family.layout), family.profile(best))
+        doc["searched"], doc["profile_recipe"] = f"{profile_family} profile", "profile.yaml"
     if router is not None:
         doc["searched"] = "routing knob"
         if result.best is not None:
@@ -201,4 +221,4 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, tol, max_probes, grid, 
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as handle:
         json.dump(doc, handle, indent=1, default=str)
         handle.write("\n")
-    click.echo(result.table("knob" if router is not None else "λ"))
+    click.echo(result.table("knob" if router is not None else "profile" if profile_family else "λ"))

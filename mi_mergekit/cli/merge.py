@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Tuple
 
 import click
@@ -67,31 +68,46 @@ def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, 
 
 
 @click.command("sweep")
-@click.argument("recipe", type=click.Path(dir_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
-@lambdas_option(required=True, help="λ values")
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="RECIPE... OUT_DIR")
+@lambdas_option(help="λ values (one RECIPE)")
 @model_option
 @overwrite_option
 @merge_options
-def sweep_command(merge_options, recipe: str, out_dir: str, lambdas_spec: str, models, overwrite: bool):
-    """Write one model folder per λ (OUT_DIR/lambda_<λ>/) reading each input tensor once.
+def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: bool):
+    """Write many model folders reading each input tensor once.
 
-    RECIPE is a model_interpolation recipe; its window / module selection is kept
-    and its `lambda` is replaced by each value of --lambdas. Each output equals
-    `mergekit-yaml` of the recipe at that λ, bit for bit. Takes mergekit's
-    options (--cuda, --device, --out-shard-size, ...).
+    With one RECIPE and --lambdas: one folder per λ (OUT_DIR/lambda_<λ>/); the recipe's
+    window / module selection is kept and its `lambda` replaced by each value. With several
+    RECIPEs over the same two models (λ profiles from `mi-mergekit profile`, windows, module
+    selections): one folder per recipe, OUT_DIR/<recipe file name>/. Each output equals
+    `mergekit-yaml` of its recipe, bit for bit. Takes mergekit's options (--cuda, --device,
+    --out-shard-size, ...).
+
+    \b
+    mi-mergekit sweep recipes/mi_0.8.yaml sweep/ --lambdas 0:1:0.1
+    mi-mergekit sweep ramp.yaml modules.yaml acm.yaml profiles/
     """
     from mi_mergekit import register
     from mi_mergekit.merge.lambdas import parse_lambdas
-    from mi_mergekit.merge.sweep import run_sweep
+    from mi_mergekit.merge.sweep import run_family, run_sweep
     from mi_mergekit.safety import allow_overwrite
 
+    if len(recipes) < 2:
+        raise click.UsageError("give RECIPE... and OUT_DIR")
+    *recipes, out_dir = recipes
+    if lambdas_spec and len(recipes) > 1:
+        raise click.UsageError("--lambdas sweeps one RECIPE; several RECIPEs are a family written as they are")
+    if not lambdas_spec and len(recipes) == 1:
+        raise click.UsageError("one RECIPE needs --lambdas (or give several RECIPEs)")
     register()
     merge_options.apply_global_options()
     logging.getLogger("mi_mergekit").setLevel(logging.INFO)
-    config, source = load_recipe(recipe, models)
-    with about(recipe), allow_overwrite(overwrite):
-        outputs = run_sweep(config, parse_lambdas(lambdas_spec), out_dir, merge_options,
-                            config_source=source)
+    loaded = [(os.path.splitext(os.path.basename(path))[0], *load_recipe(path, models)) for path in recipes]
+    with about(recipes[0]), allow_overwrite(overwrite):
+        if lambdas_spec:
+            _, config, source = loaded[0]
+            outputs = run_sweep(config, parse_lambdas(lambdas_spec), out_dir, merge_options, config_source=source)
+        else:
+            outputs = run_family(loaded, out_dir, merge_options)
     for output in outputs:
         click.echo(output.path)

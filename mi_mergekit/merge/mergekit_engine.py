@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Tuple
 LOG = logging.getLogger("mi_mergekit.sweep")
 
 
-def run_sweep(merge_config, outputs, arch, options, progress: bool, share: bool = True):
+def write_weights(merge_config, outputs, arch, options, progress: bool, share: bool = True):
     """Write the weights of every output (already staged) with mergekit's executor;
     returns the tokenizer mergekit built, if any."""
     import tqdm

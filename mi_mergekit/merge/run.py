@@ -96,7 +96,7 @@ def write_outputs(merge_config, outputs: Sequence[PlannedOutput], arch, options,
     tokenizer = None
     if not stream_weights(merge_config, outputs, arch, options):
         show = (not options.quiet) if progress is None else progress
-        tokenizer = mergekit_engine.run_sweep(merge_config, outputs, arch, options, show, share)
+        tokenizer = mergekit_engine.write_weights(merge_config, outputs, arch, options, show, share)
     for output in outputs:
         finish_output(output, arch, tokenizer, options)
 

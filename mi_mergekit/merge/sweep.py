@@ -1,4 +1,4 @@
-"""Many λ outputs from one pass over the inputs: ``mi-mergekit sweep``.
+"""Many outputs from one pass over the inputs: ``mi-mergekit sweep``.
 
 A sweep of a ``model_interpolation`` recipe over λ₁ … λₙ writes ``n`` complete
 model folders (weights, config, tokenizer, chat template, generation_config,
@@ -13,6 +13,9 @@ slices in place — each output bit for bit the output of ``mergekit-yaml`` at
 that λ, for whole-model, layer-windowed and module-selective recipes alike;
 memory is a few slices, whatever n is. ``MI_MERGEKIT_ENGINE=mergekit`` runs
 the same sweep through mergekit's executor (:mod:`mi_mergekit.merge.mergekit_engine`).
+
+A sweep can also be a family of recipes over the same two models (λ profiles, windows,
+module selections: :func:`run_family`), each written to ``OUT_DIR/<recipe name>/``.
 
 ``--lambdas`` replaces the recipe's ``lambda`` — the method's ``sweep_parameter``,
 wherever the recipe sets it (top level, slices, models) — by one top-level value;
@@ -30,6 +33,7 @@ import contextlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -100,46 +104,102 @@ def _source_with_lambda(source: Optional[str], config, lam: float) -> str:
     return config.to_yaml()
 
 
-def prepare_outputs(merge_config, lambdas: Sequence[str], out_dir: str, options,
-                    config_source: Optional[str] = None) -> Tuple[List[PlannedOutput], Any]:
-    """Plan every λ with :func:`build_plan` (all pre-flight checks before writing anything)."""
-    from mi_mergekit.merge.hub import resolve_models
+@dataclass
+class Member:
+    """One output of a family: its recipe (models resolved), its folder under the sweep's
+    OUT_DIR and the recipe as its model card shows it."""
+
+    label: str  # λ as text, or the recipe's name
+    folder: str
+    config: Any
+    source: str
+    card: Any
+    lam: Optional[float] = None
+
+
+def prepare_outputs(members: Sequence[Member], out_dir: str, options) -> Tuple[List[PlannedOutput], Any]:
+    """Plan every member with :func:`build_plan` (all pre-flight checks before writing anything);
+    the members must merge the same models."""
     from mi_mergekit.merge.plan import build_plan, method_of
-    from mi_mergekit.mergekit_compat import with_absolute_local_paths
     from mi_mergekit.safety import check_existing, check_output_path, model_inputs
 
-    inputs = model_inputs(merge_config, options, *(method_of(merge_config).roles or ("base", "input")))
+    first = members[0].config
+    inputs = model_inputs(first, options, *(method_of(first).roles or ("base", "input")))
     check_output_path(out_dir, inputs, options, existing=False)
-    for label in lambdas:
-        check_existing(os.path.join(out_dir, output_name(label)))
+    for member in members:
+        check_existing(os.path.join(out_dir, member.folder))
+    outputs, arch = [], None
+    for member in members:
+        plan, arch_member = build_plan(member.config, options)
+        if outputs and plan.inputs != outputs[0].plan.inputs:
+            raise MergeInputError(
+                f"{member.label} merges {[m for _, m in plan.inputs]}, not the models of {outputs[0].label} "
+                f"({[m for _, m in outputs[0].plan.inputs]}): a sweep reads one set of inputs once")
+        arch = arch or arch_member
+        outputs.append(PlannedOutput(config=member.config, plan=plan,
+                                     path=os.path.join(os.path.abspath(out_dir), member.folder),
+                                     source=member.source, lam=member.lam, label=member.label,
+                                     card_config=member.card))
+    for warning in outputs[0].plan.warnings if outputs else ():
+        if "no tensor is interpolated" in warning:
+            LOG.warning(warning)
+    return outputs, arch
+
+
+def lambda_members(merge_config, labels: Sequence[str], options, config_source: Optional[str] = None
+                   ) -> List[Member]:
+    """The recipe at each λ of ``labels`` (its ``lambda`` replaced, everything else kept)."""
+    from mi_mergekit.merge.hub import resolve_models
+    from mi_mergekit.mergekit_compat import with_absolute_local_paths
+
     name = sweep_parameter(merge_config)
     setting = (merge_config.parameters or {}).get(name)
     if setting is not None and not isinstance(setting, (int, float)):
         LOG.warning("the recipe's non-scalar %s %r is replaced by each swept value", name, setting)
     written = with_absolute_local_paths(merge_config)  # the recipe as the model cards show it
     resolved, _ = resolve_models(merge_config, options)  # cached hub ids: no network
-    outputs, arch = [], None
-    for label in lambdas:
+    members = []
+    for label in labels:
         lam = float(label)
-        config = with_lambda(resolved, lam)
-        plan, arch_lam = build_plan(config, options)
-        arch = arch or arch_lam
         card = with_lambda(written, lam)
-        outputs.append(
-            PlannedOutput(
-                config=config,
-                plan=plan,
-                path=os.path.join(os.path.abspath(out_dir), output_name(label)),
-                source=_source_with_lambda(config_source, card, lam),
-                lam=lam,
-                label=label,
-                card_config=card,
-            )
-        )
-    for warning in outputs[0].plan.warnings if outputs else ():
-        if "no tensor is interpolated" in warning:
-            LOG.warning(warning)
-    return outputs, arch
+        members.append(Member(label, output_name(label), with_lambda(resolved, lam),
+                              _source_with_lambda(config_source, card, lam), card, lam))
+    return members
+
+
+def recipe_members(recipes: Sequence[Tuple[str, Any, str]], options) -> List[Member]:
+    """Recipes as they are, ``(name, config, source)`` each, one folder per name (a family of
+    λ profiles, say)."""
+    from mi_mergekit.merge.hub import resolve_models
+    from mi_mergekit.mergekit_compat import with_absolute_local_paths
+
+    names = [name for name, _, _ in recipes]
+    if len(set(names)) != len(names):
+        raise MergeInputError(f"two recipes of the sweep have the same name: {sorted(names)}")
+    return [Member(name, name, resolve_models(config, options)[0], source, with_absolute_local_paths(config))
+            for name, config, source in recipes]
+
+
+def write_family(members: Sequence[Member], out_dir: str, options, progress: Optional[bool] = None,
+                 share: bool = True) -> List[PlannedOutput]:
+    """Write one complete model folder per member under ``out_dir``, reading each input tensor
+    once; all are published together, or none."""
+    from mi_mergekit.merge.checks import resolve_device
+    from mi_mergekit.merge.run import write_outputs
+    from mi_mergekit.safety import staged_directory
+
+    resolve_device(options.device)
+    outputs, arch = prepare_outputs(members, out_dir, options)
+    if options.multi_gpu:
+        LOG.warning("--multi-gpu is not supported by sweep; using one device (%s)", options.device)
+    with contextlib.ExitStack() as stack:
+        for output in outputs:
+            output.stage = stack.enter_context(staged_directory(output.path))
+        write_outputs(members[0].config, outputs, arch, options, progress=progress, share=share)
+        # Leaving the ExitStack publishes the staged folders (last entered first).
+    for output in outputs:
+        LOG.info("%s written to %s", output.label, output.path)
+    return outputs
 
 
 def run_sweep(merge_config, lambdas: Sequence[Union[str, float, Decimal]], out_dir: str,
@@ -153,28 +213,27 @@ def run_sweep(merge_config, lambdas: Sequence[Union[str, float, Decimal]], out_d
     """
     from mergekit.options import MergeOptions
 
-    from mi_mergekit.merge.checks import resolve_device
-    from mi_mergekit.merge.run import write_outputs
-    from mi_mergekit.safety import staged_directory
-
     options = options or MergeOptions()
-    resolve_device(options.device)
     labels = [format_lambda(lam) for lam in lambdas]
     if not labels:
         raise MergeInputError("no λ values to sweep")
     if len(set(labels)) != len(labels):
         raise MergeInputError(f"duplicate λ values in {labels}")
-    outputs, arch = prepare_outputs(merge_config, labels, out_dir, options, config_source)
-    if options.multi_gpu:
-        LOG.warning("--multi-gpu is not supported by sweep; using one device (%s)", options.device)
-    with contextlib.ExitStack() as stack:
-        for output in outputs:
-            output.stage = stack.enter_context(staged_directory(output.path))
-        write_outputs(merge_config, outputs, arch, options, progress=progress, share=share)
-        # Leaving the ExitStack publishes the staged folders (last entered first).
-    for output in outputs:
-        LOG.info("λ=%s written to %s", output.label, output.path)
-    return outputs
+    return write_family(lambda_members(merge_config, labels, options, config_source), out_dir, options,
+                        progress=progress, share=share)
 
 
-__all__ = ["SweepOutput", "prepare_outputs", "run_sweep", "with_lambda"]
+def run_family(recipes: Sequence[Tuple[str, Any, str]], out_dir: str, options=None,
+               progress: Optional[bool] = None) -> List[PlannedOutput]:
+    """Write one complete model folder per recipe, ``OUT_DIR/<name>``, reading the inputs once:
+    the recipes (``(name, config, source)``) must merge the same models — a family of λ
+    profiles, windows or module selections."""
+    from mergekit.options import MergeOptions
+
+    options = options or MergeOptions()
+    if not recipes:
+        raise MergeInputError("no recipes to sweep")
+    return write_family(recipe_members(recipes, options), out_dir, options, progress=progress)
+
+
+__all__ = ["Member", "SweepOutput", "prepare_outputs", "run_family", "run_sweep", "with_lambda", "write_family"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from common import config_from, load_model, merge, mi_config, run
-from mi_mergekit.analysis.lambda_search import InMemoryInterpolation, Target, find_lambda
+from mi_mergekit.analysis.lambda_search import Target, find_lambda
+from mi_mergekit.analysis.live_merge import InMemoryInterpolation
 from mi_mergekit.errors import MiMergekitError
 
 

@@ -1,0 +1,179 @@
+"""What find-lambda probes: λ (or a profile, or a routing knob) -> metrics of an eval run.
+
+- :class:`HarnessEvaluator` — runs ``mi_mergekit.eval.evaluate`` for each probe, on the live
+  model (``memory``, transformers backend: :mod:`mi_mergekit.analysis.live_merge`) or on a
+  merge written to ``OUT/models/<label>`` (``disk``, any backend; deleted after evaluation
+  unless ``--keep-models``). A probe is a λ of the recipe, or the parameters of a λ-profile
+  family (:class:`~mi_mergekit.analysis.lambda_search.ProfileFamily`). Eval runs go to
+  ``OUT/runs/<label>``; re-running the same command resumes them.
+- :class:`RoutedEvaluator` — ``--route ROUTER.json``: the probe is the knob of a routed λ grid
+  (λ per question, :mod:`mi_mergekit.routing`); see :mod:`mi_mergekit.analysis.lambda_search`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Dict, Optional, Tuple
+
+from mi_mergekit.analysis.lambda_search import Knob, Metrics, ProfileFamily
+from mi_mergekit.errors import AnalysisInputError
+
+
+class HarnessEvaluator:
+    """λ (or a profile family's parameters) -> metrics with mi_mergekit.eval, materialising
+    in memory or on disk."""
+
+    def __init__(self, merge_config, out_dir: str, dataset: str, *, materialize: str = "memory",
+                 backend: str = "transformers", backend_options: Optional[dict] = None,
+                 options=None, keep_models: bool = False, eval_options: Optional[dict] = None,
+                 family: Optional[ProfileFamily] = None):
+        from mergekit.options import MergeOptions
+
+        from mi_mergekit.analysis.live_merge import InMemoryInterpolation
+
+        self.config, self.out_dir, self.dataset = merge_config, out_dir, dataset
+        self.materialize, self.backend = materialize, backend
+        self.backend_options = dict(backend_options or {})
+        self.options = options or MergeOptions(quiet=True)
+        self.keep_models = keep_models
+        self.eval_options = dict(eval_options or {})
+        self.family = family
+        self.live: Optional[InMemoryInterpolation] = None
+        self.tokenizer = None
+        if materialize == "memory":
+            if backend != "transformers":
+                raise AnalysisInputError("--materialize memory needs the transformers backend")
+            self.live = InMemoryInterpolation(merge_config, self.options,
+                                              device=self.backend_options.get("device"))
+            from mi_mergekit.eval.backends.base import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.live.donor_path())
+        elif materialize != "disk":
+            raise AnalysisInputError(f"materialize must be memory or disk, got {materialize!r}")
+
+    def candidate(self, knob: Knob) -> Tuple[str, float, Any]:
+        """(label, λ or mean λ, recipe) of a probe."""
+        from mi_mergekit.merge.lambdas import output_name
+        from mi_mergekit.merge.sweep import with_lambda
+
+        if isinstance(knob, tuple):
+            if self.family is None:
+                raise AnalysisInputError("a profile probe needs a profile family")
+            return self.family.label(knob), self.family.mean_lambda(knob), self.family.recipe(knob)
+        return output_name(knob), knob, with_lambda(self.config, knob)
+
+    def run_dir(self, knob: Knob) -> str:
+        return os.path.join(self.out_dir, "runs", self.candidate(knob)[0])
+
+    def __call__(self, knob: Knob) -> Metrics:
+        from mi_mergekit.eval import evaluate, load_run
+
+        label, lam, recipe = self.candidate(knob)
+        common = dict(out_dir=os.path.join(self.out_dir, "runs", label), lambda_=lam, label=label,
+                      progress=False, **self.eval_options)
+        if self.live is not None:
+            from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
+
+            model = self.live.set_recipe(recipe)
+            backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
+                                          **{k: v for k, v in self.backend_options.items()
+                                             if k in ("batch_size", "prompt_batch", "device", "compact")})
+            run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
+                           backend=backend, **common)
+        else:
+            import mergekit.merge
+
+            from mi_mergekit import register
+
+            register()
+            path = os.path.join(self.out_dir, "models", label)
+            if not os.path.exists(os.path.join(path, "mi_plan.json")):
+                mergekit.merge.run_merge(recipe, path, self.options)
+            try:
+                run = evaluate(path, self.dataset, backend=self.backend,
+                               backend_options=self.backend_options, **common)
+            finally:
+                if not self.keep_models:
+                    shutil.rmtree(path, ignore_errors=True)
+        metrics = load_run(run)["metrics"]
+        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate")
+                if k in metrics} | {"run_dir": str(run)} | ({"lambda_mean": lam} if isinstance(knob, tuple) else {})
+
+
+class RoutedEvaluator:
+    """knob -> metrics of a routed run over the router's λ grid (see the module docstring)."""
+
+    def __init__(self, merge_config, router, out_dir: str, dataset: str, *, options=None,
+                 backend_options: Optional[dict] = None, keep_models: bool = False,
+                 eval_options: Optional[dict] = None):
+        import mergekit.merge
+        from mergekit.options import MergeOptions
+
+        from mi_mergekit import register
+        from mi_mergekit.merge.lambdas import output_name
+        from mi_mergekit.merge.sweep import with_lambda
+        from mi_mergekit.routing.run import GridBackends
+        from mi_mergekit.routing.signals import compute_signals, signal_values
+
+        register()
+        self.router, self.out_dir, self.dataset = router, out_dir, dataset
+        # the routed run's backend is the grid's: evaluate() gets neither a backend name nor its options
+        self.eval_options = {k: v for k, v in (eval_options or {}).items() if k not in ("backend", "backend_options")}
+        backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
+        device = backend_options.get("device")
+        self.keep_models = keep_models
+        options = options or MergeOptions(quiet=True)
+        self.models = {}
+        for lam in router.grid:
+            path = os.path.join(out_dir, "models", output_name(lam))
+            if not os.path.exists(os.path.join(path, "mi_plan.json")):
+                mergekit.merge.run_merge(with_lambda(merge_config, lam), path, options)
+            self.models[lam] = path
+        signals_path = os.path.join(out_dir, "signals.json")
+        if os.path.exists(signals_path):
+            with open(signals_path, encoding="utf-8") as handle:
+                doc = json.load(handle)
+        else:
+            instruct, thinking = endpoint_paths(merge_config, options)
+            doc = compute_signals(dataset, instruct=instruct, thinking=thinking,
+                                  benchmark=self.eval_options.get("benchmark", "boxed"), signals=[router.signal],
+                                  seed=self.eval_options.get("seed", 0), limit=self.eval_options.get("limit"),
+                                  device=device, progress=False)
+            with open(signals_path, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, indent=1)
+        self.values = signal_values(doc, router.signal)
+        self.grid = GridBackends(self.models, device=device,
+                                 **{k: v for k, v in backend_options.items()
+                                    if k in ("batch_size", "prompt_batch", "compact")})
+
+    def __call__(self, knob: float) -> Metrics:
+        from mi_mergekit.eval import load_run
+        from mi_mergekit.routing.run import routed_evaluate
+
+        label = f"route_{knob:g}"
+        run = routed_evaluate(self.router.shifted(knob), self.grid, self.dataset,
+                              os.path.join(self.out_dir, "runs", label), values=self.values, label=label,
+                              allow_calibration_overlap=True, progress=False, **self.eval_options)
+        metrics = load_run(run)["metrics"]
+        return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate") if k in metrics} | {
+            "lambda_mean": metrics["routing"]["lambda_mean"], "run_dir": str(run)}
+
+    def close(self) -> None:
+        self.grid.close()
+        if not self.keep_models:
+            for path in self.models.values():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def endpoint_paths(merge_config, options) -> Tuple[str, str]:
+    """Local folders of a model_interpolation recipe's Instruct (base) and Thinking models."""
+    instruct = merge_config.base_model
+    thinking = next(m.model for m in merge_config.models if m.model != instruct)
+
+    def local(ref) -> str:
+        return ref.merged(cache_dir=options.lora_merge_cache, trust_remote_code=options.trust_remote_code
+                          ).local_path(cache_dir=options.transformers_cache)
+
+    return local(instruct), local(thinking)
