@@ -48,12 +48,29 @@ LOG = logging.getLogger("mi_mergekit")
 _ACTIVE_ARCH: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_arch", default=None)
 
 
+#: the registration the hook left to ``mi_mergekit.merge.method`` (see :func:`on_merge_methods_loaded`)
+_PENDING = {"register": False}
+
+
 def on_merge_methods_loaded(module=None) -> None:
     if "mi_mergekit.methods" in sys.modules:
         # Our methods package is importing (it triggered mergekit's import) or done:
         # it registers itself at the end of its own import.
         return
+    protocol = sys.modules.get("mi_mergekit.merge.method")
+    if protocol is not None and not hasattr(protocol, "method_named"):
+        # mi_mergekit.merge.method, which our methods build on, is the one importing mergekit:
+        # it is half-defined now, so it calls registration_now() when it has finished
+        _PENDING["register"] = True
+        return
     import mi_mergekit.methods  # noqa: F401  (registers on import)
+
+
+def registration_now() -> None:
+    """Register our methods if the hook above had to wait for ``mi_mergekit.merge.method``."""
+    if _PENDING["register"]:
+        _PENDING["register"] = False
+        import mi_mergekit.methods  # noqa: F401  (registers on import)
 
 
 def importing(module_name: str):

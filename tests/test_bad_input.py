@@ -135,7 +135,7 @@ def test_non_finite_output(dense_pair, tmp_path):
 def test_interrupted_run_leaves_nothing(dense_pair, tmp_path, monkeypatch):
     instruct, thinking = dense_pair
     calls = []
-    real = engine.compute
+    real = engine.align_slice
 
     def interrupt_on_fifth(*args, **kwargs):
         calls.append(1)
@@ -143,7 +143,7 @@ def test_interrupted_run_leaves_nothing(dense_pair, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "compute", interrupt_on_fifth)
+    monkeypatch.setattr(engine, "align_slice", interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         merge(mi_config(instruct, thinking), tmp_path / "out")
     _assert_nothing_written(tmp_path, tmp_path / "out")
@@ -159,12 +159,12 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
     script = (
         "import os, signal, sys\n"
         "import mi_mergekit.merge.engine as k\n"
-        "real = k.compute; n = [0]\n"
+        "real = k.align_slice; n = [0]\n"
         "def f(*a, **kw):\n"
         "    n[0] += 1\n"
         "    if n[0] == 10: os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **kw)\n"
-        "k.compute = f\n"
+        "k.align_slice = f\n"
         "from mergekit.scripts.run_yaml import main\n"
         "sys.argv = ['mergekit-yaml', sys.argv[1], sys.argv[2]]\n"
         "main()\n"

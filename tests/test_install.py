@@ -116,3 +116,15 @@ def test_development_install_has_the_autoload_pth_too():
     assert any(
         os.path.exists(os.path.join(d, "mi_mergekit_autoload.pth")) for d in site.getsitepackages()
     )
+
+
+@pytest.mark.parametrize("first", ["mi_mergekit.merge.engine", "mi_mergekit.merge.method", "mi_mergekit.merge.plan"])
+def test_importing_the_merge_core_first_still_registers_the_methods(first):
+    """The autoload hook fires while mi_mergekit.merge.method imports mergekit: the methods,
+    which build on it, are registered when it has finished, without a 'could not hook' line."""
+    code = (f"import {first}\n"
+            "from mergekit import merge_methods\n"
+            "print(type(merge_methods.get('model_interpolation')).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ModelInterpolation" and "could not hook" not in result.stderr

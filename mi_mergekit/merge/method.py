@@ -237,3 +237,11 @@ def method_named(name: Optional[str]) -> Optional[ElementwiseMethod]:
     except RuntimeError:
         return None
     return method if isinstance(method, ElementwiseMethod) else None
+
+
+# Importing mergekit above may have run mi_mergekit's autoload hook while this module was only
+# half defined (e.g. `import mi_mergekit.merge.engine` first): the hook could not register our
+# methods, which build on this module, and left it to now.
+from mi_mergekit.integration import registration_now  # noqa: E402
+
+registration_now()
