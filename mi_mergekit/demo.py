@@ -283,7 +283,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
              prompt_batch: Optional[int] = None, windows: Optional[str] = None, modules: Optional[str] = None,
              skip_variants: bool = False, keep_models: bool = False, route_grid: Optional[str] = None,
              route_signals: Optional[str] = None, calibration_limit: Optional[int] = None,
-             compact: bool = False) -> Path:
+             compact: bool = False, slots: int = 0) -> Path:
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report
     (``mi-mergekit demo``); returns the output folder."""
     from mi_mergekit.eval import evaluate, write_report
@@ -333,6 +333,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     except (OSError, ValueError):
         before = {}
     budget = max_new_tokens or spec.max_new_tokens
+    loop = {**({"compact": True} if compact else {}), **({"slots": slots} if slots else {})}  # the decode loop
     eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
                         benchmark="boxed", grading="strict")
     grid_models: Dict[float, Path] = {}
@@ -341,7 +342,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         run_dir = out / "runs" / config.name
         settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"), "lambda": config.lam,
                     "parameters": config.parameters, "dataset": [r["id"] for r in records], "n_samples": n,
-                    "max_new_tokens": budget, "seed": seed, "prompt_batch": batch, **({"compact": True} if compact else {})}
+                    "max_new_tokens": budget, "seed": seed, "prompt_batch": batch, **loop}
         routed_later = plan is not None and not config.parameters and config.lam in plan.grid
         if _finished(run_dir, settings) and not routed_later:
             click.echo("  already evaluated with these settings", err=True)
@@ -359,7 +360,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
             continue
         runs.append(evaluate(
             str(model), str(dataset), out_dir=str(run_dir),
-            backend_options={"batch_size": n, "prompt_batch": batch, **({"compact": True} if compact else {})},
+            backend_options={"batch_size": n, "prompt_batch": batch, **loop},
             lambda_=None if config.parameters else config.lam, label=config.name, **eval_options,
         ))
         (run_dir / DEMO_FILE).write_text(json.dumps(settings, indent=1) + "\n")
@@ -379,7 +380,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         experiment = run_experiment(plan, instruct=spec.instruct, thinking=spec.thinking, grid_models=grid_models,
                                     calibration=calibration_path, calibration_records=calibration, test=dataset,
                                     test_records=records, out=out, eval_options={**eval_options, "progress": True},
-                                    batch_size=n, prompt_batch=batch, compact=compact,
+                                    batch_size=n, prompt_batch=batch, compact=compact, slots=slots,
                                     log=lambda m: click.echo(f"[route] {m}", err=True))
         routed = experiment["runs"]
         routing_text = experiment["markdown"]

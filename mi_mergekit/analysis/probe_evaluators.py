@@ -79,7 +79,7 @@ class HarnessEvaluator:
             model = self.live.set_recipe(recipe)
             backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
                                           **{k: v for k, v in self.backend_options.items()
-                                             if k in ("batch_size", "prompt_batch", "device", "compact")})
+                                             if k in ("batch_size", "prompt_batch", "device", "compact", "slots")})
             run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
                            backend=backend, **common)
         else:
@@ -146,7 +146,7 @@ class RoutedEvaluator:
         self.values = signal_values(doc, router.signal)
         self.grid = GridBackends(self.models, device=device,
                                  **{k: v for k, v in backend_options.items()
-                                    if k in ("batch_size", "prompt_batch", "compact")})
+                                    if k in ("batch_size", "prompt_batch", "compact", "slots")})
 
     def __call__(self, knob: float) -> Metrics:
         from mi_mergekit.eval import load_run

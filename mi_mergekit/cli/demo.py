@@ -42,6 +42,9 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
 @click.option("--compact", is_flag=True,
               help="Generate with the transformers backend's compacting decode loop (stopped samples leave the "
                    "batch; recorded in each run.json): same distribution, other draws than generate.")
+@click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Generate with continuous batching, N samples decoding at once (the fastest on a CPU, e.g. 128; "
+                   "each sample seeded on its own; recorded in each run.json). 0 = off.")
 def demo_command(**options):
     """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
     from mi_mergekit.demo import run_demo

@@ -132,7 +132,7 @@ JSON_OBJECT = _JSONObject()
 EVAL_OPTION_NAMES = (
     "dataset", "benchmark", "grader", "grading", "postprocess", "decoding", "temperature", "top_p", "top_k",
     "min_p", "n_samples", "max_new_tokens", "seed", "shuffle_seed", "backend", "batch_size", "prompt_batch",
-    "compact", "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
+    "compact", "slots", "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
     "drop_unsupported", "concurrency", "timeout", "connect_timeout", "retries", "tensor_parallel_size",
     "samples_per_request", "max_model_len", "columns", "split", "limit", "system_prompt",
 )
@@ -188,6 +188,11 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                           "generate, which computes every sample until the longest ends (faster on a CPU when "
                           "lengths differ; greedy gives generate's tokens, sampling other draws of the same "
                           "distribution; recorded in run.json)."),
+        click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="transformers: continuous batching with N samples decoding at once, a stopped sample's "
+                          "slot taken by the next at once (fastest on a CPU, e.g. 128; each sample seeded on its "
+                          "own, so batches do not change draws; greedy gives generate's tokens; recorded in "
+                          "run.json). 0 = off."),
         click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype."),
         click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's."),
         click.option("--base-url", "base_urls", multiple=True,
@@ -264,7 +269,8 @@ def backend_options(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[
     if backend == "transformers":
         return dict(batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
                     dtype=opts["dtype"], tokenizer_path=opts["tokenizer_path"],
-                    **({"compact": True} if opts["compact"] else {}))
+                    **({"compact": True} if opts["compact"] else {}),
+                    **({"slots": opts["slots"]} if opts["slots"] else {}))
     if backend == "vllm":
         return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
                     dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],

@@ -147,7 +147,7 @@ def eval_command(router_path, models, signals_path, instruct, thinking, device, 
     http = {key: opts[key] for key in ("api", "api_key", "extra_body", "drop_unsupported", "concurrency", "timeout",
                                        "connect_timeout", "retries")}
     with GridBackends(grid, batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
-                      dtype=opts["dtype"], compact=opts["compact"], tokenizer_path=opts["tokenizer_path"],
+                      dtype=opts["dtype"], compact=opts["compact"], slots=opts["slots"], tokenizer_path=opts["tokenizer_path"],
                       served_models=parse_served_models(opts["served_model"], grid),
                       http_options=http) as backends:
         run = routed_evaluate(router, backends, opts["dataset"], out_dir, values=signal_values(doc, router.signal),

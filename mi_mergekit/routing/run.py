@@ -94,7 +94,7 @@ class GridBackends:
     def __init__(self, grid: Mapping[float, str], *, batch_size: int = 4, prompt_batch: int = 1,
                  device: Optional[str] = None, tokenizer_path: Optional[str] = None,
                  served_models: Optional[Mapping[float, str]] = None, http_options: Optional[dict] = None,
-                 compact: bool = False, dtype: str = "auto"):
+                 compact: bool = False, slots: int = 0, dtype: str = "auto"):
         self.models = {float(lam): str(where) for lam, where in grid.items()}
         self.backends: Dict[float, Backend] = {}
         served = {float(k): v for k, v in (served_models or {}).items()}
@@ -115,7 +115,8 @@ class GridBackends:
 
                     check_model_folder(where)
                     self.backends[lam] = TransformersBackend(where, batch_size=batch_size, prompt_batch=prompt_batch,
-                                                             device=device, compact=compact, dtype=dtype)
+                                                             device=device, compact=compact, slots=slots,
+                                                             dtype=dtype)
         except BaseException:
             self.close()
             raise

@@ -9,23 +9,9 @@ import pytest
 from mi_mergekit.eval import evaluate
 from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
 from mi_mergekit.eval.decoding import PRESETS, Decoding
+from tiny_model import stop_token, talkative_model
 
 PROMPTS = ["w1", "What is 1+2? Put the answer in \\boxed{}.", "user assistant think about it; 0 1 2 3"]
-
-
-def _talkative(tiny_model):
-    """The tiny model with weights redrawn at std 1: greedy traces that differ from prompt to prompt (at the
-    fixture's std 0.02 every prompt repeats one token), so an EOS can stop them at different steps."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 1.0)
-    return model
 
 
 # top-k 1 samples through every warper (temperature, top-k, top-p) yet draws the argmax: generate allows n > 1 there
@@ -37,18 +23,13 @@ def test_deterministic_compact_decoding_is_generate(tiny_model, decoding, n):
     """Oracle: transformers' generate. Deterministic decoding, prompts of different lengths (left padding),
     sequences that stop at different steps and some that hit the budget: the same texts, token counts and finish
     reasons, in generate's order (n per prompt)."""
-    import torch
-
-    model = _talkative(tiny_model)
+    model = talkative_model(tiny_model)
     plain = TransformersBackend(str(tiny_model), model=model)
     compact = TransformersBackend(str(tiny_model), model=model, compact=True)
     rendered = [plain.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                     add_generation_prompt=True) for p in PROMPTS]
     # an EOS that the second prompt's greedy trace first emits at its 5th step or later
-    ids = plain.tokenizer(rendered[1], return_tensors="pt", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        trace = model.generate(ids, do_sample=False, max_new_tokens=24)[0, ids.shape[1]:].tolist()
-    stop = next(t for i, t in enumerate(trace) if i >= 4 and t not in trace[:i])
+    stop = stop_token(model, plain.tokenizer, rendered[1])
     model.generation_config.eos_token_id = [plain.tokenizer.eos_token_id, stop]
     ends = set()
     for budget in (24, 4):
@@ -74,7 +55,7 @@ def test_sampled_compact_decoding_is_seeded_and_recorded(tmp_path, fixtures, tin
 def test_compact_refuses_a_generation_config_it_would_not_apply(tiny_model):
     from mi_mergekit.errors import EvalInputError
 
-    backend = TransformersBackend(str(tiny_model), model=_talkative(tiny_model), compact=True)
+    backend = TransformersBackend(str(tiny_model), model=talkative_model(tiny_model), compact=True)
     backend.model.generation_config.repetition_penalty = 1.3
     with pytest.raises(EvalInputError, match="repetition_penalty.*generate without compact"):
         backend.complete("w1", 1, 0, PRESETS["greedy"], 4)

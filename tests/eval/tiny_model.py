@@ -102,3 +102,30 @@ def build_model(path: Path, seed: int = 0, chat_template: str = THINKING_TEMPLAT
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def talkative_model(path: Path):
+    """The tiny model at ``path`` with weights redrawn at std 1: greedy traces that differ from prompt to
+    prompt (at build_model's std 0.02 every prompt repeats one token), so an EOS can stop them at
+    different steps."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 1.0)
+    return model
+
+
+def stop_token(model, tokenizer, prompt: str, after: int = 4) -> int:
+    """A token that the greedy trace of ``prompt`` first emits at step ``after`` or later: made an EOS,
+    it stops that prompt's samples mid-way (and others elsewhere or never)."""
+    import torch
+
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        trace = model.generate(ids, do_sample=False, max_new_tokens=24)[0, ids.shape[1]:].tolist()
+    return next(t for i, t in enumerate(trace) if i >= after and t not in trace[:i])

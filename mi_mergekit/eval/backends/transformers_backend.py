@@ -25,6 +25,13 @@ sequence until the longest one ends: on a CPU, where a batch's traces differ in 
 warpers in ``generate``'s order (temperature, top-k, top-p, min-p); greedy decoding gives
 ``generate``'s tokens, sampling gives other (equally distributed, equally seeded and
 reproducible) draws, because fewer rows consume the random stream.
+
+``slots=N`` (opt-in, recorded in run.json) decodes with continuous batching instead
+(:mod:`.slots`): N samples decode at once from the run's whole queue, a stopped sample's slot
+goes to the next one at the next step, each prompt is prefilled once for its samples, and each
+sample draws from its own seeded stream (:func:`.sampling.sample_seed` of its chunk seed and
+index), so its tokens depend neither on the batch nor on ``prompt_batch``. The fastest path on
+a CPU (``benchmarks/bench_generation.py``); greedy decoding gives ``generate``'s tokens.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class TransformersBackend(Backend):
         model=None,
         tokenizer=None,
         compact: bool = False,
+        slots: int = 0,
     ):
         import torch
 
@@ -65,6 +73,11 @@ class TransformersBackend(Backend):
         self.chunk_size = max(1, int(batch_size))
         self.prompt_batch = max(1, int(prompt_batch))
         self.compact = bool(compact)
+        self.slots = max(0, int(slots))
+        if self.slots and self.compact:
+            from mi_mergekit.errors import EvalInputError
+
+            raise EvalInputError("choose one decode loop: --slots or --compact")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = tokenizer or load_tokenizer(tokenizer_path or model_path)
         self.dtype = dtype
@@ -85,6 +98,8 @@ class TransformersBackend(Backend):
                      "device": self.device}
         if self.compact:
             described["compact"] = True
+        if self.slots:
+            described["slots"] = self.slots
         return described
 
     def _generation_config(self, decoding: Decoding, max_new_tokens: int, n: int):
@@ -154,12 +169,8 @@ class TransformersBackend(Backend):
         """New tokens of every sequence (``num_return_sequences`` per prompt, as ``generate`` orders
         them), decoding only the sequences that have not stopped (module docstring)."""
         import torch
-        from mi_mergekit.errors import EvalInputError
 
-        unsupported = [name for name, off in _COMPACT_IGNORES.items() if getattr(config, name, off) not in (off, None)]
-        if unsupported:
-            raise EvalInputError(f"{self.model_path}: its generation_config sets {', '.join(unsupported)}, which the "
-                                  "compacting decode loop does not apply; generate without compact")
+        self._check_plain(config, "compact")
         from transformers import DynamicCache, LogitsProcessorList
         from transformers.generation.logits_process import (
             MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
@@ -203,6 +214,38 @@ class TransformersBackend(Backend):
             step_ids, positions = chosen[:, None], mask.sum(-1, keepdim=True) - 1
         return tokens
 
+    def _check_plain(self, config, loop: str) -> None:
+        """Refuse a generation_config whose extra logits processing ``generate`` would apply and our loops do not."""
+        from mi_mergekit.errors import EvalInputError
+
+        unsupported = [name for name, off in _COMPACT_IGNORES.items() if getattr(config, name, off) not in (off, None)]
+        if unsupported:
+            raise EvalInputError(f"{self.model_path}: its generation_config sets {', '.join(unsupported)}, which the "
+                                  f"{loop} decode loop does not apply; generate without {loop}")
+
+    def _generate_slots(self, chunks: List[Chunk], decoding: Decoding, max_new_tokens: int):
+        """Every chunk through the continuous-batching decoder (:mod:`.slots`), each chunk yielded once all
+        its samples have stopped."""
+        import torch
+
+        from mi_mergekit.eval.backends.sampling import sample_seed
+        from mi_mergekit.eval.backends.slots import Job, SlotDecoder
+
+        config = self._generation_config(decoding, max_new_tokens, 1)
+        self._check_plain(config, "slots")
+        eos_ids = self._eos_ids(config)
+        decoder = SlotDecoder(self.model, self.slots, eos_ids, decoding, max_new_tokens)
+        groups, left = [], {}
+        for number, chunk in enumerate(chunks):
+            prompt = self.tokenizer(chunk.prompt, add_special_tokens=False)["input_ids"]
+            groups.append([Job(number, prompt, sample_seed(chunk.seed, index)) for index in chunk.indices])
+            left[number] = len(chunk.indices)
+        with torch.no_grad():
+            for job in decoder.run(groups):
+                left[job.key] -= 1
+                if not left[job.key]:
+                    yield chunks[job.key], [self._completion(j.tokens, eos_ids) for j in groups[job.key]]
+
     def _completion(self, tokens: List[int], eos_ids: set) -> Completion:
         stop = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
         if stop is None:
@@ -212,6 +255,9 @@ class TransformersBackend(Backend):
     def generate(
         self, chunks: Iterable[Chunk], decoding: Decoding, max_new_tokens: int
     ) -> Iterator[Tuple[Chunk, List[Completion]]]:
+        if self.slots:
+            yield from self._generate_slots(list(chunks), decoding, max_new_tokens)
+            return
         pending: List[Chunk] = []
         for chunk in list(chunks) + [None]:
             if pending and (chunk is None or chunk.batch < 0 or chunk.batch != pending[0].batch):
