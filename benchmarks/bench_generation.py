@@ -13,6 +13,7 @@ tokens per second of wall time and CPU seconds per 1,000 generated tokens (all t
 * ``today``: the transformers backend as the demo ran it (``--compact``, one prompt batch of
   ``--prompt-batch`` questions, ``generate``'s warpers);
 * ``slots``: the continuous-batching decoder (``--slots N``, :mod:`mi_mergekit.eval.backends.slots`);
+  ``slots_bf16`` the same with ``--dtype bfloat16`` (an option: these cores multiply bf16 with AMX);
 * ``llama`` / ``llama1``: llama.cpp (llama-cpp-python) on the same weights at the same precision
   (a float32 GGUF written by llama.cpp's own ``convert_hf_to_gguf.py``, float32 KV cache), with
   ``--slots`` parallel sequences (continuous batching as its server does, prompts evaluated once
@@ -230,10 +231,11 @@ def main() -> None:
             print(f"bound: {bound['gflops']} GFLOP/s at rows; {bound['flops_per_token'] / 1e9:.3f} GFLOP/token -> "
                   f"{bound['tokens_per_s']:.0f} tokens/s (load {bound['load']})", flush=True)
             continue
-        if path in ("today", "slots"):
-            backend = TransformersBackend(str(model), **(today if path == "today" else slots))
-            label = (f"today: --compact --prompt-batch {args.prompt_batch}" if path == "today"
-                     else f"new: --slots {args.slots}")
+        if path in ("today", "slots", "slots_bf16"):
+            options = {"today": today, "slots": slots, "slots_bf16": {**slots, "dtype": "bfloat16"}}[path]
+            backend = TransformersBackend(str(model), **options)
+            label = {"today": f"today: --compact --prompt-batch {args.prompt_batch}", "slots": f"new: --slots {args.slots}",
+                     "slots_bf16": f"new: --slots {args.slots} --dtype bfloat16"}[path]
             result = run_backend(backend, prompts, decoding)
             backend.close()
         else:

@@ -15,7 +15,7 @@ from test_cli_resume import run_cli
 from tiny_model import stop_token, talkative_model
 
 PROMPTS = ["w1", "What is 1+2? Put the answer in \\boxed{}.", "user assistant think about it; 0 1 2 3",
-           "Write a short poem about the sea", "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) { }"]
+           "Write a short poem about the sea", "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) { } " * 4]
 
 
 def _setup(tiny_model):
@@ -33,20 +33,30 @@ def _by_chunk(backend, chunks, decoding, budget):
     return {(c.question_id, c.indices): completions for c, completions in backend.generate(chunks, decoding, budget)}
 
 
-@pytest.mark.parametrize("slots", [1, 3, 16])
-def test_greedy_slots_decoding_is_generate(tiny_model, slots):
+@pytest.mark.parametrize("slots, first_positions, group_rows", [(1, 512, 16), (3, 512, 16), (4, 2, 2)])
+def test_greedy_slots_decoding_is_generate(tiny_model, monkeypatch, slots, first_positions, group_rows):
     """Oracle: transformers' generate, one prompt at a time. Prompts of different lengths, samples that stop at
-    different steps and some at the budget, fewer slots than samples (rows handed on, moved, re-sorted): the same
-    texts, token counts and finish reasons."""
+    different steps and some at the budget, fewer slots than samples (rows handed on, moved, re-sorted), a cache
+    that grows as rows get longer: the same texts, token counts and finish reasons."""
+    from mi_mergekit.eval.backends import slots as slot_module
+
+    monkeypatch.setattr(slot_module, "FIRST_POSITIONS", first_positions)
+    monkeypatch.setattr(slot_module, "GROUP_ROWS", group_rows)
+    sorts = []
+    monkeypatch.setattr(slot_module, "_sort_pays", lambda lengths, pays=slot_module._sort_pays: sorts.append(
+        pays(lengths)) or sorts[-1])
     model, plain, rendered = _setup(tiny_model)
     chunks = [Chunk(str(i), prompt, [], (0,), 7) for i, prompt in enumerate(rendered)]
+    triples = [Chunk(c.question_id, c.prompt, [], (0, 1, 2), 7) for c in chunks]  # 3 samples a prompt here
     decoder = TransformersBackend(str(tiny_model), model=model, slots=slots)
     ends = set()
     for budget in (24, 4):
         expected = _by_chunk(plain, chunks, PRESETS["greedy"], budget)
-        assert _by_chunk(decoder, chunks, PRESETS["greedy"], budget) == expected
+        got = _by_chunk(decoder, triples, PRESETS["greedy"], budget)
+        assert got == {(q, (0, 1, 2)): row * 3 for (q, _), row in expected.items()}
         ends |= {(c.finish_reason, c.n_tokens) for row in expected.values() for c in row}
     assert {reason for reason, _ in ends} == {"stop", "length"} and len({t for _, t in ends}) > 2, ends
+    assert any(sorts) == (group_rows < slots)  # rows re-sorted by length where there are groups to sort into
 
 
 def test_a_sample_depends_on_its_seed_alone(tiny_model):

@@ -35,6 +35,8 @@ from mi_mergekit.eval.decoding import Decoding
 ATTENTION = "mi_slots"
 #: rows per attention group (each group attends over its own longest row)
 GROUP_ROWS = 16
+#: positions per row allocated past the longest prompt at first (the cache doubles when rows need more)
+FIRST_POSITIONS = 512
 
 
 class SlotLayer(CacheLayerMixin):
@@ -65,9 +67,17 @@ class SlotLayer(CacheLayerMixin):
     def place(self, rows: range, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Copy a prefilled prompt (``[kv_heads, length, head_dim]``) into ``rows``."""
         if not self.is_initialized:
-            self.lazy_initialization(keys[None], values[None])
+            self.cache.allocating(lambda: self.lazy_initialization(keys[None], values[None]))
         self.keys[rows.start:rows.stop, :, :keys.shape[1]] = keys
         self.values[rows.start:rows.stop, :, :values.shape[1]] = values
+
+    def grow(self, capacity: int) -> None:
+        """Room for ``capacity`` positions per row (the first ones kept)."""
+        if self.is_initialized:
+            old_keys, old_values = self.keys, self.values
+            self.lazy_initialization(old_keys, old_values)
+            self.keys[:, :, :old_keys.shape[2]] = old_keys
+            self.values[:, :, :old_values.shape[2]] = old_values
 
     def move(self, dest: torch.Tensor, source: torch.Tensor, length: int) -> None:
         """Rows ``dest`` take the first ``length`` positions of rows ``source``."""
@@ -85,13 +95,32 @@ class SlotLayer(CacheLayerMixin):
 
 
 class SlotCache(Cache):
-    """The static cache of ``slots`` rows of ``capacity`` positions for every layer of a model."""
+    """The cache of ``slots`` rows for every layer of a model: ``capacity`` positions per row, doubled
+    (up to ``limit``) when a row needs more, so memory follows the longest sample, not the budget."""
 
-    def __init__(self, num_layers: int, slots: int, capacity: int):
-        self.slots, self.capacity = slots, capacity
+    def __init__(self, num_layers: int, slots: int, capacity: int, limit: int):
+        self.slots, self.capacity, self.limit = slots, min(capacity, limit), limit
         #: (row index tensor, write positions, longest window) of the step being run
         self.step: Tuple[torch.Tensor, torch.Tensor, int] = (torch.arange(0), torch.arange(0), 0)
         super().__init__(layers=[SlotLayer(self) for _ in range(num_layers)])
+
+    def reserve(self, positions: int) -> None:
+        """Make room for ``positions`` positions in every row."""
+        if positions <= self.capacity:
+            return
+        self.capacity = min(self.limit, max(positions, 2 * self.capacity))
+        for layer in self.layers:
+            self.allocating(lambda: layer.grow(self.capacity))
+
+    def allocating(self, allocate) -> None:
+        """Run ``allocate``; a cache that does not fit in memory is one clear error."""
+        try:
+            allocate()
+        except (RuntimeError, MemoryError) as exc:  # torch's allocators raise RuntimeError
+            from mi_mergekit.errors import EvalInputError
+
+            raise EvalInputError(f"the key/value cache of {self.slots} slots × {self.capacity} positions does not fit "
+                                 f"in memory ({str(exc).splitlines()[0]}); use fewer --slots") from None
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -150,7 +179,9 @@ class SlotDecoder:
         a prompt (prefilled once), admitted in this order."""
         if not groups:
             return
-        cache = SlotCache(self.layers, self.slots, max(len(g[0].prompt) for g in groups) + self.budget)
+        longest = max(len(g[0].prompt) for g in groups)
+        cache = SlotCache(self.layers, self.slots, longest + min(self.budget, FIRST_POSITIONS),
+                          longest + self.budget)
         waiting = [list(g) for g in reversed(groups)]  # popped from the end: the first group first
         rows: List[_Row] = []
         tokens = torch.zeros(self.slots, dtype=torch.long, device=self.device)  # each row's latest token
@@ -162,8 +193,8 @@ class SlotDecoder:
                     tokens[len(rows)] = token
                     rows.append(_Row(job, len(job.prompt), uniforms(job.seed, self.budget)))
             alive = []
-            for index, row in enumerate(rows):
-                row.job.tokens.append(int(tokens[index]))
+            for row, token in zip(rows, tokens[:len(rows)].tolist()):
+                row.job.tokens.append(token)
                 stopped = row.job.tokens[-1] in self.eos_ids or len(row.job.tokens) >= self.budget
                 if stopped:
                     yield row.job
@@ -242,6 +273,7 @@ class SlotDecoder:
         count = len(rows)
         lengths = torch.tensor([r.length for r in rows], device=self.device)
         window = max(r.length for r in rows) + 1
+        cache.reserve(window)
         cache.step = (torch.arange(count, device=self.device), lengths, window)
         mask = (torch.arange(window, device=self.device)[None, :] <= lengths[:, None])[:, None, None, :]
         groups = [(a, min(a + GROUP_ROWS, count), max(r.length for r in rows[a:a + GROUP_ROWS]) + 1)
@@ -258,8 +290,8 @@ class SlotDecoder:
 
 
 def _sort_pays(lengths: List[int]) -> bool:
-    """Whether sorting rows of these lengths (longest first) into attention groups saves, over about
-    eight steps, more positions read than the sort copies."""
+    """Whether sorting rows of these lengths (longest first) into attention groups saves, over the next
+    16 steps, more positions read than the sort copies (every row up to the longest, read and written)."""
     def reads(values):
         return sum(max(values[i:i + GROUP_ROWS]) * len(values[i:i + GROUP_ROWS])
                    for i in range(0, len(values), GROUP_ROWS))
@@ -267,4 +299,4 @@ def _sort_pays(lengths: List[int]) -> bool:
     if len(lengths) <= GROUP_ROWS:
         return False
     saved = reads(lengths) - reads(sorted(lengths, reverse=True))
-    return saved * 8 > 2 * sum(lengths)
+    return saved * 16 > 2 * len(lengths) * max(lengths)
