@@ -55,7 +55,7 @@ def main() -> None:
         batch.n_tokens = k + 1
         return k
 
-    waiting = list(range(len(job["prompts"])))[::-1]
+    waiting = [(q, list(range(n))) for q in range(len(job["prompts"]))][::-1]  # questions and their samples left
     counts = [[0] * n for _ in job["prompts"]]
     running = {}  # slot -> [question, sample, position, sampler, tokens, logits row, last token]
     free = list(range(slots))[::-1]
@@ -67,14 +67,16 @@ def main() -> None:
             s[5] = add(s[6], s[2], slot, True)
             s[2] += 1
         copies = []
-        while waiting and len(free) >= n:  # a question enters when all its samples have a slot
-            q = waiting.pop()
-            group = [free.pop() for _ in range(n)]
+        while waiting and free:  # as many of a question's samples as there are free slots
+            q, samples = waiting.pop()
+            group = [free.pop() for _ in samples[:len(free)]]
+            if samples[len(group):]:
+                waiting.append((q, samples[len(group):]))
             prompt = job["prompts"][q]
             for j, token in enumerate(prompt):
                 row = add(token, j, group[0], j == len(prompt) - 1)
             copies.append(group)
-            for i, slot in enumerate(group):
+            for i, slot in zip(samples, group):
                 running[slot] = [q, i, len(prompt), sampler(job["seeds"][q][i]), 0, row, None]
         if L.llama_decode(ctx, batch) != 0:
             raise SystemExit("llama_decode failed")

@@ -95,7 +95,7 @@ def matmul_bound(model: Path, rows: list) -> dict:
     torch.manual_seed(0)
     weights = [torch.randn(o, i) * 0.02 for o, i in shapes]
     lm_head = torch.randn(c.vocab_size, h) * 0.02
-    before, rates = load(), {}
+    before, rates, cpu_rates = load(), {}, {}
     for m in sorted(set(rows)):
         inputs = {i: torch.randn(m, i) for _, i in shapes}
 
@@ -107,13 +107,16 @@ def matmul_bound(model: Path, rows: list) -> dict:
 
         token_step()
         repeats = max(2, 512 // m)
-        t0 = time.perf_counter()
+        t0, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         for _ in range(repeats):
             token_step()
+        end = resource.getrusage(resource.RUSAGE_SELF)
         rates[m] = m * flops * repeats / (time.perf_counter() - t0)
+        cpu_rates[m] = m * flops * repeats / (end.ru_utime - usage.ru_utime + end.ru_stime - usage.ru_stime)
     best = max(rates.values())
     return {"flops_per_token": flops, "gflops": {m: round(r / 1e9, 1) for m, r in rates.items()},
-            "tokens_per_s": best / flops, "load": [before, load()]}
+            "tokens_per_s": best / flops, "cpu_per_1k": 1000 * flops / max(cpu_rates.values()),
+            "load": [before, load()]}
 
 
 def gguf_f32(model: Path, work: Path, llama_python: str) -> Path:
@@ -250,19 +253,22 @@ def main() -> None:
         print(f"{label}: {result['tokens']} tokens in {result['wall']:.1f} s = {result['tokens'] / result['wall']:.1f} "
               f"tokens/s, {1000 * result['cpu'] / result['tokens']:.2f} CPU-s per 1k tokens (load {result['load']})",
               flush=True)
-    bounds = [r["tokens_per_s"] for label, r in results if label.startswith("compute")]
+    bounds = [r for label, r in results if label.startswith("compute")]
+    bound = sum(r["tokens_per_s"] for r in bounds) / len(bounds) if bounds else None
+    bound_cpu = sum(r["cpu_per_1k"] for r in bounds) / len(bounds) if bounds else None
     base = next((r["tokens"] / r["wall"] for label, r in results if label.startswith("today")), None)
-    print("\n| path | tokens | wall s | tokens/s | CPU-s / 1k tokens | × today | ÷ bound | load before→after |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("\n| path | tokens | wall s | tokens/s | CPU-s / 1k tokens | × today | ÷ bound (tokens/s) | "
+          "÷ bound (CPU-s) | load before→after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, r in results:
+        loads = f"{r['load'][0]:.1f}→{r['load'][1]:.1f}"
         if label.startswith("compute"):
-            print(f"| {label} | | | {r['tokens_per_s']:.0f} | {threads * 1000 / r['tokens_per_s']:.2f} | | 1 | "
-                  f"{r['load'][0]:.1f}→{r['load'][1]:.1f} |")
+            print(f"| {label} | | | {r['tokens_per_s']:.0f} | {r['cpu_per_1k']:.2f} | | 1 | 1 | {loads} |")
             continue
-        rate = r["tokens"] / r["wall"]
-        print(f"| {label} | {r['tokens']} | {r['wall']:.1f} | {rate:.1f} | {1000 * r['cpu'] / r['tokens']:.2f} | "
-              f"{rate / base:.2f} | {rate / (sum(bounds) / len(bounds)):.2f} | {r['load'][0]:.1f}→{r['load'][1]:.1f} |"
-              if base and bounds else f"| {label} | {r['tokens']} | {r['wall']:.1f} | {rate:.1f} | | | | |")
+        rate, cpu = r["tokens"] / r["wall"], 1000 * r["cpu"] / r["tokens"]
+        ratio = lambda value: f"{value:.2f}" if value else ""  # noqa: E731
+        print(f"| {label} | {r['tokens']} | {r['wall']:.1f} | {rate:.1f} | {cpu:.2f} | {ratio(base and rate / base)} | "
+              f"{ratio(bound and rate / bound)} | {ratio(bound_cpu and bound_cpu / cpu)} | {loads} |")
     if args.json:
         args.json.write_text(json.dumps({"threads": threads, "results": results}, indent=1) + "\n")
 
