@@ -77,7 +77,7 @@ def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_
     args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", "pair",
             "--out", "demo", "--lambdas", "0.8,1", "--windows", "none", "--modules", "none",
             "--route-grid", "0.8,1", "--limit", "2", "--calibration-limit", "2", "--n-samples", "1",
-            "--max-new-tokens", "32", "--compact", "--route-signals", "divergence"]
+            "--max-new-tokens", "32", "--slots", "8", "--route-signals", "divergence"]
     # both runs: 88 s alone on 2 cores (the disagreement signal, 20 s more here, is run on the
     # tiny pair in tests/eval/test_routing.py and in the full demo)
     first = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
