@@ -68,7 +68,7 @@ def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, 
 
 
 @click.command("sweep")
-@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="RECIPE... OUT_DIR")
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(), metavar="RECIPE... OUT_DIR")
 @lambdas_option(help="λ values (one RECIPE)")
 @model_option
 @overwrite_option
@@ -95,6 +95,10 @@ def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: 
     if len(recipes) < 2:
         raise click.UsageError("give RECIPE... and OUT_DIR")
     *recipes, out_dir = recipes
+    for path in recipes:
+        if os.path.isdir(path):
+            raise click.BadParameter(f"{path} is a folder; RECIPE is a YAML file (OUT_DIR comes last)",
+                                     param_hint="RECIPE")
     if lambdas_spec and len(recipes) > 1:
         raise click.UsageError("--lambdas sweeps one RECIPE; several RECIPEs are a family written as they are")
     if not lambdas_spec and len(recipes) == 1:
