@@ -103,16 +103,22 @@ def test_mi_mergekit_commands_read_hub_ids_from_the_cache(hf_home, dense_pair, t
     assert COMMITS["thinking"] in result.stdout  # the revision in the recipe is honoured
 
 
-def test_a_model_neither_cached_nor_reachable_is_one_line(hf_home, tmp_path):
+@pytest.mark.parametrize("offline", [False, True], ids=["no-HF_HUB_OFFLINE", "HF_HUB_OFFLINE=1"])
+def test_a_model_neither_cached_nor_reachable_is_one_line(offline, hf_home, tmp_path):
     recipe = str(write(tmp_path, "r.yaml", mi_recipe(thinking="tiny-org/missing")))
-    result = run([console("mergekit-yaml"), recipe, str(tmp_path / "out")], env=env(hf_home, False))
+    result = run([console("mergekit-yaml"), recipe, str(tmp_path / "out")], env=env(hf_home, offline))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]  # that line alone
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: model tiny-org/missing is not a local folder and could not be loaded from "
-                           "the Hugging Face hub or its local cache (the hub cannot be reached"), last
+    assert last.startswith("Error: model tiny-org/missing not found: no folder "), last
+    assert "no complete snapshot in the Hugging Face cache" in last
+    assert ("HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached (http://127.0.0.1:9") in last
     assert "download it with `hf download tiny-org/missing`" in last
-    assert "--model tiny-org/missing=PATH" in last
+    assert "mergekit-yaml has no --model option, `mi-mergekit merge RECIPE OUT --model tiny-org/missing=PATH`" in last
     assert not (tmp_path / "out").exists()
+    result = run([console("mi-mergekit"), "plan", recipe], env=env(hf_home, offline))
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and "map it to a local copy with --model tiny-org/missing=PATH" in last, last
 
 
 def test_the_headline_command_runs_from_the_cache(tmp_path):

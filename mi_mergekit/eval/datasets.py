@@ -93,7 +93,10 @@ def read_rows(source: str, split: str = "train") -> List[dict]:
             f"cannot read {source!r}: use a .jsonl, .csv or .parquet file, or hf:<dataset name> for the hub"
         )
     if not path.is_file():
-        raise DatasetError(f"dataset file not found: {source}")
+        from mi_mergekit.merge.hub import siblings_hint
+
+        raise DatasetError(f"dataset file not found: {source}{siblings_hint(source, folders=False)} "
+                           f"({path.absolute()})")
     if kind == "jsonl":
         return _read_jsonl(path)
     if kind == "csv":
@@ -127,8 +130,20 @@ def _read_hub(name: str, split: str) -> List[dict]:
         import datasets
     except ImportError as exc:
         raise DatasetError("loading from the hub needs `datasets`: pip install 'mi-mergekit[hub]'") from exc
+    from mi_mergekit.merge.hub import ask_hub, offline
+
     name, _, config = name.partition(":")
-    return list(datasets.load_dataset(name, config or None, split=split))
+    found, why = ask_hub(name, kind="datasets")
+    if found is False:
+        raise DatasetError(f"{why} (hf:{name}): check the name, or pass a local .jsonl/.csv/.parquet file")
+    if found:
+        return list(datasets.load_dataset(name, config or None, split=split))
+    try:  # the hub cannot be asked: the local datasets cache only, at once
+        with offline():
+            return list(datasets.load_dataset(name, config or None, split=split))
+    except Exception as exc:  # noqa: BLE001 - not cached (datasets says it in many ways)
+        raise DatasetError(f"dataset hf:{name} is not in the local datasets cache and {why}; pass a local "
+                           ".jsonl/.csv/.parquet file, or load it once where the hub is reachable") from exc
 
 
 def dataset_fingerprint(source: str) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import re
 import time
 import json
 from pathlib import Path
@@ -80,14 +79,16 @@ class ModelFolderError(ValueError):
     """The model to evaluate is not a readable model folder."""
 
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 #: what `mi-mergekit eval` writes into a run folder (anything else: not a run folder)
 RUN_FOLDER_FILES = {st.RUN_FILE, st.PROMPTS_FILE, st.SAMPLES_FILE, st.GRADES_FILE, st.METRICS_FILE,
                     st.QUESTIONS_FILE, LOCK_FILE}
 
 
-def check_model_folder(model_path: Union[str, Path]) -> None:
-    """A local model must be a folder with a readable config.json; a hub id is left to the backend."""
+def check_model_folder(model_path: Union[str, Path]) -> str:
+    """The folder (or hub id) to load for ``model_path``: a local model folder with a readable
+    config.json; for a reference that is no folder here, the complete snapshot of that hub id
+    in the local cache, or the hub id itself when the hub says it exists — decided at once,
+    with no network wait (:func:`mi_mergekit.merge.hub.locate`)."""
     path = Path(model_path)
     if path.is_dir():
         config = path / "config.json"
@@ -97,10 +98,33 @@ def check_model_folder(model_path: Union[str, Path]) -> None:
             raise ModelFolderError(f"the model folder has no config.json ({path})") from None
         except (OSError, ValueError) as exc:
             raise ModelFolderError(f"cannot read the model's config.json: {exc} ({config})") from None
-    elif path.exists():
+        return str(model_path)
+    if path.exists():
         raise ModelFolderError(f"--model must be a model folder, not a file ({path})")
-    elif not _HUB_ID.match(str(model_path)):
-        raise ModelFolderError(f"model folder not found ({path})")
+    from mi_mergekit.errors import CheckpointFileError
+    from mi_mergekit.merge.hub import locate
+
+    try:
+        found, _ = locate(str(model_path), what="model")
+    except CheckpointFileError as exc:
+        raise ModelFolderError(exc.format_message()) from None
+    return found
+
+
+def remove_failed_start(out: Path) -> None:
+    """Remove a run folder this call created when nothing was stored in it (the run could
+    not start: a backend that is not installed, a model that does not load …)."""
+    try:
+        leftovers = set(os.listdir(out))
+    except OSError:
+        return
+    if leftovers <= {LOCK_FILE}:
+        for name in leftovers:
+            (out / name).unlink(missing_ok=True)
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def check_run_folder(out: Path) -> None:
@@ -197,21 +221,38 @@ def evaluate(
     grader_name = grader or bench.grader
     check_requirements(grader_name)  # unknown names and missing extras fail before anything runs
     decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
-    n_samples = int(n_samples or bench.n_samples)
-    max_new_tokens = int(max_new_tokens or bench.max_new_tokens)
+    n_samples = int(bench.n_samples if n_samples is None else n_samples)  # 0 is refused, not the default
+    max_new_tokens = int(bench.max_new_tokens if max_new_tokens is None else max_new_tokens)
     if n_samples < 1 or max_new_tokens < 1:
         raise EvalInputError("n_samples and max_new_tokens must be >= 1")
     examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
-    if backend in ("transformers", "vllm"):
-        check_model_folder(model_path)
+    load_path = check_model_folder(model_path) if backend in ("transformers", "vllm") else str(model_path)
+    if lambda_ is None:
+        lambda_ = model_lambda(load_path)
     out = Path(out_dir)
     check_run_folder(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    check_writable(out)
+    try:
+        check_writable(out)
+        _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, gpqa_options, decoding,
+                  n_samples, max_new_tokens, seed, backend, backend_options, split=split, limit=limit,
+                  columns=columns, label=label, lambda_=lambda_, shuffle_seed=shuffle_seed,
+                  system_prompt=system_prompt, postprocess=postprocess, progress=progress)
+    except BaseException:
+        if created:
+            remove_failed_start(out)
+        raise
+    return out
 
+
+def _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, gpqa_options, decoding,
+              n_samples, max_new_tokens, seed, backend, backend_options, *, split, limit, columns, label, lambda_,
+              shuffle_seed, system_prompt, postprocess, progress) -> None:
+    """:func:`evaluate`'s work in its run folder: generate what is missing, then grade."""
     with run_lock(out, "mi-mergekit eval"):
         if isinstance(backend, str):
-            backend = make_backend(backend, str(model_path), **(backend_options or {}))
+            backend = make_backend(backend, str(load_path), **(backend_options or {}))
         try:
             prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt,
                                      gpqa_options=gpqa_options or "shuffle") for e in examples]
@@ -241,7 +282,6 @@ def evaluate(
         finally:
             backend.close()
         grade_run(out, progress=progress)
-    return out
 
 
 #: how GPQA prompts are written for each option order (run.json ``gpqa_prompt``): ``opencompass``
