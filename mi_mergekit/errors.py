@@ -10,21 +10,54 @@ about one option value into click's usage errors.
 the autoload hook, ``mergekit-yaml``) so that *every* failure — ours, an ``OSError``
 such as a full disk, a corrupt safetensors file, a YAML or pydantic error, or a bug
 — ends in that one line and exit status 1; the traceback is printed only with
-``--verbose`` (``-v`` for mergekit-yaml) or ``MI_MERGEKIT_VERBOSE=1``.
+``--verbose`` (``-v`` for mergekit-yaml) or ``MI_MERGEKIT_VERBOSE=1``. A usage error
+(an unknown option, a bad option value) keeps click's own form and exit status 2.
+
+:func:`did_you_mean` is the one close-match helper for names a user types (methods,
+parameters, module groups, dtypes, benchmarks, folders); :func:`command` says which
+command line is running, so that a message can name the fix that fits it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import difflib
 import errno
 import os
 import sys
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import click
 
 VERBOSE_ENV = "MI_MERGEKIT_VERBOSE"
+
+#: the command line being run: "mergekit-yaml", "mi-mergekit merge", … (None: the Python API)
+_COMMAND: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_command", default=None)
+#: the flag that adds the traceback, as the running command spells it
+_VERBOSE_FLAG: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_verbose_flag", default="--verbose")
+
+
+def command() -> Optional[str]:
+    """The command line being run (``"mergekit-yaml"``, ``"mi-mergekit merge"`` …), or None."""
+    return _COMMAND.get()
+
+
+def did_you_mean(name, choices: Iterable[str], quote: bool = True) -> str:
+    """`` — did you mean 'x'?`` for the known name closest to ``name`` (difflib), or ``""``."""
+    text = str(name)
+    choices = [str(c) for c in choices]
+    by_case = {c.lower(): c for c in choices}
+    if text.lower() in by_case and by_case[text.lower()] != text:
+        match = [by_case[text.lower()]]
+    else:
+        match = difflib.get_close_matches(text, choices, n=1, cutoff=0.6) or difflib.get_close_matches(
+            text.lower(), list(by_case), n=1, cutoff=0.6)
+        match = [by_case.get(m, m) for m in match]
+    if not match:
+        return ""
+    return f" — did you mean {match[0]!r}?" if quote else f" — did you mean {match[0]}?"
 
 
 class MiMergekitError(ValueError):
@@ -182,17 +215,39 @@ def explain(exc: BaseException) -> str:
         pass
     if isinstance(exc, (ValueError, KeyError, TypeError)) and type(exc).__module__.startswith("mi_mergekit"):
         return _one_line(str(exc))
-    return _one_line(f"unexpected {type(exc).__name__}: {exc} — rerun with --verbose for the traceback")
+    return _one_line(f"unexpected {type(exc).__name__}: {exc} — rerun with {_VERBOSE_FLAG.get()} for the traceback")
 
 
-def validation_summary(exc) -> str:
-    """A pydantic ValidationError as one line: the first problem and how many more."""
+def key_path(loc) -> str:
+    """A pydantic location as a recipe key path: ``("models", 0, "model")`` -> ``models[0].model``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif "[" in str(part) or "(" in str(part):  # a union member's tag, e.g. list[float]
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def validation_summary(exc, where: str = "") -> str:
+    """A pydantic ValidationError as one line: the key path, the problem and the value given
+    for the first error, and how many more. ``where`` prefixes the key path (a
+    parameter validated on its own has none)."""
     problems = exc.errors()
     first = problems[0] if problems else {"loc": (), "msg": str(exc)}
-    loc = ".".join(str(p) for p in first.get("loc", ()))
+    loc = ".".join(p for p in (where, key_path(first.get("loc", ()))) if p)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    where = f"{loc}: " if loc else ""
-    return _one_line(f"recipe is not a valid mergekit config: {where}{first['msg']}{more}")
+    given = ""
+    if "input" in first and first.get("type") != "missing" and not isinstance(first["input"], (dict, list)):
+        given = f", got {first['input']!r}"
+    elif first.get("type") == "missing" and isinstance(first.get("input"), dict) and first.get("loc"):
+        typo = did_you_mean(first["loc"][-1], [str(k) for k in first["input"]])  # {modle: …} for model
+        if typo:
+            given = f" (the recipe has {typo.split(chr(39))[1]!r} there: a typo?)"
+    place = f"{loc}: " if loc else ""
+    return _one_line(f"recipe is not a valid mergekit config: {place}{first['msg']}{given}{more}")
 
 
 def _one_line(text: str) -> str:
@@ -207,26 +262,51 @@ def verbose_requested(args, flags=("--verbose",)) -> bool:
     return any(a in flags or (counted and a[:2] == "-v" and set(a[1:]) == {"v"}) for a in args)
 
 
+def quiet_hub_logs() -> None:
+    """Keep the Hugging Face hub library's warnings (retries, offline fallbacks) off the
+    terminal: what they mean ends in our one line. ``--verbose``/``-v`` keeps them."""
+    import logging
+
+    if "huggingface_hub" in sys.modules:
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    else:  # read when the library configures its logger
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+
+
 def guarded_main(main: Callable, verbose_flags=("--verbose",), strip_flags=(),
-                 applies: Callable[[BaseException], bool] = lambda exc: True) -> Callable:
+                 applies: Callable[[BaseException], bool] = lambda exc: True,
+                 name: Optional[str] = None, usage_hint: Callable[[click.UsageError], Optional[str]] = None
+                 ) -> Callable:
     """A click command's ``main`` that ends every failure in one ``Error:`` line and exit
-    status 1.
+    status 1 (a usage error: click's message and exit status 2).
 
     ``strip_flags`` are removed from the arguments before click parses them (a
     global ``--verbose`` accepted anywhere). ``applies(exc)`` may return False to
     let an exception through unchanged (stock mergekit merges keep their own
-    behaviour).
+    behaviour). ``name`` is the command (``mi-mergekit``: its subcommand is added), for
+    :func:`command`; ``usage_hint(exc)`` may add a sentence to a usage error.
     """
 
     def guarded(args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         verbose = verbose_requested(args, verbose_flags)
         args = [a for a in args if a not in strip_flags]
+        if name:
+            sub = next((a for a in args if not a.startswith("-")), None) if name == "mi-mergekit" else None
+            _COMMAND.set(f"{name} {sub}" if sub else name)
+        _VERBOSE_FLAG.set(verbose_flags[0])
+        if not verbose:
+            quiet_hub_logs()
         if not standalone_mode:
             return main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as exc:
+            hint = usage_hint(exc) if usage_hint else None
+            if hint:
+                exc.message = f"{exc.message} {hint}"
+                if isinstance(exc, click.NoSuchOption):
+                    exc.possibilities = None  # the hint says what to use instead
             exc.show()
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:

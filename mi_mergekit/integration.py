@@ -109,6 +109,7 @@ def guard_mergekit_yaml(command) -> None:
             recipe = kwargs.get("config_file")
             with about(recipe):
                 try:
+                    _check_recipe_keys(recipe)
                     return callback(*args, **kwargs)
                 except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
                     if _STOCK_MERGE["started"]:
@@ -121,10 +122,32 @@ def guard_mergekit_yaml(command) -> None:
 
         return run_yaml
 
+    def usage_hint(exc):
+        if "--model" in str(exc.message) and "No such option" in str(exc.message):
+            return ("(mergekit-yaml reads every model from the recipe: put the local folder there, or run "
+                    "`mi-mergekit merge RECIPE OUT --model NAME=PATH`, which takes mergekit-yaml's options too.)")
+        return None
+
     def make_main(main):
-        return guarded_main(main, verbose_flags=("-v",), applies=lambda exc: not _STOCK_MERGE["started"])
+        return guarded_main(main, verbose_flags=("-v",), applies=lambda exc: not _STOCK_MERGE["started"],
+                            name="mergekit-yaml", usage_hint=usage_hint)
 
     wrap_mergekit_yaml(command, make_callback, make_main)
+
+
+def _check_recipe_keys(recipe) -> None:
+    """mergekit-yaml: a misspelled recipe key is an error, not silently ignored
+    (:func:`mi_mergekit.merge.config.check_keys`); a file that does not read is mergekit's to report."""
+    import yaml
+
+    from mi_mergekit.merge.config import check_keys
+
+    try:
+        with open(recipe, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except Exception:  # noqa: BLE001 - mergekit reads it next and says what is wrong
+        return
+    check_keys(data, recipe)
 
 
 def install() -> None:
@@ -171,11 +194,17 @@ def patch_merge_module(module) -> None:
 
             if _method(merge_config) is not None:
                 return run_method_merge(original_run_merge, merge_config, out_path, options, config_source)
-            _STOCK_MERGE["started"] = True
+            from mi_mergekit.errors import CheckpointFileError
+            from mi_mergekit.merge.config import check_config
+
+            check_config(merge_config)  # a misspelled method or dtype: one line, not mergekit's traceback
             try:
                 resolved, changed = resolve_models(merge_config, options)
+            except CheckpointFileError:  # found nowhere: mergekit would fail too, after its retries
+                raise
             except Exception:  # noqa: BLE001 - a stock merge never fails because of us
                 resolved, changed = merge_config, False
+            _STOCK_MERGE["started"] = True
             if not changed:  # stock mergekit, as it is
                 return original_run_merge(merge_config, out_path, options, config_source)
             # hub ids read from the local cache (mergekit would list them online first);
@@ -203,6 +232,9 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
     from mi_mergekit.merge.run import PlannedOutput, copy_template_files, finish_output, stream_weights
     from mi_mergekit.safety import check_output_path, model_inputs, staged_directory
 
+    from mi_mergekit.merge.config import check_config
+
+    check_config(merge_config)
     method = _method(merge_config)
     roles = method.roles or ("base", "input")
     card_config = mergekit_compat.with_absolute_local_paths(merge_config)  # the card names hub ids
@@ -212,8 +244,9 @@ def run_method_merge(engine, merge_config, out_path, options, config_source=None
     check_output_path(out_path, model_inputs(merge_config, options, *roles), options)
     resolve_device(options.device)
     plan, arch = build_plan(merge_config, options)
-    LOG.info("resolved plan:\n%s", plan.table())
-    for warning in plan.warnings:
+    table = "\n".join(line for line in plan.table().splitlines() if not line.startswith("warning: "))
+    LOG.info("resolved plan:\n%s", table)
+    for warning in plan.warnings:  # each once, as a warning (the table leaves them out)
         LOG.warning(warning)
     engine_name()  # a bad MI_MERGEKIT_ENGINE fails before anything is written
     with staged_directory(out_path) as stage, writing(out_path):

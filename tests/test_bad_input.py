@@ -32,7 +32,8 @@ def _assert_nothing_written(tmp_path, out):
     "mutate, message",
     [
         (lambda d, i, t: d.pop("base_model"), "needs `base_model:`"),
-        (lambda d, i, t: d["models"].append({"model": i + "-copy"}), "exactly one model besides"),
+        (lambda d, i, t: d["models"].append({"model": os.path.dirname(i)}), "exactly one model besides"),
+        (lambda d, i, t: d["models"].append({"model": i + "-copy"}), "instruct-copy not found: no such folder"),
         (lambda d, i, t: d.update(models=[{"model": i}]), "exactly one model besides"),
         (lambda d, i, t: d["parameters"].update(lamda=0.5), "unknown parameter"),
         (lambda d, i, t: d["parameters"].pop("lambda"), "lambda"),
@@ -41,7 +42,7 @@ def _assert_nothing_written(tmp_path, out):
         (lambda d, i, t: d["parameters"].update(layer_start=-9), "layer_start=-9 is outside"),
         (lambda d, i, t: d["parameters"].update(layer_start=3, layer_end=1), "empty layer window"),
         (lambda d, i, t: d["parameters"].update(exclude_modules="ffn"), "unknown module group 'ffn'"),
-        (lambda d, i, t: d["parameters"].update(template_from="base"), "template_from must be"),
+        (lambda d, i, t: d["parameters"].update(template_from="base"), "parameters.template_from: 'base' is not one of"),
         (lambda d, i, t: d["parameters"].update(**{"lambda": float("nan")}), "finite"),
     ],
 )
@@ -128,7 +129,7 @@ def test_non_finite_input_outside_the_window_is_still_an_error(dense_pair, copy_
 def test_non_finite_output(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     with pytest.raises(NonFiniteTensorError, match="merged tensor"):
-        merge(mi_config(instruct, thinking, lam=1e39, dtype="float32"), tmp_path / "out")
+        merge(mi_config(instruct, thinking, lam=1e39, dtype="float32", extrapolate=True), tmp_path / "out")
     _assert_nothing_written(tmp_path, tmp_path / "out")
 
 

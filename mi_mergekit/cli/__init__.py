@@ -55,7 +55,8 @@ SUBCOMMANDS = {
 class LazyGroup(click.Group):
     def main(self, *args, **kwargs):
         """Every failure ends in one ``Error:`` line (see :func:`mi_mergekit.errors.guarded_main`)."""
-        run = guarded_main(super().main, verbose_flags=("--verbose",), strip_flags=("--verbose",))
+        run = guarded_main(super().main, verbose_flags=("--verbose",), strip_flags=("--verbose",),
+                           name="mi-mergekit")
         return run(*args, **kwargs)
 
     def list_commands(self, ctx):
@@ -93,7 +94,9 @@ def main():
 
     A failure ends in one line `Error: <what> (<file>)` and exit status 1; add
     --verbose anywhere on the command line (or set MI_MERGEKIT_VERBOSE=1) to also
-    see the traceback.
+    see the traceback. A mistake in the command line itself (an unknown option, a
+    bad or missing option value) is click's usage message ending in one `Error:`
+    line, exit status 2. Success is exit status 0.
     """
 
 

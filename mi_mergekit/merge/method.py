@@ -32,7 +32,7 @@ checked here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mergekit.merge_methods.base import GroupMergeMethod, MergeMethodSpec, ParameterScope, TensorGroup
@@ -114,7 +114,10 @@ class ElementwiseMethod(GroupMergeMethod):
         return []
 
     def check_recipe(self, config) -> None:
-        """Recipe-level checks beyond the spec (before any tensor is planned)."""
+        """Recipe-level checks beyond the spec (before any tensor is planned). This one:
+        every value the recipe sets for a parameter has the parameter's type (an error names
+        its key path and the value given); a method that adds checks calls it first."""
+        check_parameter_types(self, config)
 
     def donor(self, config) -> Optional[Tuple[str, Any]]:
         """(label, model) whose tokenizer, chat template and generation_config the output
@@ -223,6 +226,54 @@ def align_inputs(method: ElementwiseMethod, name: str, chunks: Sequence[torch.Te
         common = torch.promote_types(common, chunk.dtype)
     inputs = method.ordered([c.to(common) for c in chunks], base)
     return AlignedInputs(method, name, inputs, method.prepare(name, inputs, settings, workspace))
+
+
+def recipe_parameters(config) -> Iterator[Tuple[str, Mapping[str, Any]]]:
+    """``(key path, parameters)`` of every level of a recipe that may set parameters."""
+    yield "parameters", config.parameters or {}
+    for i, model in enumerate(config.models or []):
+        yield f"models[{i}].parameters", model.parameters or {}
+    for k, out_slice in enumerate(config.slices or []):
+        yield f"slices[{k}].parameters", out_slice.parameters or {}
+        for j, source in enumerate(out_slice.sources):
+            yield f"slices[{k}].sources[{j}].parameters", source.parameters or {}
+
+
+def setting_values(path: str, setting: Any) -> Iterator[Tuple[str, Any]]:
+    """``(key path, value)`` of each value in one parameter's setting: a scalar, a gradient
+    list, mergekit filters (``[{filter: …, value: …}, …]``)."""
+    from mergekit.config import ConditionalParameter
+
+    if isinstance(setting, ConditionalParameter):
+        yield from setting_values(f"{path}.value", setting.value)
+    elif isinstance(setting, (list, tuple)):
+        for i, item in enumerate(setting):
+            yield from setting_values(f"{path}[{i}]", item)
+    else:
+        yield path, setting
+
+
+def parameter_values(config, name: str) -> List[Tuple[str, Any]]:
+    """Every value a recipe sets for parameter ``name``, with its key path."""
+    return [found for path, params in recipe_parameters(config) if name in params
+            for found in setting_values(f"{path}.{name}", params[name])]
+
+
+def check_parameter_types(method: "ElementwiseMethod", config) -> None:
+    """Each value set for one of ``method``'s parameters has its type, or a MergeInputError
+    naming the key path, the value and the type (mergekit would say only "Input should be a
+    valid number", while planning the first tensor)."""
+    from pydantic import ValidationError
+
+    from mi_mergekit.errors import MergeInputError
+
+    for spec in method.spec.parameters:
+        for path, value in parameter_values(config, spec.name):
+            try:
+                spec.validate(value)
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+                raise MergeInputError(f"{path}: {problem}, got {value!r}") from None
 
 
 def method_named(name: Optional[str]) -> Optional[ElementwiseMethod]:

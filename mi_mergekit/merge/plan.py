@@ -25,7 +25,7 @@ from mergekit.config import MergeConfiguration
 from mergekit.merge_methods.base import ParameterScope
 from mergekit.options import MergeOptions
 
-from mi_mergekit.errors import CheckpointFileError, MergeInputError, MiMergekitError, PlacementError
+from mi_mergekit.errors import CheckpointFileError, MergeInputError, MiMergekitError, PlacementError, did_you_mean
 from mi_mergekit.merge.layout import (
     CheckpointIndex,
     checkpoint_architecture,
@@ -247,7 +247,8 @@ def recipe_models(method: ElementwiseMethod, config: MergeConfiguration) -> List
                                                       for k, s in enumerate(config.slices or [])]:
         unknown = sorted(set(params or {}) - known)
         if unknown:
-            raise MergeInputError(f"unknown parameter(s) for {name}{where}: {', '.join(unknown)}; "
+            raise MergeInputError(f"unknown parameter(s) for {name}{where}: {', '.join(unknown)}"
+                                  f"{did_you_mean(unknown[0], known)}; "
                                   f"known: {', '.join(sorted(known))}")
     for parameter in method.spec.parameters:
         if parameter.required and not _is_set(parameter.name, config):

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import FrozenSet, List, Optional, Tuple
 
-from mi_mergekit.errors import PlacementError, SelectionError
+from mi_mergekit.errors import PlacementError, SelectionError, did_you_mean
 from mi_mergekit.merge.placement import LAYER, POST, PRE, ModelLayout, Placement
 from mi_mergekit.merge.roles import CROSS_GROUPS, GROUP_NAMES, PARTS, SUBLAYER_PARTS
 
@@ -42,10 +42,7 @@ def parse_modules(spec: str, *, what: str = "modules") -> FrozenSet[str]:
         if not token:
             continue
         if token not in GROUP_NAMES:
-            from difflib import get_close_matches
-
-            close = get_close_matches(token.lower(), sorted(GROUP_NAMES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(token, sorted(GROUP_NAMES))
             raise SelectionError(
                 f"unknown module group {token!r} in {what}{hint}: choose from groups "
                 f"{', '.join(['all', *SUBLAYER_PARTS, *CROSS_GROUPS, 'vision'])} or parts {', '.join(PARTS)}")
