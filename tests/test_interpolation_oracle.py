@@ -1,5 +1,7 @@
 """model_interpolation against independent oracles: stock mergekit methods and the formula."""
 
+import re
+
 import pytest
 import torch
 
@@ -92,7 +94,27 @@ def test_extrapolation_is_allowed_and_logged(dense_pair, tmp_path, caplog):
         out = merge(mi_config(instruct, thinking, lam=1.25, dtype="float32"), tmp_path / "x")
     name = "model.layers.1.mlp.down_proj.weight"
     assert torch.allclose(out[name], oracle(i[name], t[name], 1.25), rtol=0, atol=1e-6)
-    assert any("outside [0, 1]" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "outside [0, 1]" in r.getMessage()]
+    assert said == ["λ = 1.25 lies outside [0, 1]: extrapolating beyond the Thinking model"]  # one line, once
+
+
+@pytest.mark.parametrize("lam, hint", [(80, "a percentage? did you mean 0.8?"), (8, "did you mean 0.8?"),
+                                       (-5, "did you mean -0.5?"), (250, "far outside [0, 1] (0 = the Instruct")])
+def test_an_implausible_lambda_is_refused_with_the_likely_intent(dense_pair, tmp_path, lam, hint):
+    from mi_mergekit.errors import MergeInputError
+
+    instruct, thinking = dense_pair
+    with pytest.raises(MergeInputError, match="parameters.lambda: λ = .*" + re.escape(hint)):
+        merge(mi_config(instruct, thinking, lam=lam, dtype="float32"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_far_extrapolation_when_asked_for(dense_pair, tmp_path):
+    instruct, thinking = dense_pair
+    i, t = load_model(instruct), load_model(thinking)
+    out = merge(mi_config(instruct, thinking, lam=3.0, dtype="float32", extrapolate=True), tmp_path / "x")
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert torch.allclose(out[name], oracle(i[name], t[name], 3.0), rtol=0, atol=1e-5)
 
 
 def test_lambda_gradient_across_layers(dense_pair, tmp_path):

@@ -12,20 +12,55 @@ from mi_mergekit.errors import MergeInputError, MiMergekitError, NonFiniteTensor
 
 LOG = logging.getLogger("mi_mergekit")
 
-_warned_lambdas: set = set()
+#: λ in this range is taken as meant; beyond it, almost surely a percentage or a typo, it is
+#: refused unless extrapolation is asked for (``extrapolate: true``)
+PLAUSIBLE_LAMBDA = (-1.0, 2.0)
 
 
 def check_lambda(lam: float) -> None:
-    """A finite λ; one warning per value outside [0, 1] (extrapolation is allowed)."""
+    """A finite λ (outside [0, 1] extrapolates: the plan says so once, see
+    :func:`extrapolation_note`; far outside is refused by :func:`implausible_lambda`'s callers)."""
     if not math.isfinite(lam):
         raise MergeInputError(f"lambda must be a finite number, got {lam}")
-    if not 0.0 <= lam <= 1.0 and lam not in _warned_lambdas:
-        _warned_lambdas.add(lam)
-        LOG.warning(
-            "lambda=%s is outside [0, 1]: extrapolating %s the Instruct/Thinking segment",
-            lam,
-            "beyond Thinking" if lam > 1 else "past Instruct",
-        )
+
+
+def implausible_lambda(lam: float, largest: Optional[float] = None) -> Optional[str]:
+    """Why λ is almost surely not meant (beyond :data:`PLAUSIBLE_LAMBDA`), with the likely
+    intent — a percentage (``80``: 0.8), a lost decimal point (``8``: 0.8); ``largest``, the
+    largest |λ| of the list it belongs to, tells them apart in a list (``10:90:10``) —; None
+    for a λ taken as meant."""
+    from decimal import Decimal
+
+    from mi_mergekit.merge.lambdas import format_lambda
+
+    if not math.isfinite(lam) or PLAUSIBLE_LAMBDA[0] <= lam <= PLAUSIBLE_LAMBDA[1]:
+        return None
+    value = Decimal(repr(float(lam)))
+    scale = abs(Decimal(repr(float(largest)))) if largest is not None else abs(value)
+    if scale <= 10:
+        guess = f" — did you mean {format_lambda(value / 10)}?"
+    elif scale <= 100:
+        guess = f" — a percentage? did you mean {format_lambda(value / 100)}?"
+    else:
+        guess = ""
+    return (f"λ = {format_lambda(value)} is far outside [0, 1] (0 = the Instruct model, 1 = the Thinking "
+            f"model){guess}")
+
+
+def extrapolation_note(lambdas) -> Optional[str]:
+    """The one line that says a merge extrapolates, or None when every λ is in [0, 1]."""
+    from mi_mergekit.merge.lambdas import format_lambda
+
+    outside = sorted({float(v) for v in lambdas if v is not None and not 0.0 <= float(v) <= 1.0})
+    if not outside:
+        return None
+    sides = []
+    if any(v > 1 for v in outside):
+        sides.append("beyond the Thinking model")
+    if any(v < 0 for v in outside):
+        sides.append("past the Instruct model")
+    shown = ", ".join(format_lambda(v) for v in outside)
+    return f"λ = {shown} lies outside [0, 1]: extrapolating {' and '.join(sides)}"
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from mi_mergekit.errors import MergeInputError
+from mi_mergekit.merge.checks import extrapolation_note
 from mi_mergekit.merge.lambdas import format_lambda, output_name
 from mi_mergekit.merge.run import PlannedOutput
 
@@ -143,6 +144,13 @@ def prepare_outputs(members: Sequence[Member], out_dir: str, options) -> Tuple[L
     for warning in outputs[0].plan.warnings if outputs else ():
         if "no tensor is interpolated" in warning:
             LOG.warning(warning)
+    note = extrapolation_note([output.lam for output in outputs if output.lam is not None])
+    if note:  # one line for the whole sweep
+        LOG.warning(note)
+    for output in outputs:  # members given as recipes: their own line each
+        for warning in output.plan.warnings if output.lam is None else ():
+            if "lies outside [0, 1]" in warning:
+                LOG.warning("%s: %s", output.label, warning)
     return outputs, arch
 
 

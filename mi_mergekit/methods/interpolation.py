@@ -3,7 +3,8 @@
 Wu et al., "Revisiting Model Interpolation for Efficient Reasoning" (arXiv 2510.10977).
 ``base_model`` is the Instruct checkpoint (λ = 0), the one other model is the Thinking
 checkpoint (λ = 1). The merge is computed in float32 and returned in the input dtype;
-λ outside [0, 1] extrapolates (allowed, logged once).
+λ outside [0, 1] extrapolates (allowed, said once); λ beyond [-1, 2] — almost surely a
+percentage or a typo — is refused unless the recipe sets ``extrapolate: true``.
 
 The layer window and module selection of the paper are parameters of the same
 method: tensors that the :class:`~mi_mergekit.merge.selection.Selection` does not select
@@ -28,12 +29,12 @@ from mergekit.merge_methods.base import (
     ParameterScope,
     ParameterSpec,
 )
-from mi_mergekit.errors import MergeInputError
-from mi_mergekit.merge.checks import check_lambda
+from mi_mergekit.errors import MergeInputError, did_you_mean
+from mi_mergekit.merge.checks import check_lambda, extrapolation_note, implausible_lambda
 from mi_mergekit.merge.kernel import compute_dtype, interpolate, interpolate_from_delta, task_vector
-from mi_mergekit.merge.method import ElementwiseMethod, ResolvedTensor
+from mi_mergekit.merge.method import ElementwiseMethod, ResolvedTensor, parameter_values
 from mi_mergekit.merge.placement import ModelLayout, known_layout
-from mi_mergekit.merge.selection import Selection
+from mi_mergekit.merge.selection import Selection, parse_modules
 
 #: Parameters a recipe may set: ``lambda`` per model (the Thinking side), per slice or at
 #: the top level; the rest shared (top level or per slice).
@@ -77,6 +78,10 @@ PARAMETERS = (
     ParameterSpec(
         "template_from", str, ParameterScope.SHARED, default="thinking",
         description="Whose tokenizer, chat template and generation_config the output carries: 'thinking' or 'instruct'.",
+    ),
+    ParameterSpec(
+        "extrapolate", bool, ParameterScope.SHARED, default=False,
+        description="Allow λ beyond [-1, 2]; without it such a λ is refused as a likely percentage or typo.",
     ),
 )
 
@@ -166,10 +171,8 @@ class ModelInterpolation(ElementwiseMethod):
         return {"depth": selection_for(tensor).depth(layout_for(tensor)[tensor.name])}
 
     def plan_warnings(self, settings: Sequence[Optional[float]]) -> List[str]:
-        lams = sorted({s for s in settings if s is not None})
-        if any(not 0.0 <= v <= 1.0 for v in lams):
-            return [f"λ outside [0, 1] (extrapolation): {lams}"]
-        return []
+        note = extrapolation_note(settings)
+        return [note] if note else []
 
     def layout_warnings(self, layout) -> List[str]:
         warnings = []
@@ -182,7 +185,20 @@ class ModelInterpolation(ElementwiseMethod):
         return warnings
 
     def check_recipe(self, config) -> None:
+        """Types of every value, the tokenizer donor, module names and λ, each named by its
+        key path, before any tensor is planned."""
+        super().check_recipe(config)
         self.donor(config)
+        for name in ("modules", "exclude_modules"):
+            for path, value in parameter_values(config, name):
+                parse_modules(str(value), what=path)
+        if any(value is True for _, value in parameter_values(config, "extrapolate")):
+            return
+        for path, value in parameter_values(config, "lambda"):
+            why = implausible_lambda(float(value))
+            if why:
+                raise MergeInputError(f"{path}: {why} To extrapolate this far on purpose, add `extrapolate: true` "
+                                      "under the recipe's parameters.")
 
     def donor(self, config):
         from mergekit.config import evaluate_setting
@@ -193,7 +209,8 @@ class ModelInterpolation(ElementwiseMethod):
             template_from = evaluate_setting("", params["template_from"], validate=str)
             if template_from not in TEMPLATE_SOURCES:
                 raise MergeInputError(
-                    f"template_from must be one of {TEMPLATE_SOURCES}, got {template_from!r}")
+                    f"parameters.template_from: {template_from!r} is not one of {', '.join(TEMPLATE_SOURCES)}"
+                    f"{did_you_mean(template_from, TEMPLATE_SOURCES)}")
         base = config.base_model
         if template_from == "instruct":
             return template_from, base
