@@ -25,6 +25,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -227,6 +228,27 @@ def write_card(config, source: str, folder: str, name: str) -> None:
         handle.write(card)
 
 
+class _MergekitDeprecations(logging.Filter):
+    """Drops transformers' "`torch_dtype` is deprecated" warning, which mergekit 0.1.5's own code
+    (``res.torch_dtype = …`` in ``_model_out_config``, ``torch_dtype=`` for LoRA merges) triggers on
+    every merge: nothing a user can change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`torch_dtype` is deprecated" not in str(record.msg)
+
+
+#: the transformers loggers that report it
+DEPRECATION_LOGGERS = ("transformers.configuration_utils", "transformers.modeling_utils")
+
+
+def quiet_mergekit_deprecations() -> None:
+    """Install :class:`_MergekitDeprecations` (idempotent; imports nothing)."""
+    for name in DEPRECATION_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _MergekitDeprecations) for f in logger.filters):
+            logger.addFilter(_MergekitDeprecations())
+
+
 def output_config(config, arch, options):
     """The transformers config mergekit writes for this merge (``_model_out_config``)."""
     from mergekit.merge import _model_out_config
@@ -287,6 +309,7 @@ def wrap_merge_module(module, make_run_merge: Callable, make_get_arch: Callable)
     """
     if getattr(module.run_merge, "__mi_mergekit__", False):
         return
+    quiet_mergekit_deprecations()
     original_run_merge = module.run_merge
     run_merge = make_run_merge(original_run_merge)
     run_merge.__doc__ = original_run_merge.__doc__

@@ -11,7 +11,7 @@ import click
 
 from mi_mergekit.analysis.divergence import DEFAULT_CHUNK
 from mi_mergekit.analysis.stages import Thresholds
-from mi_mergekit.cli.options import device_options, eval_options, evaluation, model_option
+from mi_mergekit.cli.options import check_plausible, device_options, eval_options, evaluation, model_option
 from mi_mergekit.errors import MiMergekitError
 
 
@@ -122,15 +122,20 @@ def _target(ctx, param, value):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for probes.jsonl, result.json and the eval runs.")
 @click.option("--lo", type=float, default=0.0, show_default=True,
-              help="Lowest λ searched (with --profile: lowest value of either parameter).")
+              help="Lowest λ searched (with --profile: lowest value of either parameter; with --route: the "
+                   "lowest knob value, 0 = every question to the grid's lowest λ).")
 @click.option("--hi", type=float, default=1.0, show_default=True,
-              help="Highest λ searched (with --profile: highest value of either parameter).")
+              help="Highest λ searched (above 1 extrapolates beyond the Thinking model; with --profile: highest "
+                   "value of either parameter; with --route: the highest knob value, at most 1).")
 @click.option("--profile", "profile_family", type=click.Choice(["ramp", "modules"]),
               help="Search a λ profile instead of one λ: ramp (the first and last layer's λ, linear between) "
                    "or modules (attention's λ, the MLP's λ), on a --grid × --grid grid, then refined.")
-@click.option("--tol", type=float, default=0.02, show_default=True, help="Stop when λ is bracketed this tightly.")
-@click.option("--max-probes", type=int, default=10, show_default=True, help="At most this many evaluations.")
-@click.option("--grid", type=int, default=5, show_default=True, help="Grid points for tokens/accuracy targets.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Stop when λ is bracketed this tightly.")
+@click.option("--max-probes", type=click.IntRange(min=1), default=10, show_default=True,
+              help="At most this many evaluations.")
+@click.option("--grid", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Grid points for tokens/accuracy targets.")
 @click.option("--materialize", type=click.Choice(["auto", "memory", "disk"]), default="auto", show_default=True,
               help="memory: set the live transformers model's weights per λ; disk: merge to OUT/models "
                    "(any backend; an openai server must load each model).")
@@ -141,8 +146,9 @@ def _target(ctx, param, value):
 @model_option
 @eval_options(n_samples=4, dataset_required=True)
 @device_options(default=None, what="merge candidates (and generate)")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, max_probes, grid, materialize,
-                        keep_models, router_path, models, device, **opts):
+                        keep_models, router_path, models, device, no_progress, **opts):
     """Search λ for RECIPE (model_interpolation) that meets --target on a calibration set
     (the evaluation options are `mi-mergekit eval`'s).
 
@@ -161,8 +167,24 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, ma
     from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.runlock import hold
 
+    if not lo < hi:
+        raise click.BadParameter(f"--lo {lo:g} must be below --hi {hi:g}", param_hint="'--lo' / '--hi'")
+    if router_path and not 0 <= lo < hi <= 1:
+        raise click.BadParameter("with --route the knob runs from 0 to 1", param_hint="'--lo' / '--hi'")
+    if not router_path:
+        check_plausible((lo, hi), param_hint="'--lo' / '--hi'")
     register()
     logging.getLogger("mi_mergekit").setLevel(logging.INFO)
+    if not router_path:
+        from mi_mergekit.merge.checks import extrapolation_note
+
+        note = extrapolation_note((lo, hi))
+        if note:
+            logging.getLogger("mi_mergekit").warning("%s (--lo/--hi)", note)
+    if no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     options = MergeOptions(quiet=True, device=device or "cpu")
     config, _ = load_recipe(recipe, models)
     config, _ = resolve_models(config, options)
@@ -191,7 +213,7 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, ma
                                      backend_options={k: v for k, v in backend_options.items() if v is not None},
                                      options=options, keep_models=keep_models, eval_options=settings,
                                      family=family)
-    with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe") as bar:
+    with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe", disable=no_progress) as bar:
         def probe(lam: float):
             shown = ",".join(f"{v:g}" for v in lam) if isinstance(lam, tuple) else f"{lam:g}"
             bar.set_postfix_str(f"{'knob' if router else profile_family or 'λ'}={shown}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from mi_mergekit.cli.options import device_options, eval_options, evaluation
+from mi_mergekit.cli.options import check_plausible, device_options, eval_options, evaluation
 
 
 @click.command("eval")
@@ -30,13 +30,19 @@ from mi_mergekit.cli.options import device_options, eval_options, evaluation
 @device_options(default=None, what="transformers: generate")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--label", help="Row name in reports (default: model folder name).")
-@click.option("--lambda", "lambda_", type=float, help="λ of this model, for plots (default: model's mi_plan.json).")
+@click.option("--lambda", "lambda_", type=float, callback=lambda ctx, param, value: _plausible(value),
+              help="λ of this model, for report's plots: 0 for the Instruct model, 1 for the Thinking model "
+                   "(default: the model's mi_plan.json; a run without λ is left out of the plots).")
 @click.option("--grade-only", is_flag=True, help="Re-grade the samples stored in --out; never generates.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def eval_command(device, **opts):
     """Generate k samples per question, grade them and write per-run metrics (resumable)."""
     from mi_mergekit.eval.runner import evaluate, grade_run, load_run
 
+    if opts["no_progress"]:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     if opts["grade_only"]:
         summary = grade_run(opts["out_dir"], grader=opts["grader"], progress=not opts["no_progress"],
                             grading=opts["grading"],
@@ -48,6 +54,12 @@ def eval_command(device, **opts):
     run_dir = evaluate(opts["model_path"], opts["dataset"], out_dir=opts["out_dir"], label=opts["label"],
                        lambda_=opts["lambda_"], progress=not opts["no_progress"], **evaluation(opts, device))
     _echo_summary(load_run(run_dir)["metrics"], run_dir)
+
+
+def _plausible(value):
+    if value is not None:
+        check_plausible([value], param_hint="'--lambda'")
+    return value
 
 
 def _echo_summary(m: dict, run_dir: Path) -> None:
@@ -87,3 +99,6 @@ def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run):
         exported = export_lm_eval(runs, lm_eval_dir)
     for path in [result["md"], result["csv"], result["paper_csv"], *result["plots"], *exported]:
         click.echo(f"wrote {path}", err=True)
+    for bench, labels in sorted(result["without_lambda"].items()):
+        click.echo(f"note: lambda_{bench}.png leaves out the runs without a λ: {', '.join(labels)} (give eval "
+                   "--lambda: 0 for the Instruct model, 1 for the Thinking model)", err=True)

@@ -8,33 +8,46 @@ from typing import Tuple
 
 import click
 
-from mi_mergekit.cli.options import lambdas_option, merge_options, model_option, overwrite_option
-from mi_mergekit.errors import about
+from mi_mergekit.cli.options import (PLAN_OPTIONS, check_plausible, lambdas_option, merge_options, model_option,
+                                     overwrite_option)
+from mi_mergekit.errors import MergeInputError, about, os_problem
 from mi_mergekit.merge.config import load_recipe
 
 
 @click.command("plan")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @model_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the plan as JSON.")
-@merge_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the plan as JSON (its folder is created if missing).")
+@merge_options(only=PLAN_OPTIONS)
 def plan_command(merge_options, recipe: str, models: Tuple[str, ...], json_path: str):
     """Dry run: check RECIPE against its checkpoints and print the per-tensor λ plan.
 
-    Reads only configs and tensor indexes (no weights); nothing is written
-    except the optional JSON file (and, for a LoRA reference, the merged model in
-    --lora-merge-cache, as mergekit-yaml would). Takes mergekit-yaml's options.
+    Makes every check the merge makes before it writes — models found, recipe names,
+    types and values, layer windows, module groups, tensor names and shapes, the
+    tokenizer donor — reading only configs and tensor indexes (no weights; NaN/inf in
+    the weights is found by the merge). Nothing is written except the optional JSON file
+    (and, for a LoRA reference, the merged model in --lora-merge-cache, as mergekit-yaml
+    would). Takes the mergekit-yaml options that change what is read or checked.
     """
     from mi_mergekit import register
+    from mi_mergekit.merge.engine import engine_name
     from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.merge.plan import build_plan
 
     register()
     merge_options.apply_global_options()
     config, _ = load_recipe(recipe, models)
+    if json_path:  # a folder that cannot be made fails now, not after the plan is printed
+        folder = os.path.dirname(os.path.abspath(json_path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise MergeInputError(f"cannot create the folder of --json: {os_problem(exc)}", path=folder) from None
     with about(recipe):
         config, _ = resolve_models(config, merge_options)
         plan, _ = build_plan(config, merge_options)
+    engine_name()  # as the merge: a bad MI_MERGEKIT_ENGINE is an error here too
     click.echo(plan.table())
     if json_path:
         plan.write_json(json_path)
@@ -69,7 +82,7 @@ def merge_command(merge_options, recipe: str, out_path: str, models: Tuple[str, 
 
 @click.command("sweep")
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(), metavar="RECIPE... OUT_DIR")
-@lambdas_option(help="λ values (one RECIPE)")
+@lambdas_option(help="λ values (one RECIPE)", plausible=False)
 @model_option
 @overwrite_option
 @merge_options
@@ -89,6 +102,7 @@ def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: 
     """
     from mi_mergekit import register
     from mi_mergekit.merge.lambdas import parse_lambdas
+    from mi_mergekit.merge.method import parameter_values
     from mi_mergekit.merge.sweep import run_family, run_sweep
     from mi_mergekit.safety import allow_overwrite
 
@@ -110,6 +124,8 @@ def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: 
     with about(recipes[0]), allow_overwrite(overwrite):
         if lambdas_spec:
             _, config, source = loaded[0]
+            if not any(value is True for _, value in parameter_values(config, "extrapolate")):
+                check_plausible(parse_lambdas(lambdas_spec))
             outputs = run_sweep(config, parse_lambdas(lambdas_spec), out_dir, merge_options, config_source=source)
         else:
             outputs = run_family(loaded, out_dir, merge_options)

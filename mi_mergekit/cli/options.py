@@ -16,10 +16,28 @@ from typing import Any, Dict, Optional
 
 import click
 
-from mi_mergekit.errors import MiMergekitError
+from mi_mergekit.errors import MiMergekitError, did_you_mean
 from mi_mergekit.merge.config import SubstitutionError, parse_substitutions
 from mi_mergekit.merge.lambdas import LambdaSpecError, parse_lambdas
 from mi_mergekit.merge.recipes import RecipeOptionError
+
+
+class Choice(click.Choice):
+    """click's Choice, whose refusal also names the closest choice (``--benchmark aime2025``:
+    did you mean 'aime25'?)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            hint = did_you_mean(value, self.choices)
+            if hint:
+                exc.message = exc.message.rstrip(".") + hint
+            raise
+
+
+#: a count that must be at least 1 (samples, tokens, batch sizes …)
+POSITIVE = click.IntRange(min=1)
 
 
 def check_models(ctx, param, value):
@@ -30,14 +48,31 @@ def check_models(ctx, param, value):
     return value
 
 
-def check_lambdas(ctx, param, value):
+def check_lambdas(ctx, param, value, plausible: bool = True):
+    """A --lambdas value that parses, each λ within [-1, 2] (``plausible``: see
+    :func:`check_plausible`); the value stays the text."""
     if value is None:
         return None
     try:
-        parse_lambdas(value)
+        lambdas = parse_lambdas(value)
     except LambdaSpecError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
+    if plausible:
+        check_plausible(lambdas, param_hint=param.get_error_hint(ctx) if param is not None else "--lambdas")
     return value
+
+
+def check_plausible(lambdas, param_hint="'--lambdas'") -> None:
+    """Refuse a λ beyond [-1, 2] — almost surely a percentage or a typo — as a usage error
+    naming the likely intent."""
+    from mi_mergekit.merge.checks import implausible_lambda
+
+    largest = max((abs(float(lam)) for lam in lambdas), default=None)
+    for lam in lambdas:
+        why = implausible_lambda(float(lam), largest)
+        if why:
+            raise click.BadParameter(f"{why} (a λ beyond [-1, 2] needs a recipe with `extrapolate: true`)",
+                                     param_hint=param_hint)
 
 
 #: ``--model NAME=PATH`` (repeatable): a local copy of a model named in the recipe
@@ -48,12 +83,15 @@ model_option = click.option(
 )
 
 
-def lambdas_option(*, required: bool = False, help: str = "λ values", name: str = "lambdas_spec"):
-    """``--lambdas START:STOP:STEP|L1,L2,...`` (validated; the value stays the text)."""
+def lambdas_option(*, required: bool = False, help: str = "λ values", name: str = "lambdas_spec",
+                   plausible: bool = True):
+    """``--lambdas START:STOP:STEP|L1,L2,...`` (validated; the value stays the text).
+    ``plausible=False``: the command checks the range itself (``sweep``: against its recipe)."""
     return click.option(
         "--lambdas", name, required=required, metavar="START:STOP:STEP|L1,L2,...",
-        callback=check_lambdas,
-        help=f"{help}: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8.",
+        callback=lambda ctx, param, value: check_lambdas(ctx, param, value, plausible),
+        help=f"{help}: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8 (0 = Instruct, "
+             "1 = Thinking; a value beyond [-1, 2] is refused as a likely percentage or typo).",
     )
 
 
@@ -65,11 +103,24 @@ overwrite_option = click.option(
 )
 
 
-def merge_options(function):
-    """mergekit's own merge options (--cuda, --device, --out-shard-size, …)."""
+#: the mergekit options a dry run uses (where models are read from, how they are read and
+#: checked); the rest (device, threads, output writing) do nothing without a merge
+PLAN_OPTIONS = ("allow_crimes", "unsafe_truncate_embeddings", "transformers_cache", "lora_merge_cache",
+                "lora_merge_dtype", "copy_tokenizer", "trust_remote_code", "verbosity")
+
+
+def merge_options(function=None, *, only=None):
+    """mergekit's own merge options (--cuda, --device, --out-shard-size, …); ``only``: just
+    these fields (the others keep mergekit's defaults and are not listed by --help)."""
     from mergekit.options import add_merge_options
 
-    return add_merge_options(function)
+    def decorate(f):
+        wrapped = add_merge_options(f)
+        if only is not None:
+            wrapped.__click_params__ = [p for p in wrapped.__click_params__ if p.name in only]
+        return wrapped
+
+    return decorate(function) if function is not None else decorate
 
 
 @contextlib.contextmanager
@@ -152,36 +203,36 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
     options = [
         click.option("--dataset", required=dataset_required,
                      help="Dataset file (.jsonl/.csv/.parquet) or hf:NAME[:CONFIG] (needs `datasets`)."),
-        click.option("--benchmark", type=click.Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
+        click.option("--benchmark", type=Choice(sorted(BENCHMARKS) + sorted(ALIASES)), default="boxed",
                      show_default=True, help="Dataset kind, prompt and defaults."),
-        click.option("--grader", type=click.Choice(sorted(GRADERS)), help="Grader (default: the benchmark's)."),
-        click.option("--grading", type=click.Choice(GRADING_MODES),
+        click.option("--grader", type=Choice(sorted(GRADERS)), help="Grader (default: the benchmark's)."),
+        click.option("--grading", type=Choice(GRADING_MODES),
                      help="paper: the paper's evaluator (OpenCompass rules: a response without </think> is graded "
                           "on its whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first "
                           "ANSWER match) — default for aime25/ifeval/gpqa; strict: this harness's stricter rules — "
                           "default for boxed. With --grade-only: re-grade in this mode (default: the run's)."),
-        click.option("--postprocess", type=click.Choice(["auto", *POSTPROCESS]), default="auto", show_default=True,
+        click.option("--postprocess", type=Choice(["auto", *POSTPROCESS]), default="auto", show_default=True,
                      help="paper grading: non-reasoning = OpenCompass's extract_non_reasoning_content (the paper's "
                           "Thinking and merged models), none = the raw response (the paper's Instruct model); auto "
                           "= the paper's grouping: none for --decoding instruct with a template that opens no think "
                           "block. With --grade-only: re-grade with this (default: the run's)."),
-        click.option("--decoding", type=click.Choice(sorted(PRESETS) + ["custom"]), default="thinking",
+        click.option("--decoding", type=Choice(sorted(PRESETS) + ["custom"]), default="thinking",
                      show_default=True),
         click.option("--temperature", type=float, help="Override the preset's temperature."),
         click.option("--top-p", type=float, help="Override the preset's top_p."),
         click.option("--top-k", type=int, help="Override the preset's top_k."),
         click.option("--min-p", type=float, help="min_p (default: unset)."),
-        click.option("-n", "--n-samples", type=int, default=n_samples, show_default=n_samples is not None,
+        click.option("-n", "--n-samples", type=POSITIVE, default=n_samples, show_default=n_samples is not None,
                      help="Samples per question" + ("." if n_samples else " (default: aime25 64, others 8).")),
-        click.option("--max-new-tokens", type=int, help="Token budget (default: aime25 81920, others 65536)."),
+        click.option("--max-new-tokens", type=POSITIVE, help="Token budget (default: aime25 81920, others 65536)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Sampling seed (per-chunk seeds derive from it)."),
         click.option("--shuffle-seed", type=int, default=0, show_default=True,
                      help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row)."),
-        click.option("--backend", type=click.Choice(BACKENDS + ("http",)), default="transformers", show_default=True),
-        click.option("--batch-size", type=int, default=8, show_default=True,
+        click.option("--backend", type=Choice(BACKENDS + ("http",)), default="transformers", show_default=True),
+        click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
                      help="transformers: samples per generate call."),
-        click.option("--prompt-batch", type=int, default=1, show_default=True,
+        click.option("--prompt-batch", type=POSITIVE, default=1, show_default=True,
                      help="transformers: questions per generate call (fixed groups; faster for small models)."),
         click.option("--compact", is_flag=True,
                      help="transformers: decode with a loop that drops each stopped sample from the batch instead of "
@@ -199,7 +250,7 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                      help="openai: server base URL, e.g. http://gpu1:8000/v1; repeat it to spread the run over a "
                           "fleet (a failing server leaves the rotation, its requests go elsewhere)."),
         click.option("--served-model", help="openai: model name the server knows (default: --model)."),
-        click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
+        click.option("--api", type=Choice(["completions", "chat"]), default="completions", show_default=True,
                      help="openai: endpoint; completions renders the chat template locally."),
         click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="openai: bearer token."),
         click.option("--extra-body", type=JSON_OBJECT, metavar="JSON",
@@ -210,22 +261,22 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                           "API or transformers serve); what is dropped is recorded in run.json and shown in the "
                           "report as a deviation from the paper's decoding. Without it, a refused field stops the "
                           "run before generating."),
-        click.option("--concurrency", type=int, default=8, show_default=True, help="openai: requests in flight."),
-        click.option("--timeout", type=float, default=600.0, show_default=True,
+        click.option("--concurrency", type=POSITIVE, default=8, show_default=True, help="openai: requests in flight."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
                      help="openai: seconds of silence allowed between streamed chunks (never bounds a whole "
                           "generation)."),
-        click.option("--connect-timeout", type=float, default=30.0, show_default=True,
+        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
                      help="openai: seconds to connect."),
-        click.option("--retries", type=int, default=3, show_default=True, help="openai: retries per request."),
-        click.option("--tensor-parallel-size", type=int, default=1, show_default=True,
+        click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="openai: retries per request."),
+        click.option("--tensor-parallel-size", type=POSITIVE, default=1, show_default=True,
                      help="vllm: GPUs per model."),
-        click.option("--samples-per-request", type=int,
+        click.option("--samples-per-request", type=POSITIVE,
                      help="vllm/openai: samples per request (n; default vllm 8, openai 8 with a tokenizer, else 1)."),
-        click.option("--max-model-len", type=int, help="vllm: context length."),
+        click.option("--max-model-len", type=POSITIVE, help="vllm: context length."),
         click.option("--column", "columns", multiple=True, metavar="ROLE=COLUMN", callback=_check_columns,
                      help="Map a dataset column (repeatable)."),
         click.option("--split", default="train", show_default=True, help="Split for hf: datasets."),
-        click.option("--limit", type=int, help="Only the first N questions."),
+        click.option("--limit", type=POSITIVE, help="Only the first N questions."),
         click.option("--system-prompt", help="Optional system message."),
     ]
 

@@ -366,7 +366,19 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
         writer.writerows(paper_rows)
     plots = plot_lambda(runs, out) + [f["png"] for f in frontiers]
     return {"markdown": text, "md": out / "report.md", "csv": out / "report.csv",
-            "paper_csv": out / "paper_table.csv", "plots": plots}
+            "paper_csv": out / "paper_table.csv", "plots": plots, "without_lambda": without_lambda(runs)}
+
+
+def without_lambda(runs: Sequence[dict]) -> Dict[str, List[str]]:
+    """{benchmark: labels of its runs left out of its λ plot (no λ)}, for benchmarks that have a plot."""
+    left: Dict[str, List[str]] = {}
+    for bench in {run["metrics"]["benchmark"] for run in runs}:
+        items = [run["metrics"] for run in runs if run["metrics"]["benchmark"] == bench]
+        if any(m.get("lambda") is not None for m in items):
+            missing = [m["label"] for m in items if m.get("lambda") is None and not m.get("routing")]
+            if missing:
+                left[bench] = missing
+    return left
 
 
 def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False) -> List[dict]:
