@@ -255,6 +255,12 @@ def work_table(names: Sequence[str], runs: Sequence[Path], records: Sequence[dic
                         "(% of samples) and mean tokens by number of terms k:", header, rows)
 
 
+def variant_label(layers: str, modules: str) -> str:
+    """A bar's name: ``whole model``, ``layers [0,9]``, ``attention only``, ``layers [0,9], MLP only``."""
+    parts = ([] if layers == "all" else [f"layers {layers}"]) + ([] if modules == "all" else [modules])
+    return ", ".join(parts) or "whole model"
+
+
 def plot_variants(rows: Sequence[Sequence[str]], path: Path) -> Path:
     """Bars of Mean@n, Think #R and Token #N per variant (``variants.png``)."""
     import matplotlib
@@ -262,15 +268,16 @@ def plot_variants(rows: Sequence[Sequence[str]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{row[1]}\n{row[2]}" for row in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    labels = [variant_label(row[1], row[2]) for row in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, column, title, color in ((axes[0], 3, "Mean@n (%)", "tab:blue"), (axes[1], 6, "Think #R (%)", "tab:green"),
                                      (axes[2], 5, "Token #N (mean)", "tab:red")):
         ax.bar(range(len(rows)), [float(row[column]) for row in rows], color=color)
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_xticks(range(len(rows)), labels, fontsize=8, rotation=35, ha="right", rotation_mode="anchor")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g}")
+    fig.suptitle(f"Layer windows and module ablations at λ = {VARIANT_LAMBDA:g}: each bar names what is "
+                 "interpolated; everything else keeps the Instruct weights", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -156,22 +156,67 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> Path:
         ax.errorbar([r["tokens"] for r in static], [100 * r["mean"] for r in static],
                     yerr=[100 * (r["mean_se"] or 0) for r in static], fmt="o-", color="tab:blue", capsize=3,
                     label="static λ (whole model)")
-        for r in static:
-            ax.annotate(f"λ={r['lambda']:g}", (r["tokens"], 100 * r["mean"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7, color="tab:blue")
     markers = iter("*PXDvs^<>" * 4)
-    for r in (r for r in rows if r["kind"] == "routed"):
+    routed = [r for r in rows if r["kind"] == "routed"]
+    for r in routed:
         ax.errorbar([r["tokens"]], [100 * r["mean"]], yerr=[100 * (r["mean_se"] or 0)], fmt=next(markers),
                     markersize=10, capsize=3, label=f"{r['label']} (mean λ {r['lambda']:.2f})")
     ax.set_xlabel("Token #N (mean generated tokens)")
     ax.set_ylabel("Mean@n (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.margins(x=0.08, y=0.08)
+    ax.legend(fontsize=7, loc="best")
     ax.set_title(title or "Accuracy against tokens: static λ and λ per question", fontsize=10)
     fig.tight_layout()
+    place_labels(ax, [(r["tokens"], 100 * r["mean"]) for r in static], [f"λ={r['lambda']:g}" for r in static],
+                 avoid=[(r["tokens"], 100 * r["mean"]) for r in static + routed], color="tab:blue")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+#: where a point's label may go, in points from the point, tried in this order
+LABEL_OFFSETS = ((5, -11), (5, 4), (-5, 4), (-5, -11), (8, -3), (-8, -3), (0, 9), (0, -15), (12, -18), (-12, 12),
+                 (14, 10), (-14, -20))
+
+
+def place_labels(ax, points, texts, avoid=(), color=None, fontsize=7, marker_px=7) -> None:
+    """Label ``points`` with ``texts`` where no label overlaps another label, a marker of
+    ``avoid`` (data points) or the edge of the axes: each label takes the first free spot of
+    :data:`LABEL_OFFSETS`, else the one that overlaps least."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    from matplotlib.transforms import Bbox
+
+    blocked = []
+    for x, y in avoid:
+        px, py = ax.transData.transform((x, y))
+        blocked.append(Bbox.from_extents(px - marker_px, py - marker_px, px + marker_px, py + marker_px))
+
+    def overlap(a, b):
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        return w * h if w > 0 and h > 0 else 0.0
+
+    for (x, y), text in zip(points, texts):
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                color=color, ha="left" if dx >= 0 else "right", va="bottom")
+            box = label.get_window_extent(renderer).expanded(1.08, 1.15)
+            cost = sum(overlap(box, other) for other in blocked)
+            cost += 0 if (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1) \
+                else 1e6
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, label, box)
+            else:
+                label.remove()
+            if cost == 0:
+                break
+        blocked.append(best[2])
 
 
 def write_frontier(runs: Sequence[dict], out_dir, title: str = "") -> dict:
