@@ -28,7 +28,6 @@ interrupted build never leaves a folder that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from mi_mergekit import real
+from mi_mergekit.digest import sha256_file, tensor_digest  # noqa: F401  (build.tensor_digest)
 from mi_mergekit.errors import MiMergekitError
 
 #: the Thinking side's chat template: SmolLM2's, with ``<think>\n`` pre-inserted after the
@@ -52,37 +52,6 @@ CHECKSUMS_PATH = real.ADAPTER_DIR / "checksums.json"
 
 class BuildError(MiMergekitError):
     """The pair cannot be built (missing download, checksum mismatch, bad adapter)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tensor_digest(folder: Path) -> str:
-    """sha256 over every tensor of a safetensors folder: name, dtype, shape, raw bytes, in name order.
-
-    Independent of how the files are split or what metadata the writer put in the header.
-    """
-    import contextlib
-
-    import torch
-    from safetensors import safe_open
-
-    with contextlib.ExitStack() as stack:
-        where = {}  # tensor name -> the open file that holds it
-        for file in sorted(Path(folder).glob("*.safetensors")):
-            handle = stack.enter_context(safe_open(str(file), "pt"))
-            where.update(dict.fromkeys(handle.keys(), handle))
-        digest = hashlib.sha256()
-        for name in sorted(where):
-            tensor = where[name].get_tensor(name).contiguous()
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------

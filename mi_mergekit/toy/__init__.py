@@ -13,5 +13,9 @@ INSTRUCT_DIR = PAIR_DIR / "instruct"
 THINKING_DIR = PAIR_DIR / "thinking"
 BASE_DIR = PAIR_DIR / "base"
 HELDOUT_PATH = TOY_DIR / "data" / "heldout.jsonl"
+#: the shipped pair's tensor checksums (:func:`mi_mergekit.digest.tensor_digest` per side)
+CHECKSUMS_PATH = PAIR_DIR / "checksums.json"
+SIDES = ("base", "instruct", "thinking")
 
-__all__ = ["TOY_DIR", "PAIR_DIR", "INSTRUCT_DIR", "THINKING_DIR", "BASE_DIR", "HELDOUT_PATH"]
+__all__ = ["TOY_DIR", "PAIR_DIR", "INSTRUCT_DIR", "THINKING_DIR", "BASE_DIR", "HELDOUT_PATH", "CHECKSUMS_PATH",
+           "SIDES"]

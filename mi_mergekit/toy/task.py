@@ -104,9 +104,18 @@ HELDOUT_PER_DIFFICULTY = 20
 
 
 def make_heldout() -> list[Problem]:
-    """The held-out set: 20 problems per difficulty 2..8 (140), seed 20251012."""
+    """The held-out set: 20 problems drawn per difficulty 2..8 with seed 20251012, each question
+    once — the draw repeats two of the 90 two-term questions, so difficulty 2 has 18 and the set 138
+    distinct questions. (The draw itself is kept: the shipped pair was trained without exactly these
+    questions.)"""
     n = HELDOUT_PER_DIFFICULTY * (MAX_DIFFICULTY - MIN_DIFFICULTY + 1)
-    return generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-")
+    seen: set[str] = set()
+    distinct = []
+    for problem in generate_problems(n, seed=HELDOUT_SEED, prefix="heldout-"):
+        if problem.question not in seen:
+            seen.add(problem.question)
+            distinct.append(problem)
+    return distinct
 
 
 def load_heldout(path: str | Path = HELDOUT_PATH) -> list[dict]:

@@ -264,6 +264,30 @@ def config_from(seed: int = 0, tiny: bool = False, steps=None, base_steps=None, 
     return cfg
 
 
+def compare_with_shipped(out: Path, cfg: TrainConfig) -> dict:
+    """The tensor checksums of the three sides in ``out`` and, for the shipped settings (the
+    default TrainConfig), whether each equals the shipped pair's (``pair/checksums.json``);
+    one line says so."""
+    from mi_mergekit.digest import tensor_digest
+    from mi_mergekit.toy import CHECKSUMS_PATH, SIDES
+
+    digests = {side: tensor_digest(out / side) for side in SIDES}
+    if asdict(cfg) != asdict(TrainConfig()) or not CHECKSUMS_PATH.exists():
+        log("checksums: " + ", ".join(f"{side} {d[:12]}…" for side, d in digests.items())
+            + " (not the shipped settings: nothing to compare)")
+        return {"checksums": digests}
+    shipped = json.loads(CHECKSUMS_PATH.read_text())["digests"]
+    same = {side: digests[side] == shipped[side] for side in SIDES}
+    if all(same.values()):
+        log("checksums: every side is bit for bit the shipped pair (" + ", ".join(
+            f"{side} {d[:12]}…" for side, d in digests.items()) + ")")
+    else:
+        log("checksums: differ from the shipped pair (" + ", ".join(
+            f"{side} {digests[side][:12]}… vs {shipped[side][:12]}…" for side in SIDES if not same[side])
+            + "); see the model card for what a retrain reproduces")
+    return {"checksums": digests, "matches_shipped": same}
+
+
 def train_pair(out: Path, cfg: TrainConfig, evaluate: bool = True,
                eval_lambdas=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1), eval_n=None) -> dict:
     """Train the base and its two children into ``out`` (see the module docstring); with
@@ -299,8 +323,9 @@ def train_pair(out: Path, cfg: TrainConfig, evaluate: bool = True,
         save_child(model, template, sampling, out / name, cfg.save_dtype, tok)
 
     train_time = time.time() - t_start
-    log(f"training done in {train_time:.0f}s; saved to {out}")
-    summary = {"config": asdict(cfg), "n_params": n_params, "train_seconds": round(train_time, 1)}
+    log(f"training done in {train_time:.0f}s")
+    summary = {"config": asdict(cfg), "n_params": n_params, "train_seconds": round(train_time, 1),
+               "torch": torch.__version__, **compare_with_shipped(out, cfg)}
 
     if evaluate:
         from mi_mergekit.toy.curve import format_table, measure_curve

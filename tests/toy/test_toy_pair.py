@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mi_mergekit.toy import BASE_DIR, INSTRUCT_DIR, THINKING_DIR, curve, task
 from mi_mergekit.toy.tokenizer import prompt_text
 
-# 35 held-out problems, 5 per difficulty 2..8
+# the first 35 held-out problems (difficulties 2..8 in turn)
 SMALL_SET = task.load_heldout()[:35]
 
 
