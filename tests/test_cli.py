@@ -60,7 +60,28 @@ def test_lambdas_and_device_options_come_from_one_place():
 
     for name in ("sweep", "recipes", "demo"):
         (option,) = [p for p in _command(name).params if "--lambdas" in p.opts]
-        assert option.callback is check_lambdas, name
+        assert getattr(option.callback, "func", option.callback) is check_lambdas, name  # sweep: a partial
     for name in ("diverge", "find-lambda", "eval"):
         params = _params(_command(name))
         assert params["cuda"].is_flag and params["device"].opts == ["--device"], name
+
+
+def test_each_command_lists_only_the_options_it_uses():
+    """plan is a dry run: none of mergekit's device, thread or output-writing options; find-lambda takes
+    eval's --no-progress; every option of find-lambda says what it does."""
+    from mi_mergekit.cli.options import PLAN_OPTIONS
+
+    plan = _params(_command("plan"))
+    assert set(plan) == {"recipe", "models", "json_path", *PLAN_OPTIONS}
+    assert not {"cuda", "device", "out_shard_size", "multi_gpu", "write_threads", "num_threads"} & set(plan)
+    search = _params(_command("find-lambda"))
+    assert search["no_progress"].is_flag and _params(_command("eval"))["no_progress"].is_flag
+    for name in ("find-lambda", "eval", "plan", "merge", "sweep", "report", "demo"):
+        undocumented = [p.name for p in _params(_command(name)).values() if isinstance(p, click.Option) and not p.help
+                        and p.name not in ("seed",)]
+        assert undocumented == [], (name, undocumented)
+
+
+def test_the_main_help_states_the_exit_statuses():
+    text = " ".join(main.help.split())
+    assert "exit status 1" in text and "exit status 2" in text

@@ -31,8 +31,10 @@ NOT_RUN = {
     "bash .ci/demo": "the CI's own scripts: what this suite runs in",
     "bash .ci/test": "the CI's own scripts: what this suite runs in",
     'pip install torch==2.13.0': "installs packages",
-    'pip install "mi-mergekit[eval]"': "installs packages",
-    'pip install "mi-mergekit[real]"': "installs packages",
+    'pip install -e ".[eval]"': "installs packages",
+    'pip install -e ".[eval,real]"': "installs packages",
+    "pip wheel --no-deps -w dist .": "builds a wheel (tests/test_install.py builds and installs one)",
+    'pip install "dist/mi_mergekit-0.1.0-py3-none-any.whl[eval]"': "installs packages",
     ".venv/bin/python -m pytest tests/test_window_and_modules.py -q": "this suite",
     "python benchmarks/bench_engine.py": "a benchmark (minutes of I/O on GiB-sized models)",
 }
@@ -64,6 +66,12 @@ def readme_lines():
             if line:
                 lines.append(line)
     return lines
+
+
+def readme_yaml(containing: str) -> str:
+    """The README's ``yaml`` block that contains ``containing``."""
+    text = (ROOT / "README.md").read_text()
+    return next(block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if containing in block)
 
 
 def test_every_readme_command_line_is_run_or_accounted_for(world):
@@ -147,6 +155,8 @@ def world(tmp_path_factory):
     merge_dir.mkdir()
     (merge_dir / "calib.jsonl").write_text("".join(json.dumps({"prompt": f"w{k} w{k + 3} w{k + 5}"}) + "\n"
                                                    for k in range(4)))  # the profile estimators' prompts
+    (merge_dir / "nway.yaml").write_text(  # the README's nway_interpolation recipe, its /data/... stand-ins
+        re.sub(r"/data/[\w.-]+", lambda m: substitute(m.group(0)), readme_yaml("nway_interpolation")))
     for line in lines:
         if line.startswith(("mergekit-yaml", "mi-mergekit plan", "mi-mergekit merge", "mi-mergekit sweep",
                             "mi-mergekit diverge", "mi-mergekit find-lambda", "mi-mergekit profile")) \

@@ -5,11 +5,16 @@ subprocess — a few rows with an in-process fault injected into that same
 command (disk full, permission denied) — and checks that
 
 * it exits with status 1 and its last stderr line is ``Error: <what> (<file>)``,
-  containing the row's message fragment, with no traceback;
+  containing the row's message fragment, with no traceback; a mistake in the command
+  line itself (:data:`USAGE_ERRORS`) exits with status 2 and click's usage message,
+  ending in the one ``Error:`` line;
+* it answers at once: offline (the hub is a closed local port, or ``HF_HUB_OFFLINE``,
+  or a port that accepts and never answers), within 10 s — or three start-ups of the
+  console script on a machine so loaded that one start-up takes longer (:func:`budget`);
 * every input file (models, recipe, dataset, existing folders) is byte-for-byte
   unchanged;
-* nothing that looks complete was written: no new folder with a config.json,
-  no staging folder left behind, no metrics.json for an eval.
+* nothing was written: no new file at all (the rows of :data:`LEAVES` excepted, which
+  keep a resumable run), no staging folder left behind.
 
 The README's "What is refused" list is this table.
 """
@@ -23,7 +28,9 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +59,22 @@ class World:
         self.eval_model = eval_model
         self.env = {}
         self.preexec = None
+        self.listener = None
+
+    def offline(self, hub_offline: bool = False) -> None:
+        """No model hub: an empty cache, and a hub endpoint that refuses connections at once
+        (a closed local port), with or without ``HF_HUB_OFFLINE``."""
+        self.env.update(HF_HOME=str(self.root / "hf-home"), HF_ENDPOINT="http://127.0.0.1:9",
+                        HTTPS_PROXY="http://127.0.0.1:9", HF_HUB_OFFLINE="1" if hub_offline else "0")
+
+    def hanging_hub(self) -> None:
+        """A hub endpoint that accepts connections and never answers (a black hole)."""
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.offline()
+        self.env.update(HF_ENDPOINT=f"http://127.0.0.1:{self.listener.getsockname()[1]}", HTTPS_PROXY="",
+                        MI_MERGEKIT_HUB_TIMEOUT="2")
 
     def write(self, name: str, text: str) -> Path:
         path = self.root / name
@@ -140,6 +163,23 @@ def eval_args(w: World, *extra, model=None, dataset=None, out=None):
               "--out", out or w.root / "run", *extra)
 
 
+def typo_recipe(w: World, old: str, new: str, name: str = "typo.yaml") -> Path:
+    """A copy of the good recipe with one mistake."""
+    return w.write(name, w.recipe.read_text().replace(old, new))
+
+
+def shipped_recipe(w: World, name: str = "mi_0.8_last2of3.yaml") -> Path:
+    """The README's first recipe, which names the Qwen3-4B-2507 models on the hub."""
+    return w.write(name, (Path(__file__).parent.parent / "recipes" / name).read_text())
+
+
+def merged(w: World, name: str) -> Path:
+    """A finished merge in out/<name> (what a user evaluates next)."""
+    folder = w.root / "out" / name
+    shutil.copytree(w.eval_model, folder)
+    return folder
+
+
 # (id, setup(world) -> argv, message fragment)
 ROWS = [
     # --- merge: where the output may go
@@ -170,7 +210,9 @@ ROWS = [
     ("recipe-yaml-syntax", lambda w: mi("merge", w.write("bad.yaml", "models: [\n"), w.out),
      "recipe is not valid YAML at line 2"),
     ("recipe-wrong-type", lambda w: mergekit_yaml(w.edit_recipe("lambda: 0.8", "lambda: high"), w.out),
-     "recipe is not a valid mergekit config"),
+     "parameters.lambda: Input should be a valid number, unable to parse string as a number, got 'high'"),
+    ("recipe-not-a-config", lambda w: mi("merge", w.write("models.yaml", "merge_method: linear\nmodels: 5\n"), w.out),
+     "recipe is not a valid mergekit config: models: Input should be a valid list, got 5"),
     ("recipe-not-a-mapping", lambda w: mi("merge", w.write("list.yaml", "- a\n- b\n"), w.out),
      "a recipe must be a YAML mapping"),
     ("recipe-window-out-of-range",
@@ -193,7 +235,7 @@ ROWS = [
      "which has no tokenizer files"),
     ("input-missing-folder",
      lambda w: (shutil.rmtree(w.thinking), mergekit_yaml(w.recipe, w.out))[1],
-     "is not a local folder and could not be loaded"),
+     "thinking not found: no such folder"),
     # --- merge: the device
     ("merge-cuda-without-cuda", lambda w: mergekit_yaml_without_cuda(w.recipe, w.out, "--cuda"),
      "device 'cuda' asked for (--cuda / --device), but CUDA is not available on this machine"),
@@ -258,7 +300,7 @@ ROWS = [
         f"merge_method: model_interpolation\nmodels:\n  - model: {w.instruct}\n  - model: {w.thinking}\n"
         "parameters: {lambda: 0.5}\n"))), "needs `base_model:`"),
     # --- eval
-    ("eval-model-not-found", lambda w: eval_args(w, model=w.root / "no-model"), "model folder not found"),
+    ("eval-model-not-found", lambda w: eval_args(w, model=w.root / "no-model"), "no-model not found: no such folder"),
     ("eval-model-without-config", lambda w: eval_args(w, model=w.root), "the model folder has no config.json"),
     ("eval-dataset-missing-column", lambda w: eval_args(w, dataset=w.rows("d.jsonl", [{"id": "a", "prompt": "1+1"}])),
      "boxed dataset has no 'answer' column"),
@@ -292,7 +334,78 @@ ROWS = [
     ("report-run-missing", lambda w: mi("report", w.root / "nothing", "--out", w.root / "rep"),
      "run directory not found"),
     ("report-not-a-run", lambda w: mi("report", w.instruct, "--out", w.root / "rep"), "is not a run directory"),
+    # --- a new user's first hour (issue 34): a model that is nowhere, decided at once
+    ("hub-readme-first-command-offline", lambda w: (w.offline(), mergekit_yaml(shipped_recipe(w), w.out))[1],
+     "model Qwen/Qwen3-4B-Instruct-2507 not found: no folder "),
+    ("hub-readme-first-command-hf-offline", lambda w: (w.offline(hub_offline=True),
+                                                       mi("merge", shipped_recipe(w), w.out))[1],
+     "the Hugging Face cache"),
+    ("hub-does-not-answer", lambda w: (w.hanging_hub(), mi("plan", shipped_recipe(w)))[1],
+     "the hub did not answer within 2 s"),
+    ("eval-model-typo", lambda w: (w.offline(), merged(w, "mi_0.8"),
+                                   eval_args(w, model="out/mi_0.88", out="runs/mi_0.88"))[2],
+     "model out/mi_0.88 not found: no such folder — did you mean 'out/mi_0.8'?"),
+    ("eval-hub-id-offline", lambda w: (w.offline(), eval_args(w, model="tiny-org/tiny"))[1],
+     "model tiny-org/tiny not found: no folder "),
+    ("merge-model-path-missing",
+     lambda w: mi("merge", w.recipe, w.out, "--model", f"{w.instruct}=models/instruct"),
+     "=models/instruct: no such folder"),
+    ("merge-model-name-typo",
+     lambda w: mi("merge", w.recipe, w.out, "--model", f"{str(w.instruct)[:-1]}={w.instruct}"),
+     "--model names not found in the recipe: "),
+    # --- recipe mistakes name the place, the value and the name meant
+    ("recipe-method-typo-mergekit-yaml",
+     lambda w: mergekit_yaml(typo_recipe(w, "model_interpolation", "model_interpolaton"), w.out),
+     "merge_method: 'model_interpolaton' is not a merge method — did you mean 'model_interpolation'?"),
+    ("recipe-method-typo-merge",
+     lambda w: mi("merge", typo_recipe(w, "model_interpolation", "model_interpolaton"), w.out),
+     "did you mean 'model_interpolation'?"),
+    ("recipe-method-typo-plan", lambda w: mi("plan", typo_recipe(w, "model_interpolation", "model_interpolaton")),
+     "did you mean 'model_interpolation'?"),
+    ("recipe-lambda-comma-plan", lambda w: mi("plan", typo_recipe(w, "lambda: 0.8", 'lambda: "0,8"')),
+     "parameters.lambda: Input should be a valid number, unable to parse string as a number, got '0,8'"),
+    ("recipe-lambda-comma-merge", lambda w: mi("merge", typo_recipe(w, "lambda: 0.8", 'lambda: "0,8"'), w.out),
+     "parameters.lambda: Input should be a valid number"),
+    ("recipe-dtype-typo-plan", lambda w: mi("plan", typo_recipe(w, "dtype: bfloat16", "dtype: bf16")),
+     "dtype: 'bf16' is not a dtype mergekit reads — did you mean 'bfloat16'?"),
+    ("recipe-dtype-typo-mergekit-yaml",
+     lambda w: mergekit_yaml(typo_recipe(w, "dtype: bfloat16", "dtype: bfloat16\nout_dtype: bfloat"), w.out),
+     "out_dtype: 'bfloat' is not a dtype mergekit reads — did you mean 'bfloat16'?"),
+    ("recipe-key-typo", lambda w: mergekit_yaml(typo_recipe(w, "base_model:", "base_modle:"), w.out),
+     "base_modle: not a key mergekit reads (it would be ignored) — did you mean 'base_model'?"),
+    ("recipe-parameter-typo", lambda w: mi("plan", typo_recipe(w, "lambda: 0.8", "lamda: 0.8")),
+     "unknown parameter(s) for model_interpolation: lamda — did you mean 'lambda'?"),
+    ("recipe-module-group-typo",
+     lambda w: mi("merge", typo_recipe(w, "lambda: 0.8", "lambda: 0.8\n  modules: atention"), w.out),
+     "unknown module group 'atention' in parameters.modules — did you mean 'attention'?"),
+    ("recipe-template-typo",
+     lambda w: mi("plan", typo_recipe(w, "lambda: 0.8", "lambda: 0.8\n  template_from: thinkng")),
+     "parameters.template_from: 'thinkng' is not one of thinking, instruct — did you mean 'thinking'?"),
+    ("recipe-lambda-percentage", lambda w: mergekit_yaml(typo_recipe(w, "lambda: 0.8", "lambda: 80"), w.out),
+     "parameters.lambda: λ = 80 is far outside [0, 1] (0 = the Instruct model, 1 = the Thinking model) — "
+     "a percentage? did you mean 0.8?"),
+    ("plan-json-under-a-file", lambda w: (w.write("plain", "x"), mi("plan", w.recipe, "--json", w.root / "plain" / "p.json"))[1],
+     "cannot create the folder of --json"),
+    ("toy-train-into-a-model", lambda w: mi("toy", "train", "--out", w.instruct, "--tiny", "--no-eval"),
+     "the output folder already holds files mi-mergekit did not write"),
+    # --- command-line mistakes: click's usage message, exit status 2
+    ("usage-mergekit-yaml-has-no-model-option",
+     lambda w: mergekit_yaml(w.recipe, w.out, "--model", f"{w.instruct}={w.instruct}"),
+     "No such option '--model'. (mergekit-yaml reads every model from the recipe"),
+    ("usage-sweep-lambdas-percentages", lambda w: mi("sweep", w.recipe, w.out, "--lambdas", "10:90:10"),
+     "λ = 10 is far outside [0, 1] (0 = the Instruct model, 1 = the Thinking model) — a percentage? "
+     "did you mean 0.1?"),
+    ("usage-eval-benchmark-typo", lambda w: eval_args(w, "--benchmark", "aime2025"), "did you mean 'aime25'?"),
+    ("usage-eval-zero-samples", lambda w: eval_args(w, "-n", "0"), "0 is not in the range x>=1"),
+    ("usage-find-lambda-lo-above-hi",
+     lambda w: mi("find-lambda", w.recipe, "--dataset", w.dataset, "--lo", "0.9", "--hi", "0.1", "--out", w.root / "fl"),
+     "--lo 0.9 must be below --hi 0.1"),
 ]
+
+#: rows whose mistake is in the command line itself: click's usage error, exit status 2
+USAGE_ERRORS = {row[0] for row in ROWS if row[0].startswith("usage-")}
+#: rows that legitimately leave files: a run that started keeps what it stored (resumable)
+LEAVES = {"eval-disk-full-samples", "eval-resume-mismatch", "eval-out-foreign-run-json"}
 
 
 # README.md's "What is refused" table: the beginning of the message (… stands for any text)
@@ -308,10 +421,26 @@ README_TABLE = {
     "recipe-missing": "cannot read the recipe: no such file or directory",
     "recipe-yaml-syntax": "recipe is not valid YAML at line …",
     "recipe-not-a-mapping": "a recipe must be a YAML mapping",
-    "recipe-wrong-type": "recipe is not a valid mergekit config: …",
+    "recipe-not-a-config": "recipe is not a valid mergekit config: …",
+    "recipe-wrong-type": "parameters.lambda: Input should be a valid number, … got 'high'",
+    "recipe-key-typo": "base_modle: not a key mergekit reads (it would be ignored) — did you mean 'base_model'?",
+    "recipe-method-typo-mergekit-yaml":
+        "merge_method: 'model_interpolaton' is not a merge method — did you mean 'model_interpolation'? (…)",
+    "recipe-parameter-typo": "unknown parameter(s) for model_interpolation: lamda — did you mean 'lambda'?; …",
+    "recipe-module-group-typo": "unknown module group 'atention' in parameters.modules — did you mean 'attention'?…",
+    "recipe-dtype-typo-plan": "dtype: 'bf16' is not a dtype mergekit reads — did you mean 'bfloat16'? …",
+    "recipe-lambda-percentage": "parameters.lambda: λ = 80 is far outside [0, 1] (…) — a percentage? did you mean 0.8? …",
+    "usage-sweep-lambdas-percentages": "Invalid value for '--lambdas': λ = 10 is far outside [0, 1] (…) — a "
+                                       "percentage? did you mean 0.1? …",
     "recipe-window-out-of-range": "layer_end=40 is outside the model's decoder layers [0, 3]",
     "input-truncated-safetensors": "cannot read the weights of model …: truncated or corrupt safetensors file: …",
-    "input-missing-folder": "model … is not a local folder and could not be loaded …",
+    "input-missing-folder": "model … not found: no such folder (…)",
+    "hub-readme-first-command-offline": "model Qwen/Qwen3-4B-Instruct-2507 not found: no folder …, no complete "
+                                        "snapshot in the Hugging Face cache (…), and the hub cannot be reached (…); …",
+    "hub-does-not-answer": "model … not found: …, and the hub did not answer within … s …",
+    "merge-model-path-missing": "--model …=models/instruct: no such folder …",
+    "usage-mergekit-yaml-has-no-model-option": "No such option '--model'. (mergekit-yaml reads every model from the "
+                                               "recipe: …)",
     "input-missing-config": "model … has no config.json",
     "input-missing-tokenizer": "the output's tokenizer comes from the … model, which has no tokenizer files",
     "merge-cuda-without-cuda": "device 'cuda' asked for (--cuda / --device), but CUDA is not available on this machine",
@@ -321,7 +450,8 @@ README_TABLE = {
     "nway-weights-do-not-sum-to-1": "nway_interpolation: the weights of … sum to 1.2, not 1",
     "module-selection-unplaced-tensor": "the module selection (exclude_modules: mlp) needs the role of every tensor, "
                                         "and no rule names the role of …",
-    "eval-model-not-found": "model folder not found (…)",
+    "eval-model-not-found": "model … not found: no such folder (…)",
+    "eval-model-typo": "model out/mi_0.88 not found: no such folder — did you mean 'out/mi_0.8'? (…)",
     "eval-dataset-empty-value": "row 2: 'prompt' is empty (…)",
     "eval-out-is-a-model-folder": "--out is not an eval run folder (…)",
     "eval-disk-full-samples": "disk full (…/samples.jsonl)",
@@ -353,26 +483,55 @@ def eval_model(tmp_path_factory):
     return build_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
+@pytest.fixture(scope="module")
+def startup():
+    """Seconds one start-up of each console script takes here, now (its --help, which imports
+    what a merge imports): the yardstick of :func:`budget` on a loaded machine."""
+    seconds = {}
+    for name, argv in (("mergekit-yaml", mergekit_yaml("--help")), ("mi-mergekit", mi("plan", "--help"))):
+        started = time.monotonic()
+        run(argv)
+        seconds[name] = time.monotonic() - started
+    return seconds
+
+
+def budget(argv, startup) -> float:
+    """A refusal is immediate: at most 10 s, or three start-ups where one start-up alone takes
+    longer (a loaded machine). A hub retry loop (half a minute and more) never fits."""
+    script = "mergekit-yaml" if any("mergekit-yaml" in str(a) or "run_yaml" in str(a) for a in argv) else "mi-mergekit"
+    return max(10.0, 3 * startup[script])
+
+
 @pytest.mark.parametrize("row_id, setup, message", ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, eval_model, tmp_path):
+def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, eval_model, tmp_path, startup):
     world = World(tmp_path, dense_pair, eval_model)
     argv = setup(world)
     before = snapshot(tmp_path)
-    result = run(argv, env={"OMP_NUM_THREADS": "1", **world.env}, preexec_fn=world.preexec)
+    started = time.monotonic()
+    try:
+        result = run(argv, env={"OMP_NUM_THREADS": "1", **world.env}, preexec_fn=world.preexec, cwd=tmp_path)
+    finally:
+        if world.listener is not None:
+            world.listener.close()
+    elapsed = time.monotonic() - started
 
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == (2 if row_id in USAGE_ERRORS else 1), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(error_lines) == 1 and error_lines[0] == result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
     assert message in error_lines[0], error_lines[0]
-    assert error_lines[0].endswith(")"), "names the file it is about"
+    if row_id not in USAGE_ERRORS:
+        assert error_lines[0].endswith(")"), "names the file it is about"
     if row_id in README_TABLE:  # what the README's table says this message begins with
         assert begins(README_TABLE[row_id]).match(error_lines[0].removeprefix("Error: ")), error_lines[0]
+    assert elapsed < budget(argv, startup), f"{elapsed:.1f} s (start-up here: {startup})"
 
     after = snapshot(tmp_path)
     changed = sorted(p for p in before if after.get(p) != before[p])
     assert changed == [], f"inputs changed: {changed}"
     new = sorted(set(after) - set(before))
+    if row_id not in LEAVES:
+        assert new == [], f"written: {new}"
     assert not [p for p in new if p.endswith(("config.json", "metrics.json", ".safetensors"))], new
     assert not [p for p in new if ".incomplete-" in p or ".replaced-" in p], new
 
@@ -386,7 +545,8 @@ def test_readme_table_is_this_table():
     fragments = []
     for line in table.splitlines()[2:]:
         message = line.split(" | ", 1)[1]
-        fragments += re.findall(r"`([^`]+)`", message)
+        fragments += re.findall(r"``([^`]+)``|`([^`]+)`", message)
+    fragments = [a or b for a, b in fragments]
     assert sorted(fragments) == sorted(README_TABLE.values())
     assert set(README_TABLE) <= {row[0] for row in ROWS}
 

@@ -89,7 +89,7 @@ def lambdas_option(*, required: bool = False, help: str = "λ values", name: str
     ``plausible=False``: the command checks the range itself (``sweep``: against its recipe)."""
     return click.option(
         "--lambdas", name, required=required, metavar="START:STOP:STEP|L1,L2,...",
-        callback=lambda ctx, param, value: check_lambdas(ctx, param, value, plausible),
+        callback=check_lambdas if plausible else functools.partial(check_lambdas, plausible=False),
         help=f"{help}: an inclusive range 0.1:0.9:0.1 and/or a comma list 0.4,0.5,0.8 (0 = Instruct, "
              "1 = Thinking; a value beyond [-1, 2] is refused as a likely percentage or typo).",
     )
@@ -217,7 +217,9 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                           "= the paper's grouping: none for --decoding instruct with a template that opens no think "
                           "block. With --grade-only: re-grade with this (default: the run's)."),
         click.option("--decoding", type=Choice(sorted(PRESETS) + ["custom"]), default="thinking",
-                     show_default=True),
+                     show_default=True,
+                     help="Sampling preset: thinking (T 0.6, top-p 0.95, top-k 20: the paper's for Thinking and "
+                          "merged models), instruct (0.7 / 0.8 / 20), greedy, or custom (give --temperature …)."),
         click.option("--temperature", type=float, help="Override the preset's temperature."),
         click.option("--top-p", type=float, help="Override the preset's top_p."),
         click.option("--top-k", type=int, help="Override the preset's top_k."),
@@ -229,7 +231,9 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                      help="Sampling seed (per-chunk seeds derive from it)."),
         click.option("--shuffle-seed", type=int, default=0, show_default=True,
                      help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row)."),
-        click.option("--backend", type=Choice(BACKENDS + ("http",)), default="transformers", show_default=True),
+        click.option("--backend", type=Choice(BACKENDS + ("http",)), default="transformers", show_default=True,
+                     help="What generates: transformers (this machine, CPU or GPU), vllm (GPU), openai (an "
+                          "OpenAI-compatible server at --base-url; http is its old name)."),
         click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
                      help="transformers: samples per generate call."),
         click.option("--prompt-batch", type=POSITIVE, default=1, show_default=True,

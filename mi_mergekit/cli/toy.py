@@ -22,12 +22,12 @@ def toy_command():
 
 @toy_command.command("train")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (gets base/, instruct/, thinking/).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and the data stream.")
 @click.option("--tiny", is_flag=True, help="Tiny model and batches (smoke test).")
 @click.option("--steps", type=POSITIVE, help="Override base steps (children get a fifth, min 1).")
-@click.option("--base-steps", type=POSITIVE)
-@click.option("--child-steps", type=POSITIVE)
-@click.option("--child-lr", type=float)
+@click.option("--base-steps", type=POSITIVE, help="Steps of the base model's training.")
+@click.option("--child-steps", type=POSITIVE, help="Steps of each child's fine-tune.")
+@click.option("--child-lr", type=float, help="Learning rate of the children's fine-tunes.")
 @click.option("--no-eval", is_flag=True, help="Skip the λ-curve evaluation.")
 @click.option("--eval-lambdas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", show_default=True,
               callback=check_lambdas, help="λ values of the curve measured after training.")

@@ -106,6 +106,9 @@ def ask_hub(repo_id: str, revision: Optional[str] = None, kind: str = "models") 
     it runs on a daemon thread, so a hanging name lookup cannot hold the command either."""
     if hub_offline():
         return None, "HF_HUB_OFFLINE is set"
+    if _UNREACHABLE:  # asked already in this process, in vain: do not wait again
+        return None, _UNREACHABLE[0]
+    import socket
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -138,14 +141,23 @@ def ask_hub(repo_id: str, revision: Optional[str] = None, kind: str = "models") 
                 answer.append((True, ""))
         except Exception as exc:  # noqa: BLE001 - DNS, refused, reset, timeout, TLS, proxy …
             reason = getattr(exc, "reason", exc)
-            answer.append((None, f"the hub cannot be reached ({_endpoint()}: {reason})"))
+            if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in str(reason):
+                answer.append((None, silent))
+            else:
+                answer.append((None, f"the hub cannot be reached ({_endpoint()}: {reason})"))
 
+    silent = f"the hub did not answer within {timeout:g} s ({_endpoint()}; {HUB_TIMEOUT_ENV} sets the wait)"
     worker = threading.Thread(target=request, name="mi-mergekit-hub-probe", daemon=True)
     worker.start()
     worker.join(timeout + 0.5)
-    if not answer:
-        return None, f"the hub did not answer within {timeout:g} s ({_endpoint()}; {HUB_TIMEOUT_ENV} sets the wait)"
-    return answer[0]
+    found = answer[0] if answer else (None, silent)
+    if found[0] is None:
+        _UNREACHABLE.append(found[1])
+    return found
+
+
+#: why the hub could not be asked, once it could not (one wait per process at most)
+_UNREACHABLE: List[str] = []
 
 
 def siblings_hint(reference: str, folders: bool = True) -> str:

@@ -153,3 +153,20 @@ def test_bad_report_options_fail_clearly(tmp_path, tokenizer, fixtures):
     assert result.returncode == 2 and "Invalid value for '--paper-reference'" in result.stderr
     result = subprocess.run(cli + ["--paper-reference", "4b"], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0 and "| paper: MI-0.55 | 67.6/90.0 | 11634 | 91.6 |" in result.stdout
+
+
+def test_report_names_the_runs_its_lambda_plot_leaves_out(tmp_path, tokenizer, fixtures):
+    """The endpoints evaluated from their own folders carry no λ unless eval is told it (--lambda 0 / 1);
+    report says which runs its plot leaves out instead of dropping them silently."""
+    runs = [evaluate("m", fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8, out_dir=tmp_path / label,
+                     label=label, lambda_=lam, backend=Scripted(tokenizer, lambda c, i: ("</think>\\boxed{3}", 9)),
+                     progress=False)
+            for label, lam in (("mi_0.5", 0.5), ("Instruct", None), ("Thinking", None))]
+    result = write_report(runs, tmp_path / "report")
+    assert result["without_lambda"] == {"boxed": ["Instruct", "Thinking"]}
+    cli = subprocess.run([sys.executable, "-m", "mi_mergekit.cli", "report", *map(str, runs), "--out",
+                          str(tmp_path / "rep")], capture_output=True, text=True, timeout=240)
+    assert cli.returncode == 0
+    assert ("note: lambda_boxed.png leaves out the runs without a λ: Instruct, Thinking (give eval --lambda: "
+            "0 for the Instruct model, 1 for the Thinking model)") in cli.stderr
+    assert write_report(runs[:1], tmp_path / "one")["without_lambda"] == {}
