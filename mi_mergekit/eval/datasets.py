@@ -88,15 +88,15 @@ def read_rows(source: str, split: str = "train") -> List[dict]:
         return _read_hub(source[3:], split)
     path = Path(source)
     kind = FILE_SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DatasetError(
-            f"cannot read {source!r}: use a .jsonl, .csv or .parquet file, or hf:<dataset name> for the hub"
-        )
-    if not path.is_file():
+    if not path.is_file() and (kind is not None or not path.exists()):
         from mi_mergekit.merge.hub import siblings_hint
 
         raise DatasetError(f"dataset file not found: {source}{siblings_hint(source, folders=False)} "
                            f"({path.absolute()})")
+    if kind is None:
+        raise DatasetError(
+            f"cannot read {source!r}: use a .jsonl, .csv or .parquet file, or hf:<dataset name> for the hub"
+        )
     if kind == "jsonl":
         return _read_jsonl(path)
     if kind == "csv":

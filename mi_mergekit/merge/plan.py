@@ -226,7 +226,8 @@ def recipe_models(method: ElementwiseMethod, config: MergeConfiguration) -> List
         if len(others) != 1:
             raise MergeInputError(
                 f"{name} needs exactly one model besides base_model (the {second} checkpoint); "
-                f"this recipe lists {len(others)}: {[str(m) for m in others]}")
+                + (f"this recipe lists {len(others)}: {[str(m) for m in others]}" if others else
+                   "its `models:` list holds only base_model itself"))
         inputs = [(first, base), (second, others[0])]
     else:
         if base is not None and base not in models:
