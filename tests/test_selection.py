@@ -165,7 +165,7 @@ def test_name_pattern():
         (dict(layer_start=20, layer_end=10), "empty layer window"),
         (dict(embed_layer=40), "embed_layer=40 is outside"),
         (dict(modules="attention,ffn"), "unknown module group 'ffn' in modules"),
-        (dict(exclude_modules="MLP"), "unknown module group 'MLP' in exclude_modules .did you mean 'mlp'"),
+        (dict(exclude_modules="MLP"), "unknown module group 'MLP' in exclude_modules — did you mean 'mlp'"),
     ],
 )
 def test_invalid_selection(kwargs, message):
