@@ -31,11 +31,10 @@ def plan_command(merge_options, recipe: str, models: Tuple[str, ...], json_path:
     would). Takes the mergekit-yaml options that change what is read or checked.
     """
     from mi_mergekit import register
-    from mi_mergekit.merge.engine import engine_name
     from mi_mergekit.merge.hub import resolve_models
     from mi_mergekit.merge.plan import build_plan
 
-    register()
+    register()  # before anything imports mergekit's merge methods (the engine does)
     merge_options.apply_global_options()
     config, _ = load_recipe(recipe, models)
     if json_path:  # a folder that cannot be made fails now, not after the plan is printed
@@ -47,6 +46,8 @@ def plan_command(merge_options, recipe: str, models: Tuple[str, ...], json_path:
     with about(recipe):
         config, _ = resolve_models(config, merge_options)
         plan, _ = build_plan(config, merge_options)
+    from mi_mergekit.merge.engine import engine_name
+
     engine_name()  # as the merge: a bad MI_MERGEKIT_ENGINE is an error here too
     click.echo(plan.table())
     if json_path:
