@@ -192,6 +192,12 @@ class ModelInterpolation(ElementwiseMethod):
         for name in ("modules", "exclude_modules"):
             for path, value in parameter_values(config, name):
                 parse_modules(str(value), what=path)
+        for where, params in (("parameters", config.parameters or {}),
+                              *((f"slices[{k}].parameters", s.parameters or {}) for k, s in enumerate(config.slices or []))):
+            start, end = params.get("layer_start"), params.get("layer_end")
+            if isinstance(start, int) and isinstance(end, int) and 0 <= end < start:
+                raise MergeInputError(f"{where}: layer_start={start} > layer_end={end} is an empty layer window "
+                                      "(bounds are 0-based and inclusive)")
         if any(value is True for _, value in parameter_values(config, "extrapolate")):
             return
         for path, value in parameter_values(config, "lambda"):
