@@ -88,11 +88,12 @@ def read_rows(source: str, split: str = "train") -> List[dict]:
         return _read_hub(source[3:], split)
     path = Path(source)
     kind = FILE_SUFFIXES.get(path.suffix.lower())
-    if not path.is_file() and (kind is not None or not path.exists()):
+    if not path.is_file():
         from mi_mergekit.merge.hub import siblings_hint
 
-        raise DatasetError(f"dataset file not found: {source}{siblings_hint(source, folders=False)} "
-                           f"({path.absolute()})")
+        near = siblings_hint(source, folders=False)
+        if kind is not None or (near and not path.exists()):  # a typo of a file that is there
+            raise DatasetError(f"dataset file not found: {source}{near} ({path.absolute()})")
     if kind is None:
         raise DatasetError(
             f"cannot read {source!r}: use a .jsonl, .csv or .parquet file, or hf:<dataset name> for the hub"
