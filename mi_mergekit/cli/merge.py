@@ -103,7 +103,6 @@ def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: 
     """
     from mi_mergekit import register
     from mi_mergekit.merge.lambdas import parse_lambdas
-    from mi_mergekit.merge.method import parameter_values
     from mi_mergekit.merge.sweep import run_family, run_sweep
     from mi_mergekit.safety import allow_overwrite
 
@@ -125,6 +124,8 @@ def sweep_command(merge_options, recipes, lambdas_spec: str, models, overwrite: 
     with about(recipes[0]), allow_overwrite(overwrite):
         if lambdas_spec:
             _, config, source = loaded[0]
+            from mi_mergekit.merge.method import parameter_values  # after register(): it imports mergekit's methods
+
             if not any(value is True for _, value in parameter_values(config, "extrapolate")):
                 check_plausible(parse_lambdas(lambdas_spec))
             outputs = run_sweep(config, parse_lambdas(lambdas_spec), out_dir, merge_options, config_source=source)
