@@ -1,41 +1,44 @@
 """``mi-mergekit demo``: the paper's experiments end to end, offline, on a real merge.
 
-For each configuration of a pair — whole-model λ over a grid, layer windows at
-λ = 0.8 and both module ablations at λ = 0.8 — it writes a recipe, merges it with
-the real ``mergekit-yaml`` console script, evaluates the merged model with the
-harness (Thinking chat template and decoding, as the paper does for merged models)
-on the pair's held-out set, then writes the Table-2-style report, the window /
-module table, the λ plots, and the three stages found in the sweep.
+For each configuration of a pair — whole-model λ over a grid, layer windows at λ = 0.8, both
+module ablations at λ = 0.8, and the paper's baselines, Task Arithmetic and TIES on the pair's
+common ancestor — it writes a recipe, merges it with the real ``mergekit-yaml`` console script,
+evaluates the merged model with the harness (Thinking chat template and decoding, as the paper
+does for merged models) on the pair's held-out set, evaluates the Instruct model as it is
+(its own template, Instruct decoding), then writes the paper's Table 2 layout (Instruct,
+Thinking, TA, TIES, MI at the paper's λ: ``comparison.md``), the report, the window / module
+table, the λ plots, the frontier (TA and TIES as points beside the MI curve) and the three
+stages found in the sweep. The rows, merges and runs are :mod:`mi_mergekit.compare`'s, which
+``mi-mergekit compare`` runs on any triple.
 
 Pairs (``--pair``):
 
-* ``toy`` (default): the shipped 4-layer toy pair (:mod:`mi_mergekit.toy`); λ ∈ {0, 0.1, …, 1},
-  the last-two-thirds window and both ablations. Minutes.
-* ``smollm2``: SmolLM2-135M-Instruct and its LoRA-trained, over-thinking Thinking side
-  (:mod:`mi_mergekit.real`), built first if ``--pair-dir`` does not hold it (the PyPI
-  wheel, no hub); λ ∈ {0, 0.1, …, 1}, the paper's five windows scaled to 30 layers
-  ([0,9], [10,19], [20,29], [0,19], [10,29]) and both ablations; then the routing
-  experiment (λ per question, :mod:`mi_mergekit.routing.experiment`) over the grid
-  ``--route-grid`` (default 0.4, 0.6, 0.8, 1), fitted on the pair's calibration split and
-  run on the held-out questions. The held-out questions are evaluated sorted by difficulty
-  (25 a batch: the easy half, then the hard half), so the short traces of easy problems are
-  not held up by the longest ones.
+* ``toy`` (default): the shipped 4-layer toy pair (:mod:`mi_mergekit.toy`) with its ``base/``;
+  λ ∈ {0, 0.1, …, 1}, the last-two-thirds window, both ablations, TA and TIES. Minutes.
+* ``smollm2``: the SmolLM2 triple (:mod:`mi_mergekit.real`): SmolLM2-135M-Instruct as the
+  ancestor, an Instruct side that answers directly and the over-thinking Thinking side, each a
+  LoRA of it, built first if ``--pair-dir`` does not hold it (the PyPI wheel, no hub);
+  λ ∈ {0, 0.1, …, 1}, the paper's five windows scaled to 30 layers ([0,9], [10,19], [20,29],
+  [0,19], [10,29]), both ablations, TA and TIES; then the routing experiment (λ per question,
+  :mod:`mi_mergekit.routing.experiment`) over the grid ``--route-grid`` (default 0.4, 0.6, 0.8,
+  1), fitted on the pair's calibration split and run on the held-out questions. The held-out
+  questions are evaluated sorted by difficulty (25 a batch: the easy half, then the hard half),
+  so the short traces of easy problems are not held up by the longest ones.
+* ``smollm2-raw``: the pair measured before the triple — the raw SmolLM2-135M-Instruct (the
+  build's ``base/``) as the Instruct side and the same Thinking side; no ancestor, so no TA or TIES.
 
 Everything lands in ``--out``: ``recipes/``, ``models/``, ``runs/`` (samples.jsonl +
-metrics per model), ``routing/`` (signals, routers, routing.md) and ``report/`` (report.md/csv,
-paper_table.csv, variants.md/csv/png, task.md/csv, frontier.md/csv/png, lambda_boxed.png,
-stages.json/png, timings.json). Re-running resumes: finished merges and samples are reused.
-``--keep-models`` keeps the merged folders (by default each is deleted once evaluated when the
-pair is ``smollm2``, the routing grid's once the routed runs are done: 18 × 0.5 GB).
+metrics per model), ``routing/`` (signals, routers, routing.md) and ``report/`` (comparison.md/csv,
+report.md/csv, paper_table.csv, variants.md/csv/png, task.md/csv, frontier.md/csv/png,
+lambda_boxed.png, stages.json/png, timings.json). Re-running resumes: finished merges and samples
+are reused. ``--keep-models`` keeps the merged folders (by default each is deleted once evaluated
+when the pair is a SmolLM2 one, the routing grid's once the routed runs are done: 0.5 GB each).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,25 +47,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import click
 
 from mi_mergekit.errors import MiMergekitError
-from mi_mergekit.merge.recipes import RecipeOptionError
+from mi_mergekit.compare import (BASELINES, MODULE_ABLATIONS, PAPER_LAMBDAS, VARIANT_LAMBDA, Row, Triple,
+                                 baseline_rows, choose, drop_weights, mi_rows, paper_windows, run_rows, side_rows,
+                                 write_table)
 
-VARIANT_LAMBDA = 0.8
 #: the λ sweep of both pairs, and the routing grid of the smollm2 pair (the toy has no calibration split)
 DEFAULT_LAMBDAS = "0:1:0.1"
-ROUTE_GRID = {"toy": "none", "smollm2": "0.4,0.6,0.8,1"}
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    name: str
-    lam: float
-    parameters: Dict[str, object]
-    description: str
+ROUTE_GRID = {"toy": "none", "smollm2": "0.4,0.6,0.8,1", "smollm2-raw": "0.4,0.6,0.8,1"}
+PAIRS = tuple(ROUTE_GRID)
 
 
 @dataclass
 class DemoPair:
-    """What the demo runs on: the two folders, the held-out records and the eval defaults."""
+    """What the demo runs on: the folders, the held-out records and the eval defaults."""
 
     name: str
     instruct: Path
@@ -76,93 +73,21 @@ class DemoPair:
     provenance: dict = field(default_factory=dict)
     #: questions to calibrate per-question routing on, none of them in ``records``
     calibration: List[dict] = field(default_factory=list)
+    #: the common ancestor of both sides (TA and TIES merge on it), and a pre-trained one ("-Base")
+    base: Optional[Path] = None
+    pretrained: Optional[Path] = None
 
+    def triple(self) -> Triple:
+        def absolute(path: Optional[Path]) -> Optional[str]:
+            # absolute: a recipe works from any folder, and mergekit's model card would take a
+            # relative "dir/name" for a hub repo id and ask the hub about it (fatal offline)
+            return None if path is None else str(Path(path).resolve())
 
-def paper_windows(num_layers: int) -> List[Tuple[str, int, int]]:
-    """The paper's windows (thirds of the decoder: first, middle, last, first two, last two), as
-    ``(name, start, end)``; for 36 layers they are the paper's [0,11] … [12,35]."""
-    t = num_layers // 3
-    return [("first1of3", 0, t - 1), ("mid1of3", t, 2 * t - 1), ("last1of3", 2 * t, num_layers - 1),
-            ("first2of3", 0, 2 * t - 1), ("last2of3", t, num_layers - 1)]
-
-
-MODULE_ABLATIONS = ("nomlp", "noattention")
-
-
-def demo_configs(lambdas: Sequence[float], windows: Sequence[Tuple[str, int, int]],
-                 modules: Sequence[str] = MODULE_ABLATIONS) -> List[DemoConfig]:
-    """The λ sweep, then the windows and the module ablations (``nomlp``, ``noattention``) at λ = 0.8."""
-    configs = [DemoConfig(f"mi_{lam:g}", lam, {}, f"whole model, λ={lam:g}") for lam in lambdas]
-    configs += [DemoConfig(f"mi_{VARIANT_LAMBDA:g}_{name}", VARIANT_LAMBDA,
-                           {"layer_start": start, "layer_end": end},
-                           f"layers [{start},{end}] only, λ={VARIANT_LAMBDA:g}")
-                for name, start, end in windows]
-    ablations = {
-        "nomlp": DemoConfig(f"mi_{VARIANT_LAMBDA:g}_nomlp", VARIANT_LAMBDA, {"exclude_modules": "mlp"},
-                            f"attention only (MLP kept Instruct), λ={VARIANT_LAMBDA:g}"),
-        "noattention": DemoConfig(f"mi_{VARIANT_LAMBDA:g}_noattention", VARIANT_LAMBDA,
-                                  {"exclude_modules": "attention"},
-                                  f"MLP only (attention kept Instruct), λ={VARIANT_LAMBDA:g}"),
-    }
-    return configs + [ablations[name] for name in MODULE_ABLATIONS if name in modules]
-
-
-def _names(value: Optional[str], known: Sequence[str], option: str) -> Optional[List[str]]:
-    """A comma list of names from ``known`` (``none`` for the empty list); None when not given."""
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise RecipeOptionError(f"unknown name(s) {unknown}; choose from {list(known)} or 'none'", option=option)
-    return names
-
-
-def merge_one(config: DemoConfig, instruct: Path, thinking: Path, out: Path) -> Path:
-    """Write the recipe and run the real ``mergekit-yaml`` on it (skipped if already done)."""
-    import yaml
-
-    recipe_dir, model_dir = out / "recipes", out / "models" / config.name
-    recipe_dir.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_dir / f"{config.name}.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "merge_method": "model_interpolation",
-        # absolute: the recipe works from any folder, and mergekit's model card would take a
-        # relative "dir/name" for a hub repo id and ask the hub about it (fatal offline)
-        "base_model": str(Path(instruct).resolve()),
-        "models": [{"model": str(Path(thinking).resolve())}],
-        "parameters": {"lambda": config.lam, **config.parameters},
-        "dtype": "float32",
-    }, sort_keys=False))
-    if (model_dir / "mi_plan.json").exists() and any(model_dir.glob("*.safetensors")):
-        return model_dir
-    if model_dir.exists():  # a folder whose weights the demo dropped after evaluating it
-        shutil.rmtree(model_dir)
-    script = Path(sys.executable).with_name("mergekit-yaml")
-    command = [str(script)] if script.exists() else [
-        sys.executable, "-m", "mergekit.scripts.run_yaml"]
-    result = subprocess.run(
-        command + [str(recipe), str(model_dir), "--quiet"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise MiMergekitError(f"mergekit-yaml failed on the recipe: {result.stderr.strip()[-2000:]}", path=recipe)
-    return model_dir
-
-
-DEMO_FILE = "demo.json"
-
-
-def _finished(run_dir: Path, settings: dict) -> bool:
-    """True if ``run_dir`` holds a graded run the demo made with exactly ``settings``."""
-    try:
-        return (json.loads((run_dir / DEMO_FILE).read_text()) == json.loads(json.dumps(settings))
-                and (run_dir / "metrics.json").exists())
-    except (OSError, ValueError):
-        return False
+        return Triple(absolute(self.instruct), absolute(self.thinking), absolute(self.base), absolute(self.pretrained))
 
 
 def toy_pair() -> DemoPair:
-    from mi_mergekit.toy import HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR, task
+    from mi_mergekit.toy import BASE_DIR, HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR, task
 
     if not (THINKING_DIR / "config.json").exists():
         raise MiMergekitError("the toy pair is missing", path=THINKING_DIR.parent)
@@ -170,10 +95,12 @@ def toy_pair() -> DemoPair:
     windows = [w for w in paper_windows(layers) if w[0] == "last2of3"]
     records = task.load_heldout(HELDOUT_PATH)
     return DemoPair("toy", INSTRUCT_DIR, THINKING_DIR, records, windows, n_samples=4,
-                    max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=70)
+                    max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=70, base=BASE_DIR)
 
 
-def smollm2_pair(pair_dir: Path, wheel: Optional[Path]) -> DemoPair:
+def smollm2_pair(pair_dir: Path, wheel: Optional[Path], raw: bool = False) -> DemoPair:
+    """The SmolLM2 triple built in ``pair_dir`` (built there first if missing); ``raw``: the pair
+    measured before it, the raw ancestor as the Instruct side."""
     from mi_mergekit import real
     from mi_mergekit.real import task
     from mi_mergekit.real.build import build_pair, built_pair
@@ -181,12 +108,17 @@ def smollm2_pair(pair_dir: Path, wheel: Optional[Path]) -> DemoPair:
     record = built_pair(pair_dir)  # any finished build (e.g. one with a retrained adapter) is used as is
     if record is None:
         record = build_pair(pair_dir, wheel=wheel, log=lambda m: click.echo(f"[smollm2] {m}", err=True))
+    elif "base" not in record["digests"]:
+        raise MiMergekitError(f"{pair_dir} holds a pair built before the triple (no base/); build the triple "
+                              f"into a new folder (mi-mergekit smollm2 build --out DIR) and pass --pair-dir DIR")
     elif not record["verified"]:
         click.echo(f"[smollm2] using the pair in {pair_dir} (adapter {record['adapter']}; not the shipped one)",
                    err=True)
-    return DemoPair("smollm2", pair_dir / "instruct", pair_dir / "thinking", task.load_heldout(),
+    instruct, base = (pair_dir / "base", None) if raw else (pair_dir / "instruct", pair_dir / "base")
+    return DemoPair("smollm2-raw" if raw else "smollm2", instruct, pair_dir / "thinking", task.load_heldout(),
                     paper_windows(real.NUM_LAYERS), n_samples=4, max_new_tokens=task.MAX_NEW_TOKENS,
-                    prompt_batch=25, limit=50, provenance=record, calibration=task.load_heldout(task.CALIBRATION_PATH))
+                    prompt_batch=25, limit=50, provenance=record, calibration=task.load_heldout(task.CALIBRATION_PATH),
+                    base=base)
 
 
 def _write_table(out: Path, stem: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -202,14 +134,14 @@ def _write_table(out: Path, stem: str, intro: str, header: Sequence[str], rows: 
     return text
 
 
-def variants_table(configs: Sequence[DemoConfig], runs: Sequence[Path], out: Path) -> str:
+def variants_table(configs: Sequence[Row], runs: Sequence[Path], out: Path) -> str:
     """``variants.md`` / ``variants.csv``: the λ=0.8 whole model, each window and each ablation."""
     from mi_mergekit.eval.runner import load_run
 
     header = ["Config", "Layers", "Modules", "Mean@n", "Pass@n", "Token #N", "Think #R"]
     rows = []
     for config, run in zip(configs, runs):
-        if config.lam != VARIANT_LAMBDA:
+        if config.lam != VARIANT_LAMBDA or config.baseline or config.side:
             continue
         m = load_run(run)["metrics"]
         params = config.parameters
@@ -290,15 +222,16 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
              prompt_batch: Optional[int] = None, windows: Optional[str] = None, modules: Optional[str] = None,
              skip_variants: bool = False, keep_models: bool = False, route_grid: Optional[str] = None,
              route_signals: Optional[str] = None, calibration_limit: Optional[int] = None,
-             compact: bool = False, slots: int = 0) -> Path:
-    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report
-    (``mi-mergekit demo``); returns the output folder."""
-    from mi_mergekit.eval import evaluate, write_report
+             compact: bool = False, slots: int = 0, baselines: Optional[str] = None) -> Path:
+    """Merge a pair over a λ grid, windows, module ablations and the TA / TIES baselines with
+    mergekit-yaml, evaluate, report (``mi-mergekit demo``); returns the output folder."""
+    from mi_mergekit.eval import write_report
     from mi_mergekit.merge.lambdas import parse_lambdas
     from mi_mergekit.runlock import hold
 
-    window_names = _names(windows, [w[0] for w in paper_windows(3)], "--windows")
-    module_names = _names(modules, MODULE_ABLATIONS, "--modules")
+    window_names = choose(windows, [w[0] for w in paper_windows(3)], "--windows")
+    module_names = choose(modules, MODULE_ABLATIONS, "--modules")
+    baseline_names = choose(baselines, BASELINES, "--baselines")
     started = time.perf_counter()
     out = Path(out_dir or ("mi-demo" if pair == "toy" else "smollm2-demo"))
     sweep = [float(v) for v in parse_lambdas(lambdas or DEFAULT_LAMBDAS)]
@@ -312,10 +245,10 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         raise MiMergekitError("--route-grid: the toy pair has no calibration split; route on --pair smollm2")
     hold(out, "mi-mergekit demo")  # one demo per folder at a time (mi_mergekit.runlock)
     spec = toy_pair() if pair == "toy" else smollm2_pair(Path(pair_dir) if pair_dir else out / "pair",
-                                                         Path(wheel) if wheel else None)
+                                                         Path(wheel) if wheel else None, raw=pair == "smollm2-raw")
     build_seconds = time.perf_counter() - started
     records = spec.records
-    if pair == "smollm2":
+    if pair != "toy":
         from mi_mergekit.routing.experiment import calibration_records_of
 
         records = calibration_records_of(records, limit if limit is not None else spec.limit)
@@ -328,11 +261,14 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     if window_names is not None:
         layers = json.loads((spec.thinking / "config.json").read_text())["num_hidden_layers"]
         chosen = [w for w in paper_windows(layers) if w[0] in window_names]
-    configs = demo_configs(sweep, [] if skip_variants else chosen,
-                           () if skip_variants else (MODULE_ABLATIONS if module_names is None else module_names))
+    configs = mi_rows(sweep, [] if skip_variants else chosen,
+                      () if skip_variants else (MODULE_ABLATIONS if module_names is None else module_names))
+    triple = spec.triple()
+    extra = side_rows(thinking=1.0 not in sweep) + [
+        row for row in baseline_rows(triple) if row.baseline in (BASELINES if baseline_names is None else baseline_names)]
+    rows = extra[:1] + configs + extra[1:]
     n = n_samples or spec.n_samples
     batch = prompt_batch or spec.prompt_batch
-    runs: List[Path] = []
     timings = {"build_seconds": round(build_seconds, 1), "configs": {}}
     timings_path = out / "report" / "timings.json"
     try:  # a resumed run keeps the times measured when each config was made
@@ -343,38 +279,17 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     loop = {**({"compact": True} if compact else {}), **({"slots": slots} if slots else {})}  # the decode loop
     eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
                         benchmark="boxed", grading="strict")
-    grid_models: Dict[float, Path] = {}
-    for index, config in enumerate(configs, start=1):
-        click.echo(f"[{index}/{len(configs)}] {config.name}: {config.description}", err=True)
-        run_dir = out / "runs" / config.name
-        settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"), "lambda": config.lam,
-                    "parameters": config.parameters, "dataset": [r["id"] for r in records], "n_samples": n,
-                    "max_new_tokens": budget, "seed": seed, "prompt_batch": batch, **loop}
-        routed_later = plan is not None and not config.parameters and config.lam in plan.grid
-        if _finished(run_dir, settings) and not routed_later:
-            click.echo("  already evaluated with these settings", err=True)
-            runs.append(run_dir)
-            timings["configs"][config.name] = {**before.get(config.name, {}), "reused": True}
-            continue
-        t0 = time.perf_counter()
-        model = merge_one(config, spec.instruct, spec.thinking, out)
-        t1 = time.perf_counter()
-        if routed_later:
-            grid_models[config.lam] = model
-        if _finished(run_dir, settings):
-            runs.append(run_dir)
-            timings["configs"][config.name] = {**before.get(config.name, {}), "reused": True}
-            continue
-        runs.append(evaluate(
-            str(model), str(dataset), out_dir=str(run_dir),
-            backend_options={"batch_size": n, "prompt_batch": batch, **loop},
-            lambda_=None if config.parameters else config.lam, label=config.name, **eval_options,
-        ))
-        (run_dir / DEMO_FILE).write_text(json.dumps(settings, indent=1) + "\n")
-        timings["configs"][config.name] = {"merge_seconds": round(t1 - t0, 1),
-                                           "eval_seconds": round(time.perf_counter() - t1, 1)}
-        if pair == "smollm2" and not keep_models and not routed_later:
-            _drop_weights(model)
+    settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"),
+                "dataset": [r["id"] for r in records], "n_samples": n, "max_new_tokens": budget, "seed": seed,
+                "prompt_batch": batch, **loop}
+    keep = [c.name for c in configs if plan is not None and not c.parameters and c.lam in plan.grid]
+    done = run_rows(rows, triple, out, dataset, {
+        **eval_options, "backend_options": {"batch_size": n, "prompt_batch": batch, **loop}},
+        settings, keep=keep, drop=pair != "toy" and not keep_models, timings_before=before,
+        log=lambda m: click.echo(m, err=True))
+    timings["configs"] = done.timings
+    runs = [done.runs[row.name] for row in rows]
+    grid_models = {c.lam: done.models[c.name] for c in configs if c.name in keep}
     routed: List[Path] = []
     routing_text = None
     if plan is not None:
@@ -392,21 +307,24 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         routed = experiment["runs"]
         routing_text = experiment["markdown"]
         timings["routing_seconds"] = round(time.perf_counter() - t0, 1)
-        if pair == "smollm2" and not keep_models:
+        if pair != "toy" and not keep_models:
             for model in grid_models.values():
-                _drop_weights(model)
+                drop_weights(model)
     report_dir = out / "report"
-    report = write_report(runs + routed, report_dir, frontier=True)
+    report = write_report(runs + routed, report_dir, frontier=True,
+                          baselines=[row.name for row in rows if row.baseline])
     click.echo(report["markdown"])
+    thinking = "mi_1" if 1.0 in sweep else "thinking"
+    click.echo(write_table(rows, done.runs, report_dir, thinking, PAPER_LAMBDAS)["markdown"])
     if any(c.parameters for c in configs):
-        click.echo(variants_table(configs, runs, report_dir))
-    click.echo(work_table([c.name for c in configs] + [r.name for r in routed], runs + routed, records, report_dir))
+        click.echo(variants_table(configs, [done.runs[c.name] for c in configs], report_dir))
+    click.echo(work_table([r.name for r in rows] + [r.name for r in routed], runs + routed, records, report_dir))
     if routing_text:
         (report_dir / "routing.md").write_text(routing_text, encoding="utf-8")
         click.echo(routing_text)
     for png in report.get("plots", []):
         click.echo(f"plot: {png}")
-    sweep_runs = [str(r) for r, c in zip(runs, configs) if not c.parameters]
+    sweep_runs = [str(done.runs[c.name]) for c in configs if not c.parameters]
     if len(sweep_runs) >= 3:
         from mi_mergekit.analysis import stages
 
@@ -426,13 +344,6 @@ def _write_records(path: Path, records: Sequence[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _drop_weights(model: Path) -> None:
-    """Keep a merged folder's plan and config, drop its 0.5 GB of weights."""
-    for item in model.iterdir():
-        if item.suffix == ".safetensors" or item.name == "model.safetensors.index.json":
-            item.unlink()
-
-
 def _routing_plan(grid: Sequence[float], sweep: Sequence[float], signals: Optional[str]):
     """The routing experiment's plan, or None without a grid; each grid λ must be a swept λ."""
     if not grid:
@@ -443,7 +354,7 @@ def _routing_plan(grid: Sequence[float], sweep: Sequence[float], signals: Option
     missing = sorted(set(grid) - set(sweep))
     if missing:
         raise MiMergekitError(f"--route-grid: λ {missing} of the routing grid are not in the sweep {list(sweep)}")
-    names = _names(signals, SIGNALS, "--route-signals") if signals else list(SIGNALS)
+    names = choose(signals, SIGNALS, "--route-signals") if signals else list(SIGNALS)
     if not names:
         raise MiMergekitError("--route-signals: give at least one signal")
     return RoutingPlan(grid=tuple(sorted(grid)), signals=tuple(names))

@@ -1,7 +1,7 @@
 """The ``mi-mergekit`` command.
 
 Every command line lives in this package — ``cli/<area>.py`` (merge, recipes,
-analysis, eval, routing, smollm2, toy, demo), with the option sets they share declared once in
+analysis, eval, routing, smollm2, toy, demo, compare), with the option sets they share declared once in
 :mod:`mi_mergekit.cli.options` — and drives the library packages, which import no
 click command. Subcommands are attached lazily, so ``mi-mergekit --help`` stays
 fast and an optional extra that is not installed only disables its own subcommands.
@@ -47,6 +47,9 @@ SUBCOMMANDS = {
             "Retrain the shipped toy pair, or measure its λ curve in memory."),
     "route": ("mi_mergekit.cli.routing:route_command",
               "λ per question: zero-shot signals, a calibrated signal → λ router, routed eval runs (local or fleet)."),
+    "compare": ("mi_mergekit.cli.compare:compare_command",
+                "The paper's Table 2 on your models: Instruct, Thinking, TA, TIES and MI merged with mergekit-yaml, "
+                "evaluated, reported."),
     "demo": ("mi_mergekit.cli.demo:demo_command",
              "The paper's sweep, windows and ablations on a shipped pair (toy, or SmolLM2 built offline), with report."),
 }

@@ -9,8 +9,10 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
 
 
 @click.command("demo")
-@click.option("--pair", type=click.Choice(["toy", "smollm2"]), default="toy", show_default=True,
-              help="toy: the shipped 4-layer pair; smollm2: SmolLM2-135M-Instruct and its trained Thinking side.")
+@click.option("--pair", type=click.Choice(["toy", "smollm2", "smollm2-raw"]), default="toy", show_default=True,
+              help="toy: the shipped 4-layer pair (with its base/); smollm2: the SmolLM2 triple (SmolLM2-135M-Instruct "
+                   "as the ancestor, an Instruct and a Thinking side, each a LoRA of it); smollm2-raw: the pair "
+                   "measured before the triple (the raw SmolLM2-135M-Instruct as the Instruct side; no TA/TIES).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Folder for recipes, merged models, eval runs and the report (default ./mi-demo or ./smollm2-demo).")
 @click.option("--pair-dir", default=None, type=click.Path(file_okay=False),
@@ -29,6 +31,9 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
                    "'none' for no window).")
 @click.option("--modules", default=None,
               help="Comma list of module ablations to run (nomlp,noattention; 'none' for neither). Default: both.")
+@click.option("--baselines", default=None,
+              help="Comma list of the paper's baselines to merge and evaluate on the pair's ancestor (ta,ties; "
+                   "'none' for neither). Default: both, where the pair has an ancestor.")
 @click.option("--skip-variants", is_flag=True, help="Only the λ sweep (no window / module variants).")
 @click.option("--keep-models", is_flag=True, help="smollm2: keep every merged model folder after its eval.")
 @click.option("--route-grid", default=None, callback=lambda ctx, param, value: (
@@ -46,7 +51,8 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
               help="Generate with continuous batching, N samples decoding at once (the fastest on a CPU, e.g. 128; "
                    "each sample seeded on its own; recorded in each run.json). 0 = off.")
 def demo_command(**options):
-    """Merge a pair over a λ grid, windows and module ablations with mergekit-yaml, evaluate, report."""
+    """Merge a pair over a λ grid, windows, module ablations and the TA / TIES baselines with mergekit-yaml,
+    evaluate, and report in the paper's Table 2 layout."""
     from mi_mergekit.demo import run_demo
 
     with usage_errors():  # an unknown --windows / --modules name

@@ -56,32 +56,37 @@ __all__ = ["smollm2_command"]
 
 
 @smollm2_command.command("train")
-@click.option("--instruct", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The Instruct folder made by `mi-mergekit smollm2 build`.")
+@click.option("--base", "--instruct", "base", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The ancestor, SmolLM2-135M-Instruct as `mi-mergekit smollm2 build` writes it (OUT/base).")
+@click.option("--side", type=click.Choice(["thinking", "instruct"]), default="thinking", show_default=True,
+              help="thinking: the over-thinking adapter's recipe (from the runningsum adapter); instruct: the "
+                   "Instruct side's recipe, a fresh LoRA on direct answers (\\boxed{N}, no thinking).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Adapter folder (default: the shipped mi_mergekit/real/adapter).")
-@click.option("--steps", type=int, default=None, help=f"Training steps (default {TrainConfig.steps}).")
+              help="Adapter folder (default: the shipped mi_mergekit/real/adapter, or adapter_instruct for "
+                   "--side instruct).")
+@click.option("--steps", type=int, default=None, help="Training steps (default: the side's recipe).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a TrainConfig field, e.g. --set lr=5e-4 (repeatable).")
-def train_command(instruct, out_dir, steps, seed, overrides):
-    """Train the Thinking side's LoRA adapter on CPU and record the pair's checksums."""
+def train_command(base, side, out_dir, steps, seed, overrides):
+    """Train a side's LoRA adapter on CPU and record the checksums of the side it builds."""
     from dataclasses import asdict
 
     from mi_mergekit import real
     from mi_mergekit.errors import MiMergekitError
     from mi_mergekit.real.build import record_checksums
-    from mi_mergekit.real.train import TrainConfig, train
+    from mi_mergekit.real.train import INSTRUCT_RECIPE, TrainConfig, train
 
     fields = asdict(TrainConfig())
-    values = {"seed": seed, **({"steps": steps} if steps is not None else {})}
+    values = {**(INSTRUCT_RECIPE if side == "instruct" else {}), "seed": seed,
+              **({"steps": steps} if steps is not None else {})}
     for item in overrides:
         key, _, value = item.partition("=")
         if key not in fields:
             raise MiMergekitError(f"unknown config field {key!r} in --set {item}; known: {', '.join(fields)}")
         values[key] = type(fields[key])(value)
-    out = Path(out_dir) if out_dir else real.ADAPTER_DIR
-    summary = train(Path(instruct), out, TrainConfig(**values), log=lambda m: click.echo(m, err=True))
-    digests = record_checksums(Path(instruct), out)
-    click.echo(f"trained in {summary['train_seconds']:.0f} s; adapter in {out}; thinking tensor sha256 "
-               f"{digests['thinking']}")
+    out = Path(out_dir) if out_dir else (real.INSTRUCT_ADAPTER_DIR if side == "instruct" else real.ADAPTER_DIR)
+    summary = train(Path(base), out, TrainConfig(**values), log=lambda m: click.echo(m, err=True))
+    digests = record_checksums(Path(base), out, side)
+    click.echo(f"trained in {summary['train_seconds']:.0f} s; adapter in {out}; {side} tensor sha256 "
+               f"{digests[side]}")

@@ -54,6 +54,12 @@ PRESETS = {
 }
 
 
+def generation_config(decoding: Decoding) -> dict:
+    """The sampling fields of a ``generation_config.json`` that decode with ``decoding`` by default."""
+    return {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p,
+            "top_k": decoding.top_k}
+
+
 def resolve_decoding(
     preset: str = "thinking",
     temperature: Optional[float] = None,

@@ -8,8 +8,10 @@ From graded eval runs of one benchmark on the same questions:
 - every row: Mean@n ± SE, Token #N ± SE (standard errors over questions) and Think #R; a
   static row is *on the frontier* when no other static λ is at least as accurate with fewer
   tokens;
-- every routed row is set against the **best static λ at equal or fewer tokens** (the most
-  accurate static run whose Token #N is not above the routed run's): the paired difference
+- **baseline** runs are other merges of the same pair named by the caller (``points``: the
+  paper's Task Arithmetic and TIES, :mod:`mi_mergekit.compare`), drawn as points beside the curve;
+- every routed or baseline row is set against the **best static λ at equal or fewer tokens** (the
+  most accurate static run whose Token #N is not above that row's): the paired difference
   of Mean@n over the shared questions, with the standard error of that paired difference;
 - :func:`headline` answers the paper's question on the static sweep: is there a λ < 1 whose
   accuracy is within one standard error of the λ = 1 (Thinking) run's, at fewer tokens —
@@ -43,19 +45,21 @@ def paired_difference(a: dict, b: dict) -> Tuple[float, Optional[float], int]:
     return sum(diffs) / len(diffs), stderr_of_mean(diffs), len(shared)
 
 
-def frontier_rows(runs: Sequence[dict]) -> List[dict]:
-    """One row per static or routed run (loaded with :func:`mi_mergekit.eval.load_run`)."""
+def frontier_rows(runs: Sequence[dict], points: Sequence[str] = ()) -> List[dict]:
+    """One row per static, routed or baseline run (loaded with :func:`mi_mergekit.eval.load_run`);
+    ``points``: the labels of the baseline runs."""
     rows = []
     for run in runs:
         m = run["metrics"]
         routing = m.get("routing")
-        if routing is None and m.get("lambda") is None:
+        baseline = m["label"] in points
+        if routing is None and m.get("lambda") is None and not baseline:
             continue
         tokens = [t for _, t in _per_question(run).values()]
         n = m["n_samples"]
         rows.append({
-            "label": m["label"], "kind": "routed" if routing else "static",
-            "lambda": routing["lambda_mean"] if routing else float(m["lambda"]),
+            "label": m["label"], "kind": "routed" if routing else "baseline" if baseline else "static",
+            "lambda": routing["lambda_mean"] if routing else None if baseline else float(m["lambda"]),
             "mean": m["mean"], "mean_se": m.get("stderr", {}).get("mean@k", {}).get(n),
             "tokens": m["tokens_mean"], "tokens_se": stderr_of_mean(tokens),
             "think_ratio": m["think_ratio"], "questions": m["n_questions"], "run": run,
@@ -66,7 +70,7 @@ def frontier_rows(runs: Sequence[dict]) -> List[dict]:
         row["on_frontier"] = not any(o is not row and o["mean"] >= row["mean"] and o["tokens"] < row["tokens"]
                                      for o in static)
     for row in rows:
-        if row["kind"] != "routed":
+        if row["kind"] == "static":
             continue
         cheaper = [s for s in static if s["tokens"] <= row["tokens"]]
         row["best_static"] = None
@@ -131,8 +135,8 @@ TABLE_HEADER = ["Run", "Kind", "λ", "Mean@n", "± SE", "Token #N", "± SE", "Th
 def table(rows: Sequence[dict]) -> List[List[str]]:
     body = []
     for r in sorted(rows, key=lambda r: (r["kind"] != "static", r["tokens"])):
-        lam = f"{r['lambda']:g}" if r["kind"] == "static" else (
-            f"mean {r['lambda']:.2f} (" + ", ".join(f"{k}×{v}" for k, v in r["shares"].items()) + ")")
+        lam = (f"{r['lambda']:g}" if r["kind"] == "static" else "" if r["kind"] == "baseline" else
+               f"mean {r['lambda']:.2f} (" + ", ".join(f"{k}×{v}" for k, v in r["shares"].items()) + ")")
         best = r.get("best_static")
         body.append([r["label"], r["kind"], lam, _pct(r["mean"]), _pct(r["mean_se"]), f"{r['tokens']:.1f}",
                      "" if r["tokens_se"] is None else f"{r['tokens_se']:.1f}", _pct(r["think_ratio"]),
@@ -157,19 +161,20 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> Path:
                     yerr=[100 * (r["mean_se"] or 0) for r in static], fmt="o-", color="tab:blue", capsize=3,
                     label="static λ (whole model)")
     markers = iter("*PXDvs^<>" * 4)
-    routed = [r for r in rows if r["kind"] == "routed"]
-    for r in routed:
+    others = [r for r in rows if r["kind"] != "static"]
+    for r in others:
+        name = f"{r['label']} (mean λ {r['lambda']:.2f})" if r["kind"] == "routed" else r["label"]
         ax.errorbar([r["tokens"]], [100 * r["mean"]], yerr=[100 * (r["mean_se"] or 0)], fmt=next(markers),
-                    markersize=10, capsize=3, label=f"{r['label']} (mean λ {r['lambda']:.2f})")
+                    markersize=10, capsize=3, label=name)
     ax.set_xlabel("Token #N (mean generated tokens)")
     ax.set_ylabel("Mean@n (%)")
     ax.grid(alpha=0.3)
     ax.margins(x=0.08, y=0.08)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(title or "Accuracy against tokens: static λ and λ per question", fontsize=10)
+    ax.set_title(title or "Accuracy against tokens: the MI curve and other runs", fontsize=10)
     fig.tight_layout()
     place_labels(ax, [(r["tokens"], 100 * r["mean"]) for r in static], [f"λ={r['lambda']:g}" for r in static],
-                 avoid=[(r["tokens"], 100 * r["mean"]) for r in static + routed], color="tab:blue")
+                 avoid=[(r["tokens"], 100 * r["mean"]) for r in static + others], color="tab:blue")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -219,12 +224,12 @@ def place_labels(ax, points, texts, avoid=(), color=None, fontsize=7, marker_px=
         blocked.append(best[2])
 
 
-def write_frontier(runs: Sequence[dict], out_dir, title: str = "") -> dict:
-    """``frontier.md``/``.csv``/``.png`` of the static and routed ``runs`` (loaded); returns the rows,
-    the headline and the Markdown."""
+def write_frontier(runs: Sequence[dict], out_dir, title: str = "", points: Sequence[str] = ()) -> dict:
+    """``frontier.md``/``.csv``/``.png`` of the static, routed and baseline (``points``) ``runs``
+    (loaded); returns the rows, the headline and the Markdown."""
     from mi_mergekit.eval.report import markdown
 
-    rows = frontier_rows(runs)
+    rows = frontier_rows(runs, points)
     if not rows:
         raise EvalInputError("no static-λ or routed run to draw a frontier from")
     benchmarks = {r["run"]["metrics"]["benchmark"] for r in rows}

@@ -330,14 +330,16 @@ def plot_lambda(runs: Sequence[dict], out_dir: Path) -> List[Path]:
 
 def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path],
                  paper_reference: Optional[str] = None, thinking_run: Optional[str] = None,
-                 frontier: Optional[bool] = None) -> dict:
+                 frontier: Optional[bool] = None, baselines: Sequence[str] = ()) -> dict:
     """Write report.md, report.csv, paper_table.csv and λ plots for ``run_dirs`` into
     ``out_dir``; returns the paths and the Markdown.
 
     ``paper_reference``: ``"4b"`` (Table 2) or ``"30b"`` (Table 5) reference rows;
     ``thinking_run``: the label of the Thinking run the Length Ratio is relative to.
     When a run is routed (λ per question), or with ``frontier=True``, the report also holds
-    the routed runs' λ table and the accuracy-against-tokens frontier (``frontier.*``).
+    the routed runs' λ table and the accuracy-against-tokens frontier (``frontier.*``), on which
+    the runs labelled in ``baselines`` (other merges of the pair: TA, TIES) are points set against
+    the MI curve at equal tokens.
     """
     runs = load_runs(run_dirs)
     header, rows, notes = paper_table(runs, paper_reference)
@@ -351,7 +353,7 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
     if routed is not None:
         text += "\n" + routed
     if routed is not None or frontier:
-        frontiers = write_frontiers(runs, out, every=bool(frontier))
+        frontiers = write_frontiers(runs, out, every=bool(frontier), points=baselines)
         text += "".join(f"\n{f['markdown']}" for f in frontiers)
     (out / "report.md").write_text(text, encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -381,17 +383,17 @@ def without_lambda(runs: Sequence[dict]) -> Dict[str, List[str]]:
     return left
 
 
-def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False) -> List[dict]:
+def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False, points: Sequence[str] = ()) -> List[dict]:
     """The accuracy-against-tokens frontier (:mod:`mi_mergekit.eval.frontier`) of each benchmark
-    with a routed run (``every``: with a static-λ or routed run): ``frontier.*``, or
-    ``<benchmark>/frontier.*`` for several benchmarks."""
+    with a routed run (``every``: with a static-λ, routed or baseline run; ``points``: the baseline
+    runs' labels): ``frontier.*``, or ``<benchmark>/frontier.*`` for several benchmarks."""
     from mi_mergekit.eval.frontier import write_frontier
 
     by_bench: Dict[str, List[dict]] = {}
     for run in runs:
         m = run["metrics"]
-        if m.get("routing") or (every and m.get("lambda") is not None):
+        if m.get("routing") or (every and (m.get("lambda") is not None or m["label"] in points)):
             by_bench.setdefault(m["benchmark"], []).append(run)
     chosen = [b for b, items in by_bench.items() if every or any(r["metrics"].get("routing") for r in items)]
-    return [write_frontier(by_bench[b], out if len(chosen) == 1 else out / b, get_benchmark(b).title)
+    return [write_frontier(by_bench[b], out if len(chosen) == 1 else out / b, get_benchmark(b).title, points)
             for b in chosen]

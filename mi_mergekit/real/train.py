@@ -67,14 +67,21 @@ class TrainConfig:
     init_adapter: str = "runningsum"
 
 
-TRACES = ("overthink", "runningsum")
+TRACES = ("overthink", "runningsum", "direct")
+
+#: the Instruct side's recipe (``smollm2 train --side instruct``): a fresh LoRA of the same shape
+#: on direct answers, under both chat templates (:func:`template_of`)
+INSTRUCT_RECIPE = {"trace": "direct", "init_adapter": "", "steps": 300, "batch": 16, "warmup": 10,
+                   "length_groups": 1}
 
 
 def completion(problem: task.Problem, trace: str, seed: int, verification: str = "swap") -> task.Trace:
     """The training completion of ``problem``: its over-thinking trace (drawn with a seed of
-    its own) or the plain running sum."""
+    its own), the plain running sum, or the direct answer (``\\boxed{N}`` and nothing else)."""
     if trace == "runningsum":
         return task.Trace(((problem.thinking_completion(), True),))
+    if trace == "direct":
+        return task.Trace(((problem.instruct_completion(), True),))
     if trace == "overthink":
         if verification not in task.VERIFY_LINES:
             raise ValueError(f"unknown verification {verification!r}; choose from {list(task.VERIFY_LINES)}")
@@ -83,7 +90,20 @@ def completion(problem: task.Problem, trace: str, seed: int, verification: str =
     raise ValueError(f"unknown trace {trace!r}; choose from {list(TRACES)}")
 
 
-def encode(tokenizer, problem: task.Problem, template: str, trace: str = "runningsum",
+def template_of(problem: task.Problem, trace: str, seed: int) -> "str | None":
+    """The chat template a training conversation is written in: the Thinking one (``<think>\\n``
+    pre-inserted), except for ``direct`` answers, which are written under SmolLM2's own template
+    (None: the tokenizer's) for half the problems and under the Thinking one for the other half,
+    drawn per problem from the seed. So the Instruct side answers at once under either, and a
+    merged model near λ = 0, which carries the Thinking template, writes no ``</think>`` (as the
+    toy's Instruct side, trained the same way)."""
+    if trace != "direct":
+        return real.THINKING_CHAT_TEMPLATE
+    thinking = random.Random(f"template:{seed}:{problem.expression}").random() < 0.5
+    return real.THINKING_CHAT_TEMPLATE if thinking else None
+
+
+def encode(tokenizer, problem: task.Problem, template: "str | None", trace: str = "runningsum",
            seed: int = 0, verification: str = "swap") -> tuple[list[int], list[int]]:
     """(input ids, labels) of one Thinking conversation; labels are -100 on the prompt and on
     every token that overlaps an untrained span (a slip) of the completion."""
@@ -160,8 +180,9 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def rows_of(n):
-        return [encode(tokenizer, next(stream), real.THINKING_CHAT_TEMPLATE, config.trace, config.seed,
-                       config.verification) for _ in range(n)]
+        problems = [next(stream) for _ in range(n)]
+        return [encode(tokenizer, p, template_of(p, config.trace, config.seed), config.trace, config.seed,
+                       config.verification) for p in problems]
 
     batches = length_grouped(rows_of, config.batch, max(1, config.length_groups), random.Random(config.seed))
     losses, tokens, started, cpu_started = [], 0, time.perf_counter(), time.process_time()
