@@ -59,6 +59,25 @@ def test_parameters_are_the_documented_mapping(name):
         assert data["parameters"] == {"normalize": True, "rescale": False, "lambda": 0.5}
 
 
+@pytest.mark.parametrize("name", BASELINE_FILES)
+def test_the_files_are_what_the_generator_writes_for_the_paper_models(name):
+    """baselines/ and mi_mergekit.merge.baselines (what the demo and `compare` merge) say the same."""
+    from mi_mergekit.merge.baselines import baseline_recipe
+
+    names, base = roles(name)
+    method = name.split("_")[0].replace(".yaml", "")
+    assert baseline_recipe(method, base, names["instruct"], names["thinking"]) == read(name)
+
+
+def test_the_generator_takes_the_thinking_template_and_refuses_other_methods():
+    from mi_mergekit.merge.baselines import baseline_recipe
+
+    recipe = baseline_recipe("ties", "b", "i", "t", out_dtype=None, chat_template="{{ x }}")
+    assert recipe["chat_template"] == "{{ x }}" and "out_dtype" not in recipe
+    with pytest.raises(ValueError, match="unknown baseline 'dare'"):
+        baseline_recipe("dare", "b", "i", "t")
+
+
 # --------------------------------------------------------------------------- oracles
 
 

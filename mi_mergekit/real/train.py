@@ -71,8 +71,8 @@ TRACES = ("overthink", "runningsum", "direct")
 
 #: the Instruct side's recipe (``smollm2 train --side instruct``): a fresh LoRA of the same shape
 #: on direct answers, under both chat templates (:func:`template_of`)
-INSTRUCT_RECIPE = {"trace": "direct", "init_adapter": "", "steps": 300, "batch": 16, "warmup": 10,
-                   "length_groups": 1}
+INSTRUCT_RECIPE = {"trace": "direct", "init_adapter": "", "steps": 120, "batch": 16, "warmup": 10,
+                   "length_groups": 1, "threads": 1}
 
 
 def completion(problem: task.Problem, trace: str, seed: int, verification: str = "swap") -> task.Trace:

@@ -1,0 +1,107 @@
+"""`mi-mergekit compare` end to end on the shipped toy triple (instruct/, thinking/, base/): the paper's
+Table 2 rows merged with the real mergekit-yaml, evaluated, reported; a killed run resumed."""
+
+import csv
+import json
+import os
+import shutil
+
+import torch
+import yaml
+
+from common import console, load_model, run
+from mi_mergekit.merge.baselines import baseline_recipe
+from mi_mergekit.toy import BASE_DIR, HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
+
+ROWS = {"instruct", "thinking", "ta", "ties", "mi_0.5"}
+
+
+def compare(out, dataset):
+    return run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+                "--base", str(BASE_DIR), "--lambdas", "0.5", "--dataset", str(dataset), "-n", "1",
+                "--max-new-tokens", "80", "--out", str(out), "--no-progress"])
+
+
+def samples(out, row):
+    return (out / "runs" / row / "samples.jsonl").read_text().splitlines()
+
+
+def test_compare_the_toy_triple_and_resume_a_killed_run(tmp_path):
+    dataset = tmp_path / "six.jsonl"
+    dataset.write_text("".join(HELDOUT_PATH.read_text().splitlines(keepends=True)[:6]))
+    out = tmp_path / "cmp"
+    first = compare(out, dataset)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    # the baselines: the paper's settings, stock mergekit, decoded with the Thinking template
+    template = (THINKING_DIR / "chat_template.jinja").read_text()
+    for method in ("ta", "ties"):
+        recipe = yaml.safe_load((out / "recipes" / f"{method}.yaml").read_text())
+        assert recipe == baseline_recipe(method, str(BASE_DIR.resolve()), str(INSTRUCT_DIR.resolve()),
+                                         str(THINKING_DIR.resolve()), out_dtype=None, chat_template=template)
+        assert (out / "models" / method / "chat_template.jinja").read_text() == template
+    base, instruct, thinking = (load_model(str(d)) for d in (BASE_DIR, INSTRUCT_DIR, THINKING_DIR))
+    ta = load_model(str(out / "models" / "ta"))
+    for name, b in base.items():
+        b = b.float()
+        expected = b + 0.7 * (instruct[name].float() - b) + 0.7 * (thinking[name].float() - b)
+        torch.testing.assert_close(ta[name], expected, rtol=1e-6, atol=1e-7)
+
+    # every row evaluated on the same questions; Instruct with its own decoding, the rest with Thinking's
+    assert {p.name for p in (out / "runs").iterdir()} == ROWS
+    for row in ROWS:
+        config = json.loads((out / "runs" / row / "run.json").read_text())
+        assert config["decoding"]["name"] == ("instruct" if row == "instruct" else "thinking"), row
+        assert len(samples(out, row)) == 6
+    assert json.loads((out / "runs" / "thinking" / "metrics.json").read_text())["lambda"] == 1.0
+    assert json.loads((out / "runs" / "ta" / "metrics.json").read_text())["lambda"] is None
+
+    # the report: the Table 2 layout and the frontier with the baselines as points
+    report = out / "report"
+    with (report / "comparison.csv").open() as handle:
+        table = {row["Method"]: row for row in csv.DictReader(handle)}
+    assert list(table) == ["Instruct", "Thinking", "TA", "TIES", "MI-0.5"]
+    assert table["Thinking"]["Tokens vs Thinking (%)"] == "100.0" and table["Thinking"]["Δ vs Thinking (paired)"] == ""
+    assert table["MI-0.5"]["λ"] == "0.5" and table["TA"]["Δ vs Thinking (paired)"]
+    assert "The baselines against the MI curve at equal tokens" in (report / "comparison.md").read_text()
+    with (report / "frontier.csv").open() as handle:
+        kinds = {row["Run"]: row["Kind"] for row in csv.DictReader(handle)}
+    assert kinds == {"ta": "baseline", "ties": "baseline", "mi_0.5": "static", "thinking": "static"}
+    for name in ("report.md", "frontier.png", "lambda_boxed.png", "paper_table.csv"):
+        assert (report / name).stat().st_size > 0, name
+    assert "| TIES |" in first.stdout
+
+    # killed: mid-evaluation of mi_0.5 (2 of 6 samples stored, not graded) and mid-merge of ties
+    # (a staging folder, no model, no run); the same command again finishes both and redoes nothing else
+    kept = {row: samples(out, row) for row in ROWS}
+    run_dir = out / "runs" / "mi_0.5"
+    (run_dir / "samples.jsonl").write_text("\n".join(kept["mi_0.5"][:2]) + "\n")
+    for name in ("metrics.json", "grades.jsonl", "questions.json", "demo.json"):
+        (run_dir / name).unlink()
+    shutil.rmtree(out / "runs" / "ties")
+    shutil.rmtree(out / "models" / "ties")
+    os.makedirs(out / "models" / ".ties.partial")
+    (out / "models" / ".ties.partial" / "model.safetensors").write_bytes(b"half")
+    mtime = (out / "models" / "ta" / "model.safetensors").stat().st_mtime_ns
+    second = compare(out, dataset)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "already evaluated with these settings" in second.stderr
+    assert not (out / "models" / ".ties.partial").exists()
+    assert (out / "models" / "ta" / "model.safetensors").stat().st_mtime_ns == mtime  # not merged again
+    assert {row: samples(out, row) for row in ROWS} == kept  # seeded: the resumed samples are the same draws
+
+
+def test_compare_refuses_baselines_without_an_ancestor(tmp_path):
+    result = run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+                  "--dataset", str(HELDOUT_PATH), "--out", str(tmp_path / "cmp")])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: TA and TIES need the common ancestor")
+    assert not (tmp_path / "cmp" / "runs").exists()
+
+
+def test_compare_refuses_one_served_model_for_every_row(tmp_path):
+    result = run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+                  "--base", str(BASE_DIR), "--dataset", str(HELDOUT_PATH), "--backend", "openai",
+                  "--base-url", "http://127.0.0.1:9/v1", "--served-model", "one", "--out", str(tmp_path / "cmp")])
+    assert result.returncode == 2 and "ROW=NAME" in result.stderr
+    assert not (tmp_path / "cmp").exists()
