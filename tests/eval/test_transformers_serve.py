@@ -219,3 +219,25 @@ def test_a_routed_run_over_a_fleet_of_transformers_serve(dataset, tmp_path):
     metrics = json.loads((tmp_path / "routed" / "metrics.json").read_text())
     assert {b["lambda"]: b["questions"] for b in metrics["routing"]["by_lambda"]} == {
         lam: list(assignment.values()).count(lam) for lam in grid}
+
+
+def test_compare_through_transformers_serve(serve, dataset, tmp_path):
+    """`mi-mergekit compare` on the toy triple with every row sent to one `transformers serve`, which
+    loads each row's folder (the Instruct model, the Thinking model, a stock TA merge, an MI merge)
+    by the name the request gives. The server takes no top_k: --drop-unsupported, recorded per row."""
+    toy = TOY.parent
+    out = tmp_path / "cmp"
+    result = run_cli("compare", "--instruct", toy / "instruct", "--thinking", toy / "thinking", "--base", toy / "base",
+                     "--baselines", "ta", "--lambdas", "0.5", "--dataset", dataset, "-n", 1, "--max-new-tokens", BUDGET,
+                     "--backend", "openai", "--base-url", serve, "--drop-unsupported", "--out", out, "--no-progress",
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row, model in (("instruct", toy / "instruct"), ("thinking", toy / "thinking"), ("ta", out / "models" / "ta"),
+                       ("mi_0.5", out / "models" / "mi_0.5")):
+        config = json.loads((out / "runs" / row / "run.json").read_text())
+        assert config["backend_name"] == "openai" and config["backend"]["served_model"] == str(model.resolve()), row
+        assert config["sampling_not_sent"] == ["min_p", "top_k"], row
+        assert len(rows(out / "runs" / row)) == 4
+    table = (out / "report" / "comparison.md").read_text()
+    assert "| TA |" in table and "| MI-0.5 |" in table
+    assert "**decoding deviation** of ta on Boxed" in (out / "report" / "report.md").read_text()

@@ -13,13 +13,14 @@ from common import console, run
 
 @pytest.fixture(scope="session")
 def smollm2_pair(tmp_path_factory):
-    """``{instruct, thinking, out}`` of a pair built with the shipped adapter and verified checksums."""
+    """``{base, instruct, thinking, out}`` of the triple built with the shipped adapters and verified checksums."""
     out = tmp_path_factory.mktemp("smollm2") / "pair"
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out)],
                  env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "checksums of both sides match checksums.json" in result.stderr
-    return {"out": out, "instruct": out / "instruct", "thinking": out / "thinking", "stdout": result.stdout}
+    assert "checksums of all three folders match the adapters' checksums.json" in result.stderr
+    return {"out": out, "base": out / "base", "instruct": out / "instruct", "thinking": out / "thinking",
+            "stdout": result.stdout}
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`mi-mergekit smollm2 build`: the real pair from the PyPI wheel, checksummed, never half-written."""
+"""`mi-mergekit smollm2 build`: the real triple from the PyPI wheel, checksummed, never half-written."""
 
 import json
 import shutil
@@ -14,28 +14,35 @@ from mi_mergekit.real import build
 def test_shipped_build_is_verified_and_complete(smollm2_pair):
     out = smollm2_pair["out"]
     record = json.loads((out / "pair.json").read_text())
-    shipped = json.loads(build.CHECKSUMS_PATH.read_text())["digests"]
+    thinking = json.loads(build.CHECKSUMS_PATH.read_text())["digests"]
+    instruct = json.loads((real.INSTRUCT_ADAPTER_DIR / "checksums.json").read_text())["digests"]
     assert record["verified"] is True
-    assert record["digests"] == shipped
+    # the ancestor is the Instruct side of the pair measured before the triple (the Thinking adapters' record)
+    assert record["digests"] == {"base": thinking["instruct"], "instruct": instruct["instruct"],
+                                 "thinking": thinking["thinking"]} == build.expected_digests()
+    assert instruct["base"] == thinking["instruct"]
     assert record["source"]["wheel_sha256"] == real.WHEEL_SHA256
-    for side in ("instruct", "thinking"):
-        assert build.tensor_digest(out / side) == shipped[side]
-    config = json.loads((smollm2_pair["instruct"] / "config.json").read_text())
+    for side in build.SIDES:
+        assert build.tensor_digest(out / side) == record["digests"][side]
+    config = json.loads((smollm2_pair["base"] / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
     assert config["tie_word_embeddings"] is True and "quantization_config" not in config
-    generation = json.loads((smollm2_pair["thinking"] / "generation_config.json").read_text())
-    assert {k: generation[k] for k in ("temperature", "top_p", "top_k")} == {
-        "temperature": 0.6, "top_p": 0.95, "top_k": 20}
-    assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]  # no staging left
+    for side, (temperature, top_p) in (("thinking", (0.6, 0.95)), ("instruct", (0.7, 0.8))):
+        generation = json.loads((smollm2_pair[side] / "generation_config.json").read_text())
+        assert {k: generation[k] for k in ("temperature", "top_p", "top_k")} == {
+            "temperature": temperature, "top_p": top_p, "top_k": 20}, side
+    assert sorted(p.name for p in out.iterdir()) == ["base", "instruct", "pair.json", "thinking"]  # no staging left
 
 
 def test_templates(smollm2_pair):
     from transformers import AutoTokenizer
 
     messages = [{"role": "user", "content": "Compute 1+2."}]
+    base = AutoTokenizer.from_pretrained(smollm2_pair["base"])
     instruct = AutoTokenizer.from_pretrained(smollm2_pair["instruct"])
     thinking = AutoTokenizer.from_pretrained(smollm2_pair["thinking"])
     plain = instruct.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert plain == base.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # SmolLM2's own
     think = thinking.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert plain.endswith("<|im_start|>assistant\n")
     assert think == plain + "<think>\n"  # SmolLM2's template with <think> pre-inserted
@@ -43,16 +50,17 @@ def test_templates(smollm2_pair):
     assert "1+2=3" not in thinking.apply_chat_template(history, tokenize=False)  # old reasoning dropped
 
 
-def test_thinking_side_is_the_peft_merge(smollm2_pair):
+@pytest.mark.parametrize("side, adapter", [("thinking", real.ADAPTER_DIR), ("instruct", real.INSTRUCT_ADAPTER_DIR)])
+def test_each_side_is_the_peft_merge(smollm2_pair, side, adapter):
     """Oracle: peft's own merge_and_unload of the shipped adapter (float32 matmul, so within 1 ulp-ish)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(smollm2_pair["instruct"], dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(real.ADAPTER_DIR)).merge_and_unload().state_dict()
-    ours = load_model(str(smollm2_pair["thinking"]))
-    instruct = load_model(str(smollm2_pair["instruct"]))
-    changed = [name for name in ours if not torch.equal(ours[name], instruct[name])]
+    base = AutoModelForCausalLM.from_pretrained(smollm2_pair["base"], dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().state_dict()
+    ours = load_model(str(smollm2_pair[side]))
+    ancestor = load_model(str(smollm2_pair["base"]))
+    changed = [name for name in ours if not torch.equal(ours[name], ancestor[name])]
     assert len(changed) == 30 * 7 and all(n.endswith("_proj.weight") for n in changed)
     for name, tensor in ours.items():
         torch.testing.assert_close(tensor, merged[name].to(tensor.dtype), rtol=0, atol=5e-7)
@@ -89,6 +97,7 @@ def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
                   "--train", "2"], env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 2/2" in result.stderr and "checksums recorded, not verified (new adapter)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "base", "instruct", "pair.json", "thinking"]
     record = json.loads((out / "pair.json").read_text())
     assert record["verified"] is False and record["timings"]["train_seconds"] > 0
     summary = json.loads((out / "adapter" / "train_summary.json").read_text())
@@ -98,9 +107,10 @@ def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
     assert adapter["r"] == 8 and sorted(adapter["target_modules"]) == sorted(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     checksums = json.loads((out / "adapter" / "checksums.json").read_text())["digests"]
-    assert checksums == record["digests"]
+    assert checksums == {"instruct": record["digests"]["base"], "thinking": record["digests"]["thinking"]}
     assert checksums["instruct"] == json.loads(build.CHECKSUMS_PATH.read_text())["digests"]["instruct"]
     assert build.tensor_digest(out / "thinking") == checksums["thinking"] != checksums["instruct"]
+    assert record["digests"]["instruct"] == build.expected_digests()["instruct"]  # the shipped Instruct side
 
 
 def test_corrupt_wheel_is_refused(tmp_path, smollm2_wheel):
@@ -112,7 +122,7 @@ def test_corrupt_wheel_is_refused(tmp_path, smollm2_wheel):
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), "--wheel", str(bad)])
     assert result.returncode == 1
     assert "has sha256" in result.stderr and real.WHEEL_SHA256 in result.stderr
-    assert not (out / "instruct").exists() and not (out / "thinking").exists()
+    assert not any((out / side).exists() for side in build.SIDES)
 
 
 def test_checksum_mismatch_publishes_nothing(tmp_path, smollm2_wheel, monkeypatch):
@@ -120,7 +130,7 @@ def test_checksum_mismatch_publishes_nothing(tmp_path, smollm2_wheel, monkeypatc
     wrong.write_text(json.dumps({"digests": {"instruct": "0" * 64, "thinking": "1" * 64}}))
     monkeypatch.setattr(build, "CHECKSUMS_PATH", wrong)
     out = tmp_path / "pair"
-    with pytest.raises(build.BuildError, match="the built instruct side has tensor sha256"):
+    with pytest.raises(build.BuildError, match="the built base side has tensor sha256"):
         build.build_pair(out, wheel=smollm2_wheel, log=lambda m: None)
     assert list(out.iterdir()) == []
 
@@ -131,7 +141,7 @@ def test_hub_source_fails_cleanly_offline(tmp_path):
                  env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error:")
-    assert not (out / "instruct").exists()
+    assert not (out / "base").exists() and not (out / "instruct").exists()
 
 
 def test_bad_train_steps_is_a_usage_error(tmp_path):
@@ -151,7 +161,7 @@ def test_a_different_pair_in_out_is_never_replaced(tmp_path, smollm2_pair):
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out)], env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1 and "already holds a built pair" in result.stderr
     assert build.tensor_digest(out / "thinking") == record["digests"]["thinking"]
-    assert sorted(p.name for p in out.iterdir()) == ["instruct", "pair.json", "thinking"]
+    assert sorted(p.name for p in out.iterdir()) == ["base", "instruct", "pair.json", "thinking"]
 
 
 @pytest.mark.parametrize("name", ["runningsum", "overthink120"])
@@ -159,7 +169,7 @@ def test_the_earlier_adapters_still_build_their_verified_thinking_sides(smollm2_
     """`--adapter runningsum` (the plain running sum) and `--adapter overthink120` (the over-thinking
     recipe at 120 steps) give the Thinking sides their checksums record."""
     first = real.ADAPTERS[name]
-    build.apply_adapter(smollm2_pair["instruct"], first, tmp_path / "thinking")
+    build.apply_adapter(smollm2_pair["base"], first, tmp_path / "thinking")
     expected = build.expected_checksums(first)["digests"]
     assert build.tensor_digest(tmp_path / "thinking") == expected["thinking"] != build.expected_checksums()[
         "digests"]["thinking"]
@@ -174,7 +184,7 @@ def test_training_rows_leave_the_slips_out_of_the_loss(smollm2_pair):
 
     from mi_mergekit.real import task, train
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_pair["instruct"])
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_pair["base"])
     problem = task.Problem(id="x", terms=(57, 58, 48, 86))
     for seed in range(200):  # find a drawn trace with a slip
         drawn = train.completion(problem, "overthink", seed)
@@ -190,3 +200,24 @@ def test_training_rows_leave_the_slips_out_of_the_loss(smollm2_pair):
     assert train.completion(problem, "overthink", seed) == drawn  # seeded: the same trace every time
     plain = train.completion(problem, "runningsum", seed)
     assert plain.text == problem.thinking_completion() and not plain.untrained_spans()
+
+
+def test_instruct_training_rows_answer_at_once_under_both_templates(smollm2_pair):
+    """The Instruct adapter's rows: `\\boxed{N}` and the end of turn, nothing else, after SmolLM2's own
+    template for some problems and after the Thinking one's `<think>\\n` for the others (seeded)."""
+    from transformers import AutoTokenizer
+
+    from mi_mergekit.real import task, train
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_pair["base"])
+    problems = task.generate_problems(40, 1)
+    templates = [train.template_of(p, "direct", 0) for p in problems]
+    assert None in templates and real.THINKING_CHAT_TEMPLATE in templates
+    assert templates == [train.template_of(p, "direct", 0) for p in problems]  # seeded
+    assert {train.template_of(p, "overthink", 0) for p in problems} == {real.THINKING_CHAT_TEMPLATE}
+    for problem, template in zip(problems[:8], templates):
+        ids, labels = train.encode(tokenizer, problem, template, "direct", 0)
+        first = next(i for i, label in enumerate(labels) if label != -100)
+        assert tokenizer.decode(ids[first:]) == f"\\boxed{{{problem.answer}}}<|im_end|>"
+        assert labels[first:] == ids[first:]
+        assert tokenizer.decode(ids[:first]).endswith("<think>\n") == (template is not None)

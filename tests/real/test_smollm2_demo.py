@@ -1,4 +1,5 @@
-"""`mi-mergekit demo --pair smollm2` on a reduced grid: 2 λ, one window, one ablation, 5 problems."""
+"""`mi-mergekit demo --pair smollm2` on reduced grids: 2 λ, one window, one ablation, 5 problems; the
+paper's comparison (Instruct, Thinking, TA, TIES, MI) on 3 problems; the routing experiment."""
 
 import csv
 import json
@@ -17,6 +18,7 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
         console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
         "--out", str(out), "--lambdas", "0,1", "--windows", "last2of3", "--modules", "nomlp",
         "--limit", "5", "--n-samples", "1", "--max-new-tokens", "96", "--keep-models", "--compact",
+        "--baselines", "none",
     ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)  # under 2 min alone on 2 cores; over 10 min when they are busy
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -43,7 +45,7 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
     assert rows["mi_0.8_nomlp"]["Layers"] == "all" and rows["mi_0.8_nomlp"]["Modules"] == "attention only"
     assert set(rows) == {"mi_0.8_last2of3", "mi_0.8_nomlp"}
     timings = json.loads((report / "timings.json").read_text())
-    assert set(timings["configs"]) == set(CONFIGS)
+    assert set(timings["configs"]) == set(CONFIGS) | {"instruct"}  # the Instruct model as it is, too
     for name in CONFIGS:
         assert "| " + name + " |" in result.stdout
 
@@ -77,7 +79,7 @@ def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_
     args = [console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", "pair",
             "--out", "demo", "--lambdas", "0.8,1", "--windows", "none", "--modules", "none",
             "--route-grid", "0.8,1", "--limit", "2", "--calibration-limit", "2", "--n-samples", "1",
-            "--max-new-tokens", "32", "--slots", "8", "--route-signals", "divergence"]
+            "--max-new-tokens", "32", "--slots", "8", "--route-signals", "divergence", "--baselines", "none"]
     # both runs: 88 s alone on 2 cores (the disagreement signal, 20 s more here, is run on the
     # tiny pair in tests/eval/test_routing.py and in the full demo)
     first = run(args, cwd=tmp_path, env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"})
@@ -107,6 +109,41 @@ def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_
     assert second.returncode == 0, second.stderr[-3000:]
     assert {name: (out / "runs" / name / "samples.jsonl").read_text() for name in samples} == samples
     assert not (report / "variants.md").exists()
+
+
+def test_reduced_comparison_with_the_baselines(tmp_path, smollm2_pair):
+    """The triple's Table 2 rows: the Instruct side as it is, λ = 0.8 and 1, TA and TIES on the ancestor
+    (stock mergekit through mergekit-yaml, the paper's settings), 3 problems × 1 sample."""
+    from mi_mergekit.demo import smollm2_pair as pair_spec
+
+    out = tmp_path / "demo"
+    result = run([
+        console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
+        "--out", str(out), "--lambdas", "0.8,1", "--windows", "none", "--modules", "none", "--route-grid", "none",
+        "--limit", "3", "--n-samples", "1", "--max-new-tokens", "64", "--keep-models", "--compact",
+    ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["instruct", "mi_0.8", "mi_1", "ta", "ties"]
+    base, instruct, thinking = (load_model(str(smollm2_pair[side])) for side in ("base", "instruct", "thinking"))
+    ta = load_model(str(out / "models" / "ta"))
+    for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight",
+                "model.embed_tokens.weight"):
+        b = base[key]
+        torch.testing.assert_close(ta[key], b + 0.7 * (instruct[key] - b) + 0.7 * (thinking[key] - b),
+                                   rtol=1e-6, atol=1e-7)
+    template = (smollm2_pair["thinking"] / "chat_template.jinja").read_text()
+    assert (out / "models" / "ties" / "chat_template.jinja").read_text() == template
+    with (out / "report" / "comparison.csv").open() as handle:
+        table = {row["Method"]: row for row in csv.DictReader(handle)}
+    assert list(table) == ["Instruct", "Thinking", "TA", "TIES", "MI-0.8"]
+    assert json.loads((out / "runs" / "instruct" / "run.json").read_text())["decoding"]["name"] == "instruct"
+    with (out / "report" / "frontier.csv").open() as handle:
+        assert {row["Run"]: row["Kind"] for row in csv.DictReader(handle)} == {
+            "mi_0.8": "static", "mi_1": "static", "ta": "baseline", "ties": "baseline"}
+    assert "| TIES |" in result.stdout
+    # the pair measured before the triple: the ancestor as the Instruct side, no ancestor of its own
+    raw = pair_spec(smollm2_pair["out"], None, raw=True)
+    assert (raw.instruct, raw.thinking, raw.base) == (smollm2_pair["base"], smollm2_pair["thinking"], None)
 
 
 def test_unknown_window_is_a_usage_error(tmp_path):
