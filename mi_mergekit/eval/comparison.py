@@ -68,12 +68,17 @@ def against_curve(runs: Sequence[dict], baselines: Sequence[str]) -> List[str]:
         if best is None:
             lines.append(head + "no MI λ uses as few tokens.")
             continue
-        se = "" if best["delta_se"] is None else f" ± {100 * best['delta_se']:.1f}"
-        verdict = ("within one SE of" if best["delta_se"] is not None and abs(best["delta"]) <= best["delta_se"]
-                   else "above" if best["delta"] > 0 else "below")
+        delta, delta_se = best["delta"], best["delta_se"]
+        se = "" if delta_se is None else f" ± {100 * delta_se:.1f}"
+        if not delta_se:
+            verdict = "on the curve" if delta == 0 else ("above" if delta > 0 else "below") + " the curve"
+        elif abs(delta) <= delta_se:
+            verdict = "within one SE of the curve"
+        else:
+            verdict = f"{abs(delta) / delta_se:.1f} SE {'above' if delta > 0 else 'below'} the curve"
         lines.append(head + f"the most accurate MI λ with no more tokens is λ = {best['lambda']:g} "
-                     f"({100 * best['mean']:.1f} at {best['tokens']:.1f} tokens): Δ {100 * best['delta']:+.1f}{se} "
-                     f"points (paired), {verdict} the curve.")
+                     f"({100 * best['mean']:.1f} at {best['tokens']:.1f} tokens): Δ {100 * delta:+.1f}{se} "
+                     f"points (paired), {verdict}.")
     return lines
 
 

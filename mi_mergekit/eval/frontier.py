@@ -161,11 +161,13 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> Path:
                     yerr=[100 * (r["mean_se"] or 0) for r in static], fmt="o-", color="tab:blue", capsize=3,
                     label="static λ (whole model)")
     markers = iter("*PXDvs^<>" * 4)
+    colors = iter(["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                   "tab:cyan", "tab:gray"] * 4)  # not the curve's blue
     others = [r for r in rows if r["kind"] != "static"]
     for r in others:
         name = f"{r['label']} (mean λ {r['lambda']:.2f})" if r["kind"] == "routed" else r["label"]
         ax.errorbar([r["tokens"]], [100 * r["mean"]], yerr=[100 * (r["mean_se"] or 0)], fmt=next(markers),
-                    markersize=10, capsize=3, label=name)
+                    color=next(colors), markersize=10, capsize=3, label=name)
     ax.set_xlabel("Token #N (mean generated tokens)")
     ax.set_ylabel("Mean@n (%)")
     ax.grid(alpha=0.3)
