@@ -22,6 +22,13 @@ def test_demo_reduced_grid(tmp_path):
     assert metrics["mi_1"]["think_ratio"] >= 0.95
     assert metrics["mi_1"]["tokens_mean"] > 2 * metrics["mi_0"]["tokens_mean"]
     assert metrics["mi_1"]["mean"] > metrics["mi_0"]["mean"]
-    for name in ("report.md", "report.csv", "lambda_boxed.png", "stages.png", "stages.json"):
+    for name in ("report.md", "report.csv", "lambda_boxed.png", "stages.png", "stages.json", "comparison.md",
+                 "comparison.csv", "frontier.png"):
         assert (out / "report" / name).stat().st_size > 0, name
     assert "Think #R crosses 50%" in result.stdout
+    # the paper's baselines on the toy's base/, and the Instruct model as it is
+    assert {p.name for p in (out / "runs").iterdir()} == {"mi_0", "mi_0.5", "mi_1", "instruct", "ta", "ties"}
+    for method, merge_method in (("ta", "task_arithmetic"), ("ties", "ties")):
+        recipe = (out / "recipes" / f"{method}.yaml").read_text()
+        assert f"merge_method: {merge_method}" in recipe and "toy/pair/base" in recipe
+    assert "| TA |" in result.stdout and "| MI-0.5 |" in result.stdout
