@@ -291,7 +291,8 @@ def run_rows(rows: Sequence[Row], triple: Triple, out: Path, dataset: Path, eval
         result.runs[row.name] = evaluate(model_ref, str(dataset), out_dir=str(run_dir), label=row.name,
                                          lambda_=row.curve_lambda, **kwargs)
         (run_dir / SETTINGS_FILE).write_text(json.dumps(row_settings, indent=1) + "\n")
-        result.timings[row.name] = {"merge_seconds": round(t1 - t0, 1), "eval_seconds": round(time.perf_counter() - t1, 1)}
+        result.timings[row.name] = {"merge_seconds": round(t1 - t0, 1),
+                                    "eval_seconds": round(time.perf_counter() - t1, 1)}
         if drop and model is not None and row.name not in keep:
             drop_weights(model)
     return result

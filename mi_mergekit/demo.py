@@ -264,8 +264,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     configs = mi_rows(sweep, [] if skip_variants else chosen,
                       () if skip_variants else (MODULE_ABLATIONS if module_names is None else module_names))
     triple = spec.triple()
-    extra = side_rows(thinking=1.0 not in sweep) + [
-        row for row in baseline_rows(triple) if row.baseline in (BASELINES if baseline_names is None else baseline_names)]
+    wanted = BASELINES if baseline_names is None else baseline_names
+    extra = side_rows(thinking=1.0 not in sweep) + [row for row in baseline_rows(triple) if row.baseline in wanted]
     rows = extra[:1] + configs + extra[1:]
     n = n_samples or spec.n_samples
     batch = prompt_batch or spec.prompt_batch
@@ -283,10 +283,9 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
                 "dataset": [r["id"] for r in records], "n_samples": n, "max_new_tokens": budget, "seed": seed,
                 "prompt_batch": batch, **loop}
     keep = [c.name for c in configs if plan is not None and not c.parameters and c.lam in plan.grid]
-    done = run_rows(rows, triple, out, dataset, {
-        **eval_options, "backend_options": {"batch_size": n, "prompt_batch": batch, **loop}},
-        settings, keep=keep, drop=pair != "toy" and not keep_models, timings_before=before,
-        log=lambda m: click.echo(m, err=True))
+    backend = {"batch_size": n, "prompt_batch": batch, **loop}
+    done = run_rows(rows, triple, out, dataset, {**eval_options, "backend_options": backend}, settings, keep=keep,
+                    drop=pair != "toy" and not keep_models, timings_before=before, log=lambda m: click.echo(m, err=True))
     timings["configs"] = done.timings
     runs = [done.runs[row.name] for row in rows]
     grid_models = {c.lam: done.models[c.name] for c in configs if c.name in keep}
