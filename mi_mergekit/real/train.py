@@ -1,11 +1,15 @@
-"""Train the Thinking side: a LoRA fine-tune of SmolLM2-135M-Instruct on CPU.
+"""Train a side of the SmolLM2 triple: a LoRA fine-tune of SmolLM2-135M-Instruct (the ancestor) on CPU.
 
-    mi-mergekit smollm2 train --instruct smollm2-pair/instruct --out mi_mergekit/real/adapter
+    mi-mergekit smollm2 train --base smollm2-pair/base --out mi_mergekit/real/adapter
+    mi-mergekit smollm2 train --base smollm2-pair/base --side instruct      # -> adapter_instruct/
 
-The defaults are the shipped adapter's recipe: 240 steps of 8 over-thinking traces, starting
-from the first (running-sum) adapter, which already adds; ``--set init_adapter=`` starts from a
-fresh LoRA, ``--steps 180 --set trace=runningsum --set init_adapter= --set batch=16 --set warmup=10
---set length_groups=1`` is the first adapter's recipe.
+The defaults are the shipped Thinking adapter's recipe: 240 steps of 8 over-thinking traces,
+starting from the first (running-sum) adapter, which already adds; ``--set init_adapter=`` starts
+from a fresh LoRA, ``--steps 180 --set trace=runningsum --set init_adapter= --set batch=16
+--set warmup=10 --set length_groups=1`` is the first adapter's recipe. ``--side instruct`` is the
+Instruct side's (:data:`INSTRUCT_RECIPE`): a fresh LoRA of the same shape, 120 steps of 16 direct
+answers (``\\boxed{N}`` and the end of the turn, ``trace=direct``), each written under SmolLM2's
+own chat template or the Thinking one, half and half (:func:`template_of`), one thread.
 
 LoRA (peft) of rank 8 on every attention and MLP projection of all 30 layers
 (q/k/v/o, gate/up/down: 2.4M trainable parameters, 1.8% of the model), trained on
@@ -14,9 +18,9 @@ Thinking-template conversations of :mod:`mi_mergekit.real.task` (prompt ends wit
 an over-thinking trace). ``--trace`` picks the completions: ``overthink`` (the shipped
 adapter: :func:`~mi_mergekit.real.task.overthinking_trace`, each drawn with a seed of its
 own from the training seed and the problem) or ``runningsum`` (the first adapter's plain
-running sum, kept as ``adapter_runningsum/``). Problems of the held-out set never appear;
-``overthink`` training also skips the calibration set (the routing experiments'
-questions). Over-thinking traces vary a lot in length, so each step's batch is drawn
+running sum, kept as ``adapter_runningsum/``) or ``direct`` (the Instruct side). Problems of
+the held-out set never appear; ``overthink`` and ``direct`` training also skip the calibration
+set (the routing experiments' questions). Over-thinking traces vary a lot in length, so each step's batch is drawn
 ``length_groups`` batches at a time, sorted by length and cut into batches (less padding,
 as transformers' ``group_by_length``), in a seeded order. Why LoRA rather
 than a few full layers: a full fine-tune of the decoder costs the same per step on
@@ -24,8 +28,8 @@ this CPU (10.3 s vs 8.6 s a step of 16×112 tokens, measured) but its delta is 4
 that cannot ship, while the adapter is 4.7 MB in bfloat16; and every layer moves,
 so the paper's window and module ablations have something to select.
 
-The adapter is saved in peft's format, in bfloat16 (what ships), and the Thinking
-side is the Instruct side plus that bfloat16 adapter (:func:`..build.apply_adapter`),
+The adapter is saved in peft's format, in bfloat16 (what ships), and the side is the
+ancestor plus that bfloat16 adapter (:func:`..build.apply_adapter`),
 whose tensor checksums go to ``checksums.json`` for ``build`` to verify. Seeded;
 one thread-count and one machine give the same adapter, other machines may differ
 in the last bits of the training arithmetic (the shipped adapter is the reference).
