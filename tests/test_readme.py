@@ -54,6 +54,16 @@ PARSE_ONLY = {
     "--out search/": "needs a router; tests/eval/test_routing.py runs find-lambda --route",
     'mi-mergekit find-lambda recipes/mi_0.8.yaml --profile ramp --target "tokens<=12000" --dataset calib.jsonl '
     "--grid 3 --max-probes 13 --out search/": "13 eval runs; tests/analysis/test_profiles.py runs a reduced one",
+    # the paper's comparison on a user's triple: tests/toy/test_toy_compare.py runs it on the toy triple,
+    # tests/eval/test_transformers_serve.py through a real server
+    "mi-mergekit compare --instruct Qwen/Qwen3-4B-Instruct-2507 --thinking Qwen/Qwen3-4B-Thinking-2507 "
+    "--base Qwen/Qwen3-4B --pretrained Qwen/Qwen3-4B-Base --benchmark aime25 --dataset aime25.jsonl "
+    "--backend vllm --out cmp/": "a GPU and hours; tests/toy/test_toy_compare.py runs compare on the toy triple",
+    "mi-mergekit compare --instruct ins/ --thinking think/ --base base/ --dataset test.jsonl --out cmp/":
+        "needs a triple; tests/toy/test_toy_compare.py runs it on the toy triple",
+    "mi-mergekit compare --instruct ins/ --thinking think/ --base base/ --dataset test.jsonl --backend openai "
+    "--base-url http://127.0.0.1:8000/v1 --drop-unsupported --out cmp/":
+        "needs servers; tests/eval/test_transformers_serve.py runs it through transformers serve",
 }
 
 
