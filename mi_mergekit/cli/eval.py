@@ -85,12 +85,16 @@ def _echo_summary(m: dict, run_dir: Path) -> None:
               help="Append the paper's own rows: 4b = Table 2 (Qwen3-4B-2507), 30b = Table 5 (Qwen3-30B-A3B-2507).")
 @click.option("--thinking-run", metavar="LABEL",
               help="Label of the Thinking run: adds each run's Length Ratio (Token #N relative to it, %; Fig. 5).")
-def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run):
+@click.option("--baseline", "baselines", multiple=True, metavar="LABEL",
+              help="A run that is another merge of the pair (TA, TIES; repeatable): drawn on the accuracy-against-"
+                   "tokens frontier beside the MI curve and set against the best λ at equal tokens (frontier.*).")
+def report_command(runs, out_dir, lm_eval_dir, paper_reference, thinking_run, baselines):
     """Put eval runs side by side in the paper's Table 2 / 5 layout (Mean/Pass@64, Mean/Pass@8,
     Mean/Vote@8, Token #N, Think #R; Markdown + CSV), with details, and plot metrics against λ."""
     from mi_mergekit.eval.report import write_report
 
-    result = write_report(runs, out_dir, paper_reference=paper_reference, thinking_run=thinking_run)
+    result = write_report(runs, out_dir, paper_reference=paper_reference, thinking_run=thinking_run,
+                          frontier=True if baselines else None, baselines=baselines)
     click.echo(result["markdown"], nl=False)
     exported = []
     if lm_eval_dir:
