@@ -70,6 +70,11 @@ def test_compare_the_toy_triple_and_resume_a_killed_run(tmp_path):
     for name in ("report.md", "frontier.png", "lambda_boxed.png", "paper_table.csv"):
         assert (report / name).stat().st_size > 0, name
     assert "| TIES |" in first.stdout
+    # the same frontier from `report` over the run folders (runs evaluated by hand, say)
+    again = run([console("mi-mergekit"), "report", *sorted(map(str, (out / "runs").iterdir())), "--baseline", "ta",
+                 "--baseline", "ties", "--out", str(tmp_path / "report")])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "report" / "frontier.csv").read_text() == (report / "frontier.csv").read_text()
 
     # killed: mid-evaluation of mi_0.5 (2 of 6 samples stored, not graded) and mid-merge of ties
     # (a staging folder, no model, no run); the same command again finishes both and redoes nothing else
