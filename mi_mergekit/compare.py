@@ -17,7 +17,7 @@ Every merge is a recipe in ``OUT/recipes/`` run by the real ``mergekit-yaml`` co
 into a hidden staging folder that is renamed into ``OUT/models/<row>`` when it finishes (with
 ``merged.json``, the recipe's hash), so a killed merge is done again and a finished one never.
 Merged models are decoded as the paper decodes them: with the Thinking model's decoding
-(temperature 0.6, top_p 0.95, top_k 20; the paper's experimental setup, arXiv 2510.10977 §4,
+(temperature 0.6, top_p 0.95, top_k 20; the experimental setup of arXiv 2510.10977,
 as DESIGN.md §1 records it) and its chat template (the authors' MI script copies the Thinking
 model's tokenizer files into every merge). MI merges carry the Thinking template themselves; the
 baseline recipes set mergekit's ``chat_template`` to it (stock mergekit would give them the
