@@ -42,6 +42,7 @@ PARSE_ONLY = {
     "mergekit-yaml recipes/mi_0.8.yaml out/ --cuda": "needs a GPU",
     ".venv/bin/mi-mergekit smollm2 build --out smollm2-pair": "downloads a wheel; tests/real build it",
     ".venv/bin/mi-mergekit demo --pair smollm2 --slots 128": "hours; tests/real run a reduced one",
+    "mi-mergekit demo --pair smollm2 --slots 128 --seed 0": "hours; tests/real run a reduced one",
     # λ routing: the tiny-pair versions of these run in tests/eval/test_routing.py
     "mi-mergekit route signals --instruct pair/instruct --thinking pair/thinking --dataset calib.jsonl "
     "--out calib-signals.json": "needs a built pair; tests/eval/test_routing.py runs it on a tiny pair",
