@@ -110,3 +110,16 @@ def test_compare_refuses_one_served_model_for_every_row(tmp_path):
                   "--base-url", "http://127.0.0.1:9/v1", "--served-model", "one", "--out", str(tmp_path / "cmp")])
     assert result.returncode == 2 and "ROW=NAME" in result.stderr
     assert not (tmp_path / "cmp").exists()
+
+
+def test_a_pretrained_ancestor_adds_the_base_rows():
+    """--pretrained: TA-Base and TIES-Base, the paper's "-Base" rows, merged on that ancestor."""
+    from mi_mergekit.compare import Triple, baseline_rows, recipe_of
+    from mi_mergekit.eval.comparison import method_title
+
+    rows = baseline_rows(Triple("i", "t", base="hybrid", pretrained="pre"))
+    assert [(r.name, r.baseline, r.ancestor) for r in rows] == [
+        ("ta", "ta", "hybrid"), ("ties", "ties", "hybrid"), ("ta_base", "ta", "pre"), ("ties_base", "ties", "pre")]
+    assert [method_title(r.name) for r in rows] == ["TA", "TIES", "TA-Base", "TIES-Base"]
+    assert recipe_of(rows[3], Triple("i", "t", "hybrid", "pre"))["base_model"] == "pre"
+    assert baseline_rows(Triple("i", "t")) == []
