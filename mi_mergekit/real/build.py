@@ -304,9 +304,10 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
     """
     out = Path(out)
     verify = not from_hub and train_config is None and Path(adapter) in real.ADAPTERS.values()
+    expected = expected_digests(adapter) if verify else None  # the adapters' records agree, or nothing is built
     existing = built_pair(out)
     if existing is not None:
-        if verify and existing["digests"] == expected_digests(adapter):
+        if verify and existing["digests"] == expected:
             log(f"pair already built and verified in {out}")
             return existing
         raise BuildError(f"{out} already holds a built pair ({out / PAIR_FILE}) other than the one asked for; "
@@ -345,7 +346,6 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
         digests = {side: tensor_digest(staging / side) for side in SIDES}
         timings["sides_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
-            expected = expected_digests(adapter)
             for side in SIDES:
                 if digests[side] != expected[side]:
                     raise BuildError(

@@ -126,12 +126,18 @@ def test_corrupt_wheel_is_refused(tmp_path, smollm2_wheel):
 
 
 def test_checksum_mismatch_publishes_nothing(tmp_path, smollm2_wheel, monkeypatch):
+    ancestor = json.loads(build.CHECKSUMS_PATH.read_text())["digests"]["instruct"]
     wrong = tmp_path / "checksums.json"
-    wrong.write_text(json.dumps({"digests": {"instruct": "0" * 64, "thinking": "1" * 64}}))
+    wrong.write_text(json.dumps({"digests": {"instruct": ancestor, "thinking": "1" * 64}}))
     monkeypatch.setattr(build, "CHECKSUMS_PATH", wrong)
     out = tmp_path / "pair"
-    with pytest.raises(build.BuildError, match="the built base side has tensor sha256"):
+    with pytest.raises(build.BuildError, match="the built thinking side has tensor sha256"):
         build.build_pair(out, wheel=smollm2_wheel, log=lambda m: None)
+    assert list(out.iterdir()) == []
+    # adapters recorded on different ancestors: refused before anything is built
+    wrong.write_text(json.dumps({"digests": {"instruct": "0" * 64, "thinking": "1" * 64}}))
+    with pytest.raises(build.BuildError, match="were recorded on different ancestors"):
+        build.build_pair(out, wheel=smollm2_wheel, log=lambda m: pytest.fail(f"built something: {m}"))
     assert list(out.iterdir()) == []
 
 
