@@ -112,18 +112,18 @@ def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_
 
 
 def test_reduced_comparison_with_the_baselines(tmp_path, smollm2_pair):
-    """The triple's Table 2 rows: the Instruct side as it is, λ = 0.8 and 1, TA and TIES on the ancestor
-    (stock mergekit through mergekit-yaml, the paper's settings), 3 problems × 1 sample."""
+    """The triple's Table 2 rows: the Instruct and Thinking sides as they are, λ = 0.8, TA and TIES on the
+    ancestor (stock mergekit through mergekit-yaml, the paper's settings), 3 problems × 1 sample."""
     from mi_mergekit.demo import smollm2_pair as pair_spec
 
     out = tmp_path / "demo"
     result = run([
         console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
-        "--out", str(out), "--lambdas", "0.8,1", "--windows", "none", "--modules", "none", "--route-grid", "none",
+        "--out", str(out), "--lambdas", "0.8", "--windows", "none", "--modules", "none", "--route-grid", "none",
         "--limit", "3", "--n-samples", "1", "--max-new-tokens", "64", "--keep-models", "--compact",
     ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["instruct", "mi_0.8", "mi_1", "ta", "ties"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["instruct", "mi_0.8", "ta", "thinking", "ties"]
     base, instruct, thinking = (load_model(str(smollm2_pair[side])) for side in ("base", "instruct", "thinking"))
     ta = load_model(str(out / "models" / "ta"))
     for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight",
@@ -139,7 +139,7 @@ def test_reduced_comparison_with_the_baselines(tmp_path, smollm2_pair):
     assert json.loads((out / "runs" / "instruct" / "run.json").read_text())["decoding"]["name"] == "instruct"
     with (out / "report" / "frontier.csv").open() as handle:
         assert {row["Run"]: row["Kind"] for row in csv.DictReader(handle)} == {
-            "mi_0.8": "static", "mi_1": "static", "ta": "baseline", "ties": "baseline"}
+            "mi_0.8": "static", "thinking": "static", "ta": "baseline", "ties": "baseline"}
     assert "| TIES |" in result.stdout
     # the pair measured before the triple: the ancestor as the Instruct side, no ancestor of its own
     raw = pair_spec(smollm2_pair["out"], None, raw=True)
