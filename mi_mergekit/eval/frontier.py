@@ -3,14 +3,17 @@
 From graded eval runs of one benchmark on the same questions:
 
 - **static** runs are whole-model merges at one λ (``metrics.json`` ``lambda``); **routed**
-  runs carry a ``routing`` block (:mod:`mi_mergekit.routing`); other runs (layer windows,
-  module ablations) are left out;
+  runs carry a ``routing`` block (:mod:`mi_mergekit.routing`);
 - every row: Mean@n ± SE, Token #N ± SE (standard errors over questions) and Think #R; a
   static row is *on the frontier* when no other static λ is at least as accurate with fewer
   tokens;
 - **baseline** runs are other merges of the same pair named by the caller (``points``: the
   paper's Task Arithmetic and TIES, :mod:`mi_mergekit.compare`), drawn as points beside the curve;
-- every routed or baseline row is set against the **best static λ at equal or fewer tokens** (the
+- **profile** runs are merges whose λ is not one number (``metrics.json`` ``profile``: per-layer
+  or per-module λ from ``mi-mergekit profile`` or ``find-lambda --profile``, and the paper's
+  layer windows and module ablations, which are λ on some tensors and 0 on the rest), placed by
+  their parameter-weighted mean λ;
+- every routed, baseline or profile row is set against the **best static λ at equal or fewer tokens** (the
   most accurate static run whose Token #N is not above that row's): the paired difference
   of Mean@n over the shared questions, with the standard error of that paired difference;
 - :func:`headline` answers the paper's question on the static sweep: is there a λ < 1 whose
@@ -51,15 +54,19 @@ def frontier_rows(runs: Sequence[dict], points: Sequence[str] = ()) -> List[dict
     rows = []
     for run in runs:
         m = run["metrics"]
-        routing = m.get("routing")
+        routing, profile = m.get("routing"), m.get("profile")
         baseline = m["label"] in points
-        if routing is None and m.get("lambda") is None and not baseline:
+        kind = ("routed" if routing else "baseline" if baseline else "static" if m.get("lambda") is not None
+                else "profile" if profile else None)
+        if kind is None:
             continue
         tokens = [t for _, t in _per_question(run).values()]
         n = m["n_samples"]
         rows.append({
-            "label": m["label"], "kind": "routed" if routing else "baseline" if baseline else "static",
-            "lambda": routing["lambda_mean"] if routing else None if baseline else float(m["lambda"]),
+            "label": m["label"], "kind": kind,
+            "lambda": {"routed": routing and routing["lambda_mean"], "baseline": None,
+                       "profile": profile and profile["mean_lambda"]}.get(kind, m.get("lambda")),
+            "range": profile and (profile["min"], profile["max"]),
             "mean": m["mean"], "mean_se": m.get("stderr", {}).get("mean@k", {}).get(n),
             "tokens": m["tokens_mean"], "tokens_se": stderr_of_mean(tokens),
             "think_ratio": m["think_ratio"], "questions": m["n_questions"], "run": run,
@@ -136,6 +143,7 @@ def table(rows: Sequence[dict]) -> List[List[str]]:
     body = []
     for r in sorted(rows, key=lambda r: (r["kind"] != "static", r["tokens"])):
         lam = (f"{r['lambda']:g}" if r["kind"] == "static" else "" if r["kind"] == "baseline" else
+               f"mean {r['lambda']:.2f} ({r['range'][0]:g}–{r['range'][1]:g})" if r["kind"] == "profile" else
                f"mean {r['lambda']:.2f} (" + ", ".join(f"{k}×{v}" for k, v in r["shares"].items()) + ")")
         best = r.get("best_static")
         body.append([r["label"], r["kind"], lam, _pct(r["mean"]), _pct(r["mean_se"]), f"{r['tokens']:.1f}",
@@ -165,7 +173,7 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> Path:
                    "tab:cyan", "tab:gray"] * 4)  # not the curve's blue
     others = [r for r in rows if r["kind"] != "static"]
     for r in others:
-        name = f"{r['label']} (mean λ {r['lambda']:.2f})" if r["kind"] == "routed" else r["label"]
+        name = f"{r['label']} (mean λ {r['lambda']:.2f})" if r["kind"] in ("routed", "profile") else r["label"]
         ax.errorbar([r["tokens"]], [100 * r["mean"]], yerr=[100 * (r["mean_se"] or 0)], fmt=next(markers),
                     color=next(colors), markersize=10, capsize=3, label=name)
     ax.set_xlabel("Token #N (mean generated tokens)")

@@ -392,7 +392,7 @@ def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False, points
     by_bench: Dict[str, List[dict]] = {}
     for run in runs:
         m = run["metrics"]
-        if m.get("routing") or (every and (m.get("lambda") is not None or m["label"] in points)):
+        if m.get("routing") or (every and (m.get("lambda") is not None or m.get("profile") or m["label"] in points)):
             by_bench.setdefault(m["benchmark"], []).append(run)
     chosen = [b for b, items in by_bench.items() if every or any(r["metrics"].get("routing") for r in items)]
     return [write_frontier(by_bench[b], out if len(chosen) == 1 else out / b, get_benchmark(b).title, points)

@@ -177,6 +177,23 @@ def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
     return float(value)
 
 
+def model_profile(model_path: Union[str, Path]) -> Optional[dict]:
+    """The λ profile of a merge whose λ is not one number (``mi_plan.json`` written by
+    mi-mergekit): ``{"mean_lambda", "min", "max"}`` over every tensor (kept tensors at λ 0), the
+    mean weighted by parameters; None for a plain λ, another method or a folder without a plan.
+    Layer windows and module ablations are profiles too (λ on some tensors, 0 on the rest)."""
+    path = Path(model_path) / "mi_plan.json"
+    if not path.is_file():
+        return None
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    mean = plan.get("mean_lambda")
+    values = [t.get("lambda") for t in plan.get("tensors", [])]
+    if plan.get("whole_model") or mean is None or not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return {"mean_lambda": float(mean), "min": float(min(values)), "max": float(max(values))}
+
+
 def evaluate(
     model_path: Union[str, Path],
     dataset: Union[str, Path],
@@ -307,6 +324,7 @@ def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, ma
         "model": str(model_path),
         "label": label,
         "lambda": lambda_,
+        **({"profile": model_profile(model_path)} if lambda_ is None and model_profile(model_path) else {}),
         "benchmark": bench.name,
         "dataset": str(dataset),
         "dataset_fingerprint": dataset_fingerprint(str(dataset)),
@@ -507,6 +525,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     summary = {
         "label": config["label"],
         "lambda": config.get("lambda"),
+        **({"profile": config["profile"]} if config.get("profile") else {}),
         "benchmark": config["benchmark"],
         "grader": grader_name,
         "grading": mode,

@@ -42,6 +42,15 @@ OUTSIDE_PARTS = ("embed_tokens", "vision", "final_norm", "lm_head")
 LOG = logging.getLogger(__name__)
 
 
+def _elements(shape: Optional[Tuple[int, ...]]) -> Optional[int]:
+    if shape is None:
+        return None
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count
+
+
 @dataclass
 class TensorPlan:
     name: str
@@ -52,6 +61,7 @@ class TensorPlan:
     setting: Hashable = None  # what the method computes it with
     fields: Dict[str, Any] = field(default_factory=dict)  # the method's extra fields
     side: Optional[str] = None  # "pre", "layer", "post"; None where nothing places it
+    parameters: Optional[int] = None  # elements of the tensor, where the checkpoint's header gives its shape
 
     @property
     def row(self) -> str:
@@ -87,6 +97,18 @@ class MergePlan:
         return json.loads(values.pop()) if len(values) == 1 else None
 
     @property
+    def mean_value(self) -> Optional[float]:
+        """The parameter-weighted mean of the per-tensor value over every tensor (kept ones at
+        their value, λ = 0 for model_interpolation): a λ profile's mean λ, as
+        :func:`mi_mergekit.analysis.profiles.mean_lambda` defines it. None where a value is not
+        a number or a shape is unknown."""
+        if not self.tensors or any(isinstance(t.value, bool) or not isinstance(t.value, (int, float))
+                                   or not t.parameters for t in self.tensors):
+            return None
+        total = sum(t.parameters for t in self.tensors)
+        return sum(t.value * t.parameters for t in self.tensors) / total
+
+    @property
     def settings(self) -> Dict[str, Hashable]:
         """tensor name -> the method's setting (what the engines compute with)."""
         return {t.name: t.setting for t in self.tensors}
@@ -102,6 +124,7 @@ class MergePlan:
             "layers_from": self.layers_from,
             "template_from": self.template_from,
             self.value_name: self.value,
+            f"mean_{self.value_name}": None if self.mean_value is None else round(self.mean_value, 6),
             "tensors": [
                 {"name": t.name, "part": t.part, "layer": t.layer, "side": t.side, **t.fields,
                  "interpolated": t.interpolated, self.value_name: t.value}
@@ -175,6 +198,8 @@ class MergePlan:
                 lines.append(f"{label}: {self.value_label}={cell(value)}")
         if "lm_head" not in grid:
             lines.append("lm_head: tied to embed_tokens (no tensor of its own)")
+        if self.value is None and self.mean_value is not None:
+            lines.append(f"mean {self.value_label} (parameter-weighted, every tensor): {self.mean_value:.4g}")
         if self.template_from:
             lines.append(f"tokenizer / chat template / generation_config from: {self.template_from}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -388,7 +413,7 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         plan.tensors.append(TensorPlan(
             name=planned.name, part=(placed and placed.part) or "other", layer=placed and placed.layer,
             interpolated=not method.keeps_base(setting), value=method.plan_value(setting), setting=setting,
-            fields=fields, side=placed and placed.side))
+            fields=fields, side=placed and placed.side, parameters=_elements(first_index.shapes.get(planned.name))))
     if method.checkpoint_layout:  # nothing dropped, nothing invented: refuse before writing otherwise
         planned_names = {t.name for t in plan.tensors}
         lost, extra = sorted(set(first_index.shapes) - planned_names), sorted(planned_names - set(first_index.shapes))

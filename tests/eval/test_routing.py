@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
@@ -253,6 +254,62 @@ def test_frontier_compares_with_the_best_static_at_no_more_tokens(routing_setup,
     for candidate in answer["candidates"]:
         assert candidate["lambda"] < 1 and candidate["tokens"] < rows["mi_1"]["tokens"]
         assert candidate["within_one_se"] == (candidate["mean"] >= answer["floor"])
+
+
+def test_profiles_and_windows_are_frontier_rows_at_their_mean_lambda(routing_setup, tmp_path):
+    """A λ profile (a ramp over the layers) and a layer window are rows of kind ``profile``, placed
+    at the parameter-weighted mean λ that their merge's mi_plan.json records (the estimators'
+    definition, :func:`profiles.mean_lambda`), each against the best static λ at ≤ tokens."""
+    from mi_mergekit.analysis import profiles
+    from mi_mergekit.eval.frontier import write_frontier
+    from mi_mergekit.merge.layout import CheckpointIndex
+    from mi_mergekit.merge.placement import known_layout
+    from mergekit.common import ModelReference
+    from mergekit.options import MergeOptions
+
+    setup = routing_setup
+    instruct, thinking = setup["instruct"], setup["thinking"]
+    ref = ModelReference.model_validate(instruct)
+    layout = known_layout(ref)
+    table = profiles.cells(layout, CheckpointIndex.read(ref, MergeOptions()).shapes)
+    ramp = profiles.Profile.ramp(0.2, 1.0, layout.num_layers)
+    models = {"ramp": profiles.profile_recipe(mi_config(instruct, thinking, 0.5), ramp, layout),
+              "window": mi_config(instruct, thinking, 0.8, layer_start=1)}
+    runs = [load_run(setup["static"][("test", lam)]) for lam in (0.5, 1.0)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, recipe in models.items():
+            merge(recipe, tmp_path / name)
+            runs.append(load_run(evaluate(tmp_path / name, setup["files"]["test"], out_dir=tmp_path / f"run_{name}",
+                                          label=name, backend_options={"batch_size": 1}, **OPTIONS)))
+    finally:
+        torch.set_num_threads(threads)
+    plan = json.loads((tmp_path / "ramp" / "mi_plan.json").read_text())
+    assert plan["lambda"] is None and plan["mean_lambda"] == pytest.approx(profiles.mean_lambda(ramp, table), abs=1e-5)
+    window = json.loads((tmp_path / "window" / "mi_plan.json").read_text())
+    # the window [1, 3]: layer 0 and the (tied) embeddings, which go with layer 0, keep Instruct
+    shapes = CheckpointIndex.read(ref, MergeOptions()).shapes
+    merged = sum(math.prod(s) for n, s in shapes.items()
+                 if not n.startswith(("model.layers.0.", "model.embed_tokens.")))
+    assert window["mean_lambda"] == pytest.approx(0.8 * merged / sum(math.prod(s) for s in shapes.values()), abs=1e-5)
+    rows = {r["label"]: r for r in frontier_rows(runs)}
+    for name, source in (("ramp", plan), ("window", window)):
+        row = rows[name]
+        assert row["kind"] == "profile" and row["lambda"] == pytest.approx(source["mean_lambda"])
+        assert row["range"] == (min(t["lambda"] for t in source["tensors"]), max(t["lambda"] for t in source["tensors"]))
+        cheaper = [r for r in rows.values() if r["kind"] == "static" and r["tokens"] <= row["tokens"]]
+        if cheaper:
+            best = max(cheaper, key=lambda r: (r["mean"], -r["tokens"]))
+            assert row["best_static"]["label"] == best["label"]
+            assert row["best_static"]["delta"] == pytest.approx(paired_difference(row["run"], best["run"])[0])
+        else:
+            assert row["best_static"] is None
+    written = write_frontier(runs, tmp_path / "report")
+    with (tmp_path / "report" / "frontier.csv").open() as handle:
+        kinds = {r["Run"]: (r["Kind"], r["λ"]) for r in csv.DictReader(handle)}
+    assert kinds["ramp"] == ("profile", f"mean {plan['mean_lambda']:.2f} (0.2–1)")
+    assert kinds["mi_0.5"] == ("static", "0.5") and written
 
 
 def test_route_commands_fit_and_eval(routing_setup, tmp_path):
