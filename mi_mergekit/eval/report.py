@@ -352,8 +352,9 @@ def write_report(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Path]
     frontiers = []
     if routed is not None:
         text += "\n" + routed
-    if routed is not None or frontier:
-        frontiers = write_frontiers(runs, out, every=bool(frontier), points=baselines)
+    profiles = any(r["metrics"].get("profile") for r in runs)  # λ profiles: set against the static λ
+    if routed is not None or frontier or profiles:
+        frontiers = write_frontiers(runs, out, every=bool(frontier) or profiles, points=baselines)
         text += "".join(f"\n{f['markdown']}" for f in frontiers)
     (out / "report.md").write_text(text, encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as handle:

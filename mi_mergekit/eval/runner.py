@@ -522,10 +522,12 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     if not grader_obj.votes:  # e.g. IFEval: a majority answer means nothing; vote@k is left empty
         for block in [metrics["run"], *metrics["questions"]]:
             block["vote@k"] = {}
+    # a run made before profiles were recorded: its model folder's plan, where it is still there
+    profile = config.get("profile") or (model_profile(config["model"]) if config.get("lambda") is None else None)
     summary = {
         "label": config["label"],
         "lambda": config.get("lambda"),
-        **({"profile": config["profile"]} if config.get("profile") else {}),
+        **({"profile": profile} if profile else {}),
         "benchmark": config["benchmark"],
         "grader": grader_name,
         "grading": mode,
