@@ -110,10 +110,11 @@ def choose(value: Optional[str], known: Sequence[str], option: str) -> Optional[
 
 def paper_windows(num_layers: int) -> List[Tuple[str, int, int]]:
     """The paper's windows (thirds of the decoder: first, middle, last, first two, last two), as
-    ``(name, start, end)``; for 36 layers they are the paper's [0,11] … [12,35]."""
-    t = num_layers // 3
-    return [("first1of3", 0, t - 1), ("mid1of3", t, 2 * t - 1), ("last1of3", 2 * t, num_layers - 1),
-            ("first2of3", 0, 2 * t - 1), ("last2of3", t, num_layers - 1)]
+    ``(name, start, end)``, from the one definition the recipes use
+    (:func:`mi_mergekit.merge.recipes.third_bounds`); for 36 layers they are the paper's [0,11] … [12,35]."""
+    from mi_mergekit.merge.recipes import THIRDS, third_bounds
+
+    return [(name, *third_bounds(name, num_layers)) for name in THIRDS]
 
 
 def mi_rows(lambdas: Sequence[float], windows: Sequence[Tuple[str, int, int]] = (),

@@ -453,3 +453,25 @@ def test_generator_runs_as_a_module(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "mi_0.8_last2of3_30b.yaml")]
+
+
+@pytest.mark.parametrize("layers", [28, 30, 32, 35, 36, 48])
+def test_the_papers_windows_have_one_definition(layers):
+    """The recipes' thirds and the demo's / compare's windows are the same numbers at every depth:
+    the thirds tile the decoder with sizes at most one layer apart, and the two-thirds windows
+    are unions of them; at 36 layers they are the paper's."""
+    from mi_mergekit.compare import paper_windows
+    from mi_mergekit.merge.recipes import THIRDS, parse_window, third_bounds
+
+    windows = {name: (start, end) for name, start, end in paper_windows(layers)}
+    assert list(windows) == list(THIRDS)
+    for name in THIRDS:
+        assert windows[name] == third_bounds(name, layers) == parse_window(name, layers)
+    thirds = [windows[n] for n in ("first1of3", "mid1of3", "last1of3")]
+    assert thirds[0][0] == 0 and thirds[-1][1] == layers - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(thirds, thirds[1:]))
+    sizes = [end - start + 1 for start, end in thirds]
+    assert max(sizes) - min(sizes) <= 1
+    assert windows["first2of3"] == (0, thirds[1][1]) and windows["last2of3"] == (thirds[1][0], layers - 1)
+    if layers == 36:
+        assert thirds == [(0, 11), (12, 23), (24, 35)]

@@ -99,6 +99,9 @@ THIRDS_TEXT = {
 
 
 def third_bounds(name: str, num_layers: int) -> Tuple[int, int]:
+    """``(start, end)``, inclusive, of a thirds window: the thirds end at ⌊k·L/3⌋, so their sizes
+    differ by at most one layer (32 layers: [0,9], [10,20], [21,31]); the paper's 36 layers give
+    its [0,11], [12,23], [24,35]. The one definition: recipes, ``plan-grid`` and the demo use it."""
     first, last = THIRDS[name]
     return first * num_layers // 3, last * num_layers // 3 - 1
 
