@@ -1,26 +1,35 @@
-"""`mi-mergekit demo --pair smollm2` on reduced grids: 2 λ, one window, one ablation, 5 problems; the
-paper's comparison (Instruct, Thinking, TA, TIES, MI) on 3 problems; the routing experiment."""
+"""`mi-mergekit demo --pair smollm2` on reduced grids: one run of 3 λ, one window, one ablation, TA
+and TIES, 5 problems (the reproduction and the paper's comparison, checked by two tests); the
+routing experiment with its resume."""
 
 import csv
 import json
 import os
 
+import pytest
 import torch
 
 from common import console, load_model, run
 
-CONFIGS = ("mi_0", "mi_1", "mi_0.8_last2of3", "mi_0.8_nomlp")
+CONFIGS = ("mi_0", "mi_0.8", "mi_1", "mi_0.8_last2of3", "mi_0.8_nomlp")
 
 
-def test_reduced_reproduction(tmp_path, smollm2_pair):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def reduced_demo(tmp_path_factory, smollm2_pair):
+    """One reduced demo run, shared by the reproduction and comparison tests."""
+    out = tmp_path_factory.mktemp("smollm2_demo") / "demo"
     result = run([
         console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
-        "--out", str(out), "--lambdas", "0,1", "--windows", "last2of3", "--modules", "nomlp",
-        "--limit", "5", "--n-samples", "1", "--max-new-tokens", "96", "--keep-models", "--compact",
-        "--baselines", "none",
-    ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)  # under 2 min alone on 2 cores; over 10 min when they are busy
+        "--out", str(out), "--lambdas", "0,0.8,1", "--windows", "last2of3", "--modules", "nomlp",
+        "--route-grid", "none", "--limit", "5", "--n-samples", "1", "--max-new-tokens", "64", "--keep-models",
+        "--compact",
+    ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)  # about 2 min alone on 2 cores; over 10 min when they are busy
     assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_reduced_reproduction(reduced_demo, smollm2_pair):
+    out, result = reduced_demo
 
     # every output file
     assert len((out / "heldout.jsonl").read_text().splitlines()) == 5
@@ -36,20 +45,19 @@ def test_reduced_reproduction(tmp_path, smollm2_pair):
         assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 5
     report = out / "report"
     for name in ("report.md", "report.csv", "paper_table.csv", "variants.md", "variants.csv",
-                 "variants.png", "lambda_boxed.png", "timings.json"):
+                 "variants.png", "lambda_boxed.png", "timings.json", "stages.json", "stages.png"):
         assert (report / name).stat().st_size > 0, name
-    assert not (report / "stages.json").exists()  # two λ are too few to find stages
     with (report / "variants.csv").open() as handle:
         rows = {row["Config"]: row for row in csv.DictReader(handle)}
     assert rows["mi_0.8_last2of3"]["Layers"] == "[10,29]" and rows["mi_0.8_last2of3"]["Modules"] == "all"
     assert rows["mi_0.8_nomlp"]["Layers"] == "all" and rows["mi_0.8_nomlp"]["Modules"] == "attention only"
     assert set(rows) == {"mi_0.8_last2of3", "mi_0.8_nomlp"}
     timings = json.loads((report / "timings.json").read_text())
-    assert set(timings["configs"]) == set(CONFIGS) | {"instruct"}  # the Instruct model as it is, too
+    assert set(timings["configs"]) == set(CONFIGS) | {"instruct", "ta", "ties"}  # the Instruct model as it is, too
     for name in CONFIGS:
         assert "| " + name + " |" in result.stdout
 
-    # λ = 0 is SmolLM2-135M-Instruct bit for bit, λ = 1 the Thinking side
+    # λ = 0 is the Instruct side bit for bit, λ = 1 the Thinking side
     for name, side in (("mi_0", "instruct"), ("mi_1", "thinking")):
         merged, reference = load_model(str(out / "models" / name)), load_model(str(smollm2_pair[side]))
         assert merged.keys() == reference.keys()
@@ -111,19 +119,14 @@ def test_reduced_routing_experiment_resumes_and_drops_weights(tmp_path, smollm2_
     assert not (report / "variants.md").exists()
 
 
-def test_reduced_comparison_with_the_baselines(tmp_path, smollm2_pair):
-    """The triple's Table 2 rows: the Instruct and Thinking sides as they are, λ = 0.8, TA and TIES on the
-    ancestor (stock mergekit through mergekit-yaml, the paper's settings), 3 problems × 1 sample."""
+def test_reduced_comparison_with_the_baselines(reduced_demo, smollm2_pair):
+    """The triple's Table 2 rows from the same run: the Instruct side as it is, the Thinking side
+    (λ = 1), TA and TIES on the ancestor (stock mergekit through mergekit-yaml, the paper's
+    settings), MI at the paper's λ 0.8; the window and the ablation on the frontier as λ profiles."""
     from mi_mergekit.demo import smollm2_pair as pair_spec
 
-    out = tmp_path / "demo"
-    result = run([
-        console("mi-mergekit"), "demo", "--pair", "smollm2", "--pair-dir", str(smollm2_pair["out"]),
-        "--out", str(out), "--lambdas", "0.8", "--windows", "none", "--modules", "none", "--route-grid", "none",
-        "--limit", "3", "--n-samples", "1", "--max-new-tokens", "64", "--keep-models", "--compact",
-    ], env={"HF_HUB_OFFLINE": "1"}, timeout=1800)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["instruct", "mi_0.8", "ta", "thinking", "ties"]
+    out, result = reduced_demo
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(CONFIGS + ("instruct", "ta", "ties"))
     base, instruct, thinking = (load_model(str(smollm2_pair[side])) for side in ("base", "instruct", "thinking"))
     ta = load_model(str(out / "models" / "ta"))
     for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight",
@@ -139,7 +142,8 @@ def test_reduced_comparison_with_the_baselines(tmp_path, smollm2_pair):
     assert json.loads((out / "runs" / "instruct" / "run.json").read_text())["decoding"]["name"] == "instruct"
     with (out / "report" / "frontier.csv").open() as handle:
         assert {row["Run"]: row["Kind"] for row in csv.DictReader(handle)} == {
-            "mi_0.8": "static", "thinking": "static", "ta": "baseline", "ties": "baseline"}
+            "mi_0": "static", "mi_0.8": "static", "mi_1": "static", "ta": "baseline", "ties": "baseline",
+            "mi_0.8_last2of3": "profile", "mi_0.8_nomlp": "profile"}
     assert "| TIES |" in result.stdout
     # the pair measured before the triple: the ancestor as the Instruct side, no ancestor of its own
     raw = pair_spec(smollm2_pair["out"], None, raw=True)
