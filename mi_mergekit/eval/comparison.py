@@ -86,7 +86,7 @@ def write_comparison(entries: Sequence[Tuple[str, dict]], thinking: dict, out_di
                      curve_runs: Sequence[dict] = (), baselines: Sequence[str] = ()) -> dict:
     """``comparison.md`` and ``comparison.csv`` in ``out_dir``; ``curve_runs``: the runs of the MI curve
     (and the baselines) to set each baseline against; returns the Markdown and the paths."""
-    from mi_mergekit.eval.report import markdown
+    from mi_mergekit.eval.tables import markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

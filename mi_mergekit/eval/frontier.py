@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.metrics import stderr_of_mean
+from mi_mergekit.eval.tables import markdown
 
 
 def _per_question(run: dict) -> Dict[str, Tuple[float, float]]:
@@ -237,8 +238,6 @@ def place_labels(ax, points, texts, avoid=(), color=None, fontsize=7, marker_px=
 def write_frontier(runs: Sequence[dict], out_dir, title: str = "", points: Sequence[str] = ()) -> dict:
     """``frontier.md``/``.csv``/``.png`` of the static, routed and baseline (``points``) ``runs``
     (loaded); returns the rows, the headline and the Markdown."""
-    from mi_mergekit.eval.report import markdown
-
     rows = frontier_rows(runs, points)
     if not rows:
         raise EvalInputError("no static-λ or routed run to draw a frontier from")

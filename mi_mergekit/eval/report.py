@@ -43,15 +43,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from mi_mergekit.errors import EvalInputError
-from mi_mergekit.eval.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, get_benchmark
+from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, paper_benchmarks
+from mi_mergekit.eval.frontier import write_frontier
 from mi_mergekit.eval.runner import grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
+from mi_mergekit.eval.tables import markdown
 
 COLUMNS = ("Mean", "Pass", "Vote", "#N", "#R", "Trunc")
 #: columns that carry a standard error
 SE_COLUMNS = ("Mean", "Pass")
-#: samples per question behind the paper's numbers
-PAPER_K = {"aime25": 64, "ifeval": 8, "gpqa": 8}
 
 
 def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
@@ -198,7 +198,8 @@ def routing_table(runs: Sequence[dict]) -> Optional[str]:
 
 
 def _paper_order(benchmarks: Sequence[str]) -> List[str]:
-    return [b for b in PAPER_BENCHMARKS if b in benchmarks] + [b for b in benchmarks if b not in PAPER_BENCHMARKS]
+    paper = paper_benchmarks()
+    return [b for b in paper if b in benchmarks] + [b for b in benchmarks if b not in paper]
 
 
 def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
@@ -219,12 +220,12 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
             raise EvalInputError(f"unknown paper reference {paper_reference!r}; choose from {sorted(paper.REFERENCES)}")
         reference = paper.REFERENCES[paper_reference][0]
         decimals = paper.DECIMALS[paper_reference]
-    benchmarks = _paper_order(list(run_benchmarks) + (list(PAPER_BENCHMARKS) if reference else []))
+    benchmarks = _paper_order(list(run_benchmarks) + (list(paper_benchmarks()) if reference else []))
     ks: Dict[str, set] = {}
     for bench in benchmarks:
         ks[bench] = {m["n_samples"] for row in rows.values() for b, m in row.items() if b == bench}
-        if reference and bench in PAPER_K:
-            ks[bench].add(PAPER_K[bench])
+        if reference and BENCHMARKS[bench].paper_k:
+            ks[bench].add(BENCHMARKS[bench].paper_k)
     header = ["Method"]
     for bench in benchmarks:
         spec = BENCHMARKS[bench]
@@ -259,7 +260,7 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
                 line += ["", "", ""] + ([""] if with_grading else [])
                 continue
             mean, second, tokens, think = cells[bench]
-            acc = f"{mean}/{second}" + (f" (@{PAPER_K[bench]})" if len(ks[bench]) > 1 else "")
+            acc = f"{mean}/{second}" + (f" (@{BENCHMARKS[bench].paper_k})" if len(ks[bench]) > 1 else "")
             line += [acc, tokens, think] + (["paper"] if with_grading else [])
         body.append(line)
     notes = []
@@ -280,12 +281,6 @@ def paper_table(runs: Sequence[dict], paper_reference: Optional[str] = None,
         notes.append(f"- `paper:` rows: arXiv 2510.10977, {paper.REFERENCES[paper_reference][1]}, as printed; "
                      "graded by the paper with OpenCompass (= `--grading paper`); 64 samples on AIME'25, 8 on the others")
     return header, body, notes
-
-
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def plot_lambda(runs: Sequence[dict], out_dir: Path) -> List[Path]:
@@ -388,8 +383,6 @@ def write_frontiers(runs: Sequence[dict], out: Path, every: bool = False, points
     """The accuracy-against-tokens frontier (:mod:`mi_mergekit.eval.frontier`) of each benchmark
     with a routed run (``every``: with a static-λ, routed or baseline run; ``points``: the baseline
     runs' labels): ``frontier.*``, or ``<benchmark>/frontier.*`` for several benchmarks."""
-    from mi_mergekit.eval.frontier import write_frontier
-
     by_bench: Dict[str, List[dict]] = {}
     for run in runs:
         m = run["metrics"]

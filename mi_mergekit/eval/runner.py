@@ -21,9 +21,10 @@ not given, ``<model_path>/mi_plan.json`` ``{"lambda": ...}`` is used when presen
 
 Grading: ``grading`` is ``paper`` (OpenCompass's rules, the paper's evaluator; the
 default for aime25 / ifeval / gpqa) or ``strict`` (see :mod:`mi_mergekit.eval.grading`),
-recorded in ``run.json`` and ``metrics.json``. For GPQA the mode also fixes the option
-order of the prompts at generation (``gpqa_options``: ``rotate`` / ``shuffle``), which a
-resume must keep; :func:`grade_run` re-grades a run in either mode.
+recorded in ``run.json`` and ``metrics.json``. The mode may also fix how a benchmark lays out
+its prompts at generation (its prompt options, e.g. GPQA's option order ``gpqa_options``:
+``rotate`` / ``shuffle``), which a resume must keep; :func:`grade_run` re-grades a run in
+either mode.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, make_backend
 from mi_mergekit.eval.backends.base import is_cut_off
-from mi_mergekit.eval.benchmarks import get_benchmark
+from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, prompt_keys
 from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
 from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
 from mi_mergekit.eval.graders import check_requirements, get_grader
@@ -52,7 +53,8 @@ from mi_mergekit.eval.thinking import split_response
 from mi_mergekit.runlock import LOCK_FILE, run_lock
 
 FORMAT_VERSION = 1
-#: run.json keys that determine the samples; a resume must not change them
+#: run.json keys that determine the samples, beside the benchmarks' prompt options
+#: (:func:`generation_keys`); a resume must not change them
 GENERATION_KEYS = (
     "model",
     "benchmark",
@@ -65,10 +67,13 @@ GENERATION_KEYS = (
     "system_prompt",
     "backend_name",
     "chunk_size",
-    "gpqa_options",
-    "gpqa_prompt",
-    "sampling_not_sent",
 )
+
+
+def generation_keys() -> tuple:
+    """Every run.json key a resume must not change: :data:`GENERATION_KEYS`, the registered
+    benchmarks' prompt options and the sampling fields a server did not take."""
+    return GENERATION_KEYS + prompt_keys() + ("sampling_not_sent",)
 
 
 class RunMismatchError(ValueError):
@@ -220,7 +225,8 @@ def evaluate(
 ) -> Path:
     """Generate (or resume) and grade one (model, benchmark) run; returns the run directory.
 
-    ``benchmark`` is one of aime25 / ifeval / gpqa / boxed and sets the dataset
+    ``benchmark`` is a registered benchmark (aime25 / ifeval / gpqa / boxed:
+    :mod:`mi_mergekit.eval.benchmarks`) and sets the dataset
     columns, the prompt and the defaults of ``grader``, ``n_samples`` and
     ``max_new_tokens``. ``backend`` is a name (``transformers``, ``vllm``,
     ``openai``) with ``backend_options`` for its constructor, or a ready
@@ -234,7 +240,7 @@ def evaluate(
     """
     bench = get_benchmark(benchmark)
     grading = check_grading(grading) or bench.grading
-    gpqa_options = gpqa_option_order(bench.kind, grading)
+    prompt_options = bench.prompt_options(grading)
     grader_name = grader or bench.grader
     check_requirements(grader_name)  # unknown names and missing extras fail before anything runs
     decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
@@ -252,7 +258,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     try:
         check_writable(out)
-        _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, gpqa_options, decoding,
+        _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, prompt_options, decoding,
                   n_samples, max_new_tokens, seed, backend, backend_options, split=split, limit=limit,
                   columns=columns, label=label, lambda_=lambda_, shuffle_seed=shuffle_seed,
                   system_prompt=system_prompt, postprocess=postprocess, progress=progress)
@@ -263,7 +269,7 @@ def evaluate(
     return out
 
 
-def _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, gpqa_options, decoding,
+def _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, prompt_options, decoding,
               n_samples, max_new_tokens, seed, backend, backend_options, *, split, limit, columns, label, lambda_,
               shuffle_seed, system_prompt, postprocess, progress) -> None:
     """:func:`evaluate`'s work in its run folder: generate what is missing, then grade."""
@@ -271,8 +277,8 @@ def _generate(out, model_path, load_path, examples, dataset, bench, grader_name,
         if isinstance(backend, str):
             backend = make_backend(backend, str(load_path), **(backend_options or {}))
         try:
-            prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt,
-                                     gpqa_options=gpqa_options or "shuffle") for e in examples]
+            prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt, **prompt_options)
+                       for e in examples]
             store = st.SampleStore(out / st.SAMPLES_FILE)
             todo = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store, getattr(backend, "prompt_batch", 1))
             # what the backend makes of these settings, checked before anything is stored
@@ -280,8 +286,8 @@ def _generate(out, model_path, load_path, examples, dataset, bench, grader_name,
             config = _run_config(
                 model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
                 split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
-                shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading, gpqa_options=gpqa_options,
-                gpqa_prompt=GPQA_PROMPTS.get(gpqa_options), server=server,
+                shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading,
+                **{key: prompt_options.get(key) for key in prompt_keys()}, server=server,
                 sampling_not_sent=sampling_not_sent(server),
                 postprocess=check_postprocess(postprocess) or default_postprocess(
                     decoding.name, any(p["prompt_opens_think"] for p in prompts)),
@@ -299,18 +305,6 @@ def _generate(out, model_path, load_path, examples, dataset, bench, grader_name,
         finally:
             backend.close()
         grade_run(out, progress=progress)
-
-
-#: how GPQA prompts are written for each option order (run.json ``gpqa_prompt``): ``opencompass``
-#: is OpenCompass's text byte for byte, ``raw`` the same text with the options shuffled
-GPQA_PROMPTS = {"rotate": "opencompass", "shuffle": "raw"}
-
-
-def gpqa_option_order(kind: str, grading: str) -> Optional[str]:
-    """How GPQA options are laid out for ``grading``: ``rotate`` (paper) or ``shuffle``; None for other kinds."""
-    if kind != "gpqa":
-        return None
-    return "rotate" if grading == "paper" else "shuffle"
 
 
 def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend, **extra) -> dict:
@@ -388,10 +382,9 @@ def sampling_not_sent(server: Optional[dict]) -> List[str]:
 
 def _stored(old: dict, key: str):
     """A run.json setting, with the value runs written before it existed implied."""
-    if key == "gpqa_options" and key not in old:
-        return "shuffle" if old.get("benchmark") == "gpqa" else None  # GPQA options were always shuffled
-    if key == "gpqa_prompt" and key not in old:  # GPQA text was stripped before the raw OpenCompass prompt
-        return "stripped" if old.get("benchmark") == "gpqa" else None
+    if key in prompt_keys() and key not in old:  # a prompt option written before it was recorded
+        bench = BENCHMARKS.get(old.get("benchmark"))
+        return None if bench is None else bench.legacy_prompt_options().get(key)
     if key == "sampling_not_sent" and key not in old:
         return []
     return old.get(key)
@@ -405,13 +398,10 @@ def _check_resume(out: Path, config: dict) -> None:
     if config.get("server") is None and old.get("server") is not None:
         # nothing left to generate, so no server was asked: what it was asked before stands
         config["server"], config["sampling_not_sent"] = old["server"], _stored(old, "sampling_not_sent")
-    diffs = [k for k in GENERATION_KEYS if _stored(old, k) != config.get(k)]
+    diffs = [k for k in generation_keys() if _stored(old, k) != config.get(k)]
     if diffs:
         details = "; ".join(f"{k}: stored {_stored(old, k)!r}, now {config.get(k)!r}" for k in diffs)
-        hint = ""
-        if "gpqa_options" in diffs:
-            mode = "paper" if _stored(old, "gpqa_options") == "rotate" else "strict"
-            hint = f" (its GPQA prompts were laid out for --grading {mode}: pass that to resume it)"
+        hint = "".join(bench.resume_hint(diffs, lambda key: _stored(old, key)) for bench in BENCHMARKS.values())
         raise RunMismatchError(f"the --out folder holds a run with other settings ({details}){hint}; "
                               f"use a new --out folder ({out})")
     config["created"] = old.get("created", config["created"])

@@ -3,7 +3,8 @@ checkers, prompt-level strict; loose as an extra score), ``gpqa`` (multiple-choi
 letter after ``ANSWER:``), each in a grading mode: ``paper`` (OpenCompass's rules, as
 the paper graded) or ``strict`` (see :mod:`mi_mergekit.eval.grading`).
 
-A custom benchmark is a dataset file plus one of these names. Graders import
+A custom benchmark is a dataset file plus one of these names; a benchmark that brings a
+grader of its own registers it with itself (:mod:`mi_mergekit.eval.benchmarks`). Graders import
 their libraries lazily, so a missing optional dependency only breaks the grader
 that needs it, with an error naming the package.
 """
@@ -11,15 +12,22 @@ that needs it, with an error naming the package.
 from __future__ import annotations
 
 import importlib
+from typing import Dict, Union
 
 from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.graders.base import Grade, Grader
 
-GRADERS = {
+#: name -> grader class, or ``"module:Class"`` imported when first used
+GRADERS: Dict[str, Union[str, type]] = {
     "math": "mi_mergekit.eval.graders.math:MathGrader",
     "ifeval": "mi_mergekit.eval.graders.ifeval:IFEvalGrader",
     "gpqa": "mi_mergekit.eval.graders.gpqa:GPQAGrader",
 }
+
+
+def register_grader(name: str, grader: Union[str, type]) -> None:
+    """Make ``grader`` (a :class:`Grader` subclass, or ``"module:Class"``) known as ``name``."""
+    GRADERS[name] = grader
 
 
 #: what `report` needs beside the graders (plots)
@@ -49,8 +57,11 @@ def get_grader(name: str, grading: str = "strict") -> Grader:
     unknown names or modes raise ValueError listing the known ones."""
     if name not in GRADERS:
         raise EvalInputError(f"unknown grader {name!r}; choose from {sorted(GRADERS)}")
-    module_name, class_name = GRADERS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(grading)
+    grader = GRADERS[name]
+    if isinstance(grader, str):
+        module_name, class_name = grader.split(":")
+        grader = getattr(importlib.import_module(module_name), class_name)
+    return grader(grading)
 
 
-__all__ = ["GRADERS", "Grade", "Grader", "check_requirements", "get_grader"]
+__all__ = ["GRADERS", "Grade", "Grader", "check_requirements", "get_grader", "register_grader"]
