@@ -179,14 +179,64 @@ class _JSONObject(click.ParamType):
 
 JSON_OBJECT = _JSONObject()
 
-#: the options of eval_options, in the order the commands list them
-EVAL_OPTION_NAMES = (
-    "dataset", "benchmark", "grader", "grading", "postprocess", "decoding", "temperature", "top_p", "top_k",
-    "min_p", "n_samples", "max_new_tokens", "seed", "shuffle_seed", "backend", "batch_size", "prompt_batch",
-    "compact", "slots", "dtype", "tokenizer_path", "base_urls", "served_model", "api", "api_key", "extra_body",
-    "drop_unsupported", "concurrency", "timeout", "connect_timeout", "retries", "tensor_parallel_size",
-    "samples_per_request", "max_model_len", "columns", "split", "limit", "system_prompt",
-)
+
+def eval_option_names() -> tuple:
+    """The parameter names of :func:`eval_options`, in the order the commands list them (the
+    registered backends' options included)."""
+    def probe():
+        pass
+
+    eval_options()(probe)
+    return tuple(param.name for param in reversed(probe.__click_params__))
+
+
+def __getattr__(name: str):
+    if name == "EVAL_OPTION_NAMES":  # built from the registries on first use
+        return eval_option_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _click_type(option):
+    """click's type for a backend's :class:`~mi_mergekit.eval.backends.base.BackendOption`."""
+    if option.choices:
+        return Choice(list(option.choices))
+    if option.type is dict:
+        return JSON_OBJECT
+    if option.type is int and option.minimum is not None:
+        return POSITIVE if (option.minimum, option.minimum_open) == (1, False) else click.IntRange(
+            min=int(option.minimum), min_open=option.minimum_open)
+    if option.type is float and option.minimum is not None:
+        return click.FloatRange(min=option.minimum, min_open=option.minimum_open)
+    return None if option.type is str else option.type
+
+
+def backend_click_options() -> list:
+    """One click option per option the registered backends declare (an option several backends
+    share once, its help naming them; none where every backend reads it)."""
+    from mi_mergekit.errors import EvalInputError
+    from mi_mergekit.eval.backends import BACKENDS
+
+    declared: Dict[str, tuple] = {}
+    for name, backend in BACKENDS.items():
+        for option in backend.options:
+            first, users = declared.setdefault(option.flag, (option, []))
+            if first != option:
+                raise EvalInputError(f"the {users[0]} and {name} backends declare {option.flag} differently; "
+                                     "share one BackendOption")
+            users.append(name)
+    options = []
+    for option, users in declared.values():
+        text = option.help if len(users) < len(BACKENDS) else option.help[:1].upper() + option.help[1:]
+        if len(users) < len(BACKENDS):
+            text = f"{'/'.join(users)}: {text}"
+        if option.is_flag:
+            options.append(click.option(option.flag, option.name, is_flag=True, help=text))
+            continue
+        options.append(click.option(
+            option.flag, option.name, type=_click_type(option), default=option.default,
+            show_default=option.default is not None, multiple=option.multiple, metavar=option.metavar,
+            envvar=option.envvar, show_envvar=option.envvar is not None, help=text))
+    return options
 
 
 def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False):
@@ -194,6 +244,7 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
     settings — for ``eval`` and ``find-lambda`` alike (the same names, choices and checks).
     The command receives them as keyword arguments; :func:`evaluation` turns them into
     :func:`mi_mergekit.eval.evaluate`'s."""
+    from mi_mergekit.eval.backends import ALIASES as BACKEND_ALIASES
     from mi_mergekit.eval.backends import BACKENDS
     from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS
     from mi_mergekit.eval.decoding import PRESETS
@@ -231,52 +282,10 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
                      help="Sampling seed (per-chunk seeds derive from it)."),
         click.option("--shuffle-seed", type=int, default=0, show_default=True,
                      help="GPQA option shuffling seed (--grading strict; paper grading rotates options by row)."),
-        click.option("--backend", type=Choice(BACKENDS + ("http",)), default="transformers", show_default=True,
-                     help="What generates: transformers (this machine, CPU or GPU), vllm (GPU), openai (an "
-                          "OpenAI-compatible server at --base-url; http is its old name)."),
-        click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
-                     help="transformers: samples per generate call."),
-        click.option("--prompt-batch", type=POSITIVE, default=1, show_default=True,
-                     help="transformers: questions per generate call (fixed groups; faster for small models)."),
-        click.option("--compact", is_flag=True,
-                     help="transformers: decode with a loop that drops each stopped sample from the batch instead of "
-                          "generate, which computes every sample until the longest ends (faster on a CPU when "
-                          "lengths differ; greedy gives generate's tokens, sampling other draws of the same "
-                          "distribution; recorded in run.json)."),
-        click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="transformers: continuous batching with N samples decoding at once, a stopped sample's "
-                          "slot taken by the next at once (fastest on a CPU, e.g. 128; each sample seeded on its "
-                          "own, so batches do not change draws; greedy gives generate's tokens; recorded in "
-                          "run.json). 0 = off."),
-        click.option("--dtype", default="auto", show_default=True, help="transformers/vllm: model dtype."),
-        click.option("--tokenizer", "tokenizer_path", help="Tokenizer folder if not the model's."),
-        click.option("--base-url", "base_urls", multiple=True,
-                     help="openai: server base URL, e.g. http://gpu1:8000/v1; repeat it to spread the run over a "
-                          "fleet (a failing server leaves the rotation, its requests go elsewhere)."),
-        click.option("--served-model", help="openai: model name the server knows (default: --model)."),
-        click.option("--api", type=Choice(["completions", "chat"]), default="completions", show_default=True,
-                     help="openai: endpoint; completions renders the chat template locally."),
-        click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=True, help="openai: bearer token."),
-        click.option("--extra-body", type=JSON_OBJECT, metavar="JSON",
-                     help="openai: merged into every request, e.g. "
-                          "'{\"chat_template_kwargs\": {\"enable_thinking\": true}}'."),
-        click.option("--drop-unsupported", is_flag=True,
-                     help="openai: send only the sampling fields the server takes (e.g. no top_k for the OpenAI "
-                          "API or transformers serve); what is dropped is recorded in run.json and shown in the "
-                          "report as a deviation from the paper's decoding. Without it, a refused field stops the "
-                          "run before generating."),
-        click.option("--concurrency", type=POSITIVE, default=8, show_default=True, help="openai: requests in flight."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-                     help="openai: seconds of silence allowed between streamed chunks (never bounds a whole "
-                          "generation)."),
-        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-                     help="openai: seconds to connect."),
-        click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="openai: retries per request."),
-        click.option("--tensor-parallel-size", type=POSITIVE, default=1, show_default=True,
-                     help="vllm: GPUs per model."),
-        click.option("--samples-per-request", type=POSITIVE,
-                     help="vllm/openai: samples per request (n; default vllm 8, openai 8 with a tokenizer, else 1)."),
-        click.option("--max-model-len", type=POSITIVE, help="vllm: context length."),
+        click.option("--backend", type=Choice(list(BACKENDS) + list(BACKEND_ALIASES)), default="transformers",
+                     show_default=True, help="What generates: " + ", ".join(
+                         f"{name} ({backend.summary})" for name, backend in BACKENDS.items()) + "."),
+        *backend_click_options(),
         click.option("--column", "columns", multiple=True, metavar="ROLE=COLUMN", callback=_check_columns,
                      help="Map a dataset column (repeatable)."),
         click.option("--split", default="train", show_default=True, help="Split for hf: datasets."),
@@ -320,20 +329,19 @@ def evaluation(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, 
 
 
 def backend_options(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, Any]:
-    backend = opts["backend"]
-    if backend == "transformers":
-        return dict(batch_size=opts["batch_size"], prompt_batch=opts["prompt_batch"], device=device,
-                    dtype=opts["dtype"], tokenizer_path=opts["tokenizer_path"],
-                    **({"compact": True} if opts["compact"] else {}),
-                    **({"slots": opts["slots"]} if opts["slots"] else {}))
-    if backend == "vllm":
-        return dict(samples_per_request=opts["samples_per_request"], tensor_parallel_size=opts["tensor_parallel_size"],
-                    dtype=opts["dtype"], max_model_len=opts["max_model_len"], tokenizer_path=opts["tokenizer_path"],
-                    seed=opts["seed"])
-    if not opts["base_urls"]:
-        raise click.UsageError("--backend openai needs --base-url (repeatable)")
-    return dict(base_url=list(opts["base_urls"]), served_model=opts["served_model"], api=opts["api"],
-                concurrency=opts["concurrency"], timeout=opts["timeout"], connect_timeout=opts["connect_timeout"],
-                retries=opts["retries"], api_key=opts["api_key"], extra_body=opts["extra_body"],
-                samples_per_request=opts["samples_per_request"], tokenizer_path=opts["tokenizer_path"],
-                drop_unsupported=opts["drop_unsupported"])
+    """The backend's constructor keywords from the command's values: each of its declared options
+    (:class:`~mi_mergekit.eval.backends.base.BackendOption`), and what it takes of the whole evaluation."""
+    from mi_mergekit.eval.backends import backend_class
+
+    backend = backend_class(opts["backend"])
+    evaluation_wide = {"device": device, "seed": opts["seed"]}
+    options = {}
+    for option in backend.options:
+        value = opts[option.name]
+        if option.required and not value:
+            raise click.UsageError(f"--backend {backend.name} needs {option.flag}"
+                                   + (" (repeatable)" if option.multiple else ""))
+        if option.only_when_set and not value:
+            continue
+        options[option.keyword] = option.value(value)
+    return {**options, **{name: evaluation_wide[name] for name in backend.takes}}

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval import store as st
-from mi_mergekit.eval.backends import Backend, Chunk, make_backend
+from mi_mergekit.eval.backends import Backend, Chunk, find_backend, make_backend
 from mi_mergekit.eval.backends.base import is_cut_off
 from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, prompt_keys
 from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
@@ -249,7 +249,8 @@ def evaluate(
     if n_samples < 1 or max_new_tokens < 1:
         raise EvalInputError("n_samples and max_new_tokens must be >= 1")
     examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
-    load_path = check_model_folder(model_path) if backend in ("transformers", "vllm") else str(model_path)
+    local = isinstance(backend, str) and getattr(find_backend(backend), "local_model", False)
+    load_path = check_model_folder(model_path) if local else str(model_path)
     if lambda_ is None:
         lambda_ = model_lambda(load_path)
     out = Path(out_dir)

@@ -13,12 +13,20 @@ questions in one call. The groups are fixed by question order (not by what is
 missing), and a group with any sample missing is planned whole, so a resumed
 run replays exactly the calls of an uninterrupted one (samples already stored
 are not written twice).
+
+A backend that ``mi-mergekit eval --backend NAME`` can pick is registered
+(:func:`mi_mergekit.eval.backends.register_backend`) and declares on its class what the
+command line needs: ``name`` (and ``aliases``), ``summary`` (its words in ``--backend``'s
+help), ``options`` (one :class:`BackendOption` per command-line option, each naming the
+constructor keyword it sets), ``takes`` (values of the evaluation as a whole it also takes:
+``device``, ``seed``) and ``local_model`` (it loads the model folder itself, checked before
+the run). ``cli/options.py`` builds the options and the constructor's keywords from these.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from mi_mergekit.eval.decoding import Decoding
 
@@ -58,10 +66,69 @@ def greedy(decoding: Decoding) -> bool:
     return decoding.temperature == 0
 
 
+@dataclass(frozen=True)
+class BackendOption:
+    """One command-line option of a backend (``--flag``) and the constructor keyword it sets.
+
+    Library terms only (the CLI turns them into click's): ``type`` is ``str``, ``int``,
+    ``float`` or ``dict`` (a JSON object); ``minimum`` (exclusive with ``minimum_open``)
+    bounds a number; ``choices`` restricts a text. An option several backends read is one
+    object in each one's ``options`` (the help then names those backends)."""
+
+    flag: str
+    keyword: str
+    help: str
+    type: Any = str
+    default: Any = None
+    #: the command's parameter name where it differs from ``keyword`` (``--base-url``: base_urls)
+    dest: Optional[str] = None
+    multiple: bool = False
+    is_flag: bool = False
+    minimum: Optional[float] = None
+    minimum_open: bool = False
+    choices: Optional[Tuple[str, ...]] = None
+    metavar: Optional[str] = None
+    #: environment variable read when the option is not given
+    envvar: Optional[str] = None
+    #: passed to the constructor only when set (true, non-zero), else the constructor's default
+    only_when_set: bool = False
+    #: the value as the constructor takes it (``list`` for a repeated option)
+    convert: Optional[Callable[[Any], Any]] = None
+    #: what the backend cannot run without, said when it is missing (empty: optional)
+    required: str = ""
+
+    @property
+    def name(self) -> str:
+        """The command's parameter name."""
+        return self.dest or self.keyword
+
+    def value(self, given: Any) -> Any:
+        """The constructor's value for what the command received."""
+        return self.convert(given) if self.convert is not None and given is not None else given
+
+
+#: the options more than one backend reads
+DTYPE = BackendOption("--dtype", "dtype", "model dtype.", default="auto")
+TOKENIZER = BackendOption("--tokenizer", "tokenizer_path", "tokenizer folder if not the model's.")
+SAMPLES_PER_REQUEST = BackendOption("--samples-per-request", "samples_per_request",
+                                    "samples per request (n; default vllm 8, openai 8 with a tokenizer, else 1).",
+                                    int, minimum=1)
+
+
 class Backend:
     """Base class of generation backends."""
 
     name: str = ""
+    #: other names ``--backend`` takes
+    aliases: Tuple[str, ...] = ()
+    #: what ``--backend``'s help says of it
+    summary: str = ""
+    #: its command-line options (see :class:`BackendOption`)
+    options: Tuple[BackendOption, ...] = ()
+    #: values of the whole evaluation its constructor also takes (``device``, ``seed``)
+    takes: Tuple[str, ...] = ()
+    #: it loads the model folder itself (a missing folder fails before the run starts)
+    local_model: bool = False
     #: samples per chunk; fixed for a run
     chunk_size: int = 1
     #: questions generated together in one call (fixed groups, recorded in the run)

@@ -84,7 +84,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from mi_mergekit.errors import MiMergekitError
-from mi_mergekit.eval.backends.base import FAILED, Backend, Chunk, Completion, greedy, load_tokenizer
+from mi_mergekit.eval.backends.base import (FAILED, SAMPLES_PER_REQUEST, TOKENIZER, Backend, BackendOption, Chunk,
+                                            Completion, greedy, load_tokenizer)
 from mi_mergekit.eval.decoding import Decoding
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,35 @@ def server_message(raw: str) -> str:
 
 
 class OpenAIHTTPBackend(Backend):
-    name = "openai"
+    name, aliases = "openai", ("http",)
+    summary = "an OpenAI-compatible server at --base-url; http is its old name"
+    options = (
+        BackendOption("--base-url", "base_url",
+                      "server base URL, e.g. http://gpu1:8000/v1; repeat it to spread the run over a fleet (a failing "
+                      "server leaves the rotation, its requests go elsewhere).",
+                      dest="base_urls", multiple=True, convert=list,
+                      required="a base URL (--base-url http://HOST:PORT/v1)"),
+        BackendOption("--served-model", "served_model", "model name the server knows (default: --model)."),
+        BackendOption("--api", "api", "endpoint; completions renders the chat template locally.",
+                      choices=("completions", "chat"), default="completions"),
+        BackendOption("--api-key", "api_key", "bearer token.", envvar="OPENAI_API_KEY"),
+        BackendOption("--extra-body", "extra_body",
+                      "merged into every request, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": true}}'.",
+                      dict, metavar="JSON"),
+        BackendOption("--drop-unsupported", "drop_unsupported",
+                      "send only the sampling fields the server takes (e.g. no top_k for the OpenAI API or "
+                      "transformers serve); what is dropped is recorded in run.json and shown in the report as a "
+                      "deviation from the paper's decoding. Without it, a refused field stops the run before "
+                      "generating.", bool, is_flag=True),
+        BackendOption("--concurrency", "concurrency", "requests in flight.", int, default=8, minimum=1),
+        BackendOption("--timeout", "timeout", "seconds of silence allowed between streamed chunks (never bounds a "
+                      "whole generation).", float, default=600.0, minimum=0, minimum_open=True),
+        BackendOption("--connect-timeout", "connect_timeout", "seconds to connect.", float, default=30.0, minimum=0,
+                      minimum_open=True),
+        BackendOption("--retries", "retries", "retries per request.", int, default=3, minimum=0),
+        SAMPLES_PER_REQUEST,
+        TOKENIZER,
+    )
 
     def __init__(
         self,

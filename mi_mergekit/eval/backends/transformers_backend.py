@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 from typing import Iterable, Iterator, List, Optional, Tuple
 
-from mi_mergekit.eval.backends.base import Backend, Chunk, Completion, load_tokenizer
+from mi_mergekit.eval.backends.base import DTYPE, TOKENIZER, Backend, BackendOption, Chunk, Completion, load_tokenizer
 from mi_mergekit.eval.decoding import Decoding
 
 
@@ -53,6 +53,27 @@ _COMPACT_IGNORES = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0
 
 class TransformersBackend(Backend):
     name = "transformers"
+    summary = "this machine, CPU or GPU"
+    options = (
+        BackendOption("--batch-size", "batch_size", "samples per generate call.", int, default=8, minimum=1),
+        BackendOption("--prompt-batch", "prompt_batch",
+                      "questions per generate call (fixed groups; faster for small models).", int, default=1,
+                      minimum=1),
+        BackendOption("--compact", "compact",
+                      "decode with a loop that drops each stopped sample from the batch instead of generate, which "
+                      "computes every sample until the longest ends (faster on a CPU when lengths differ; greedy "
+                      "gives generate's tokens, sampling other draws of the same distribution; recorded in "
+                      "run.json).", bool, is_flag=True, only_when_set=True),
+        BackendOption("--slots", "slots",
+                      "continuous batching with N samples decoding at once, a stopped sample's slot taken by the "
+                      "next at once (fastest on a CPU, e.g. 128; each sample seeded on its own, so batches do not "
+                      "change draws; greedy gives generate's tokens; recorded in run.json). 0 = off.",
+                      int, default=0, minimum=0, only_when_set=True),
+        DTYPE,
+        TOKENIZER,
+    )
+    takes = ("device",)
+    local_model = True
 
     def __init__(
         self,

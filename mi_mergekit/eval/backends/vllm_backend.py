@@ -34,7 +34,8 @@ from __future__ import annotations
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from mi_mergekit.errors import MiMergekitError
-from mi_mergekit.eval.backends.base import FAILED, Backend, Chunk, Completion, greedy
+from mi_mergekit.eval.backends.base import (DTYPE, FAILED, SAMPLES_PER_REQUEST, TOKENIZER, Backend, BackendOption,
+                                            Chunk, Completion, greedy)
 from mi_mergekit.eval.decoding import Decoding
 
 
@@ -55,6 +56,16 @@ def _import_vllm():
 
 class VLLMBackend(Backend):
     name = "vllm"
+    summary = "GPU"
+    options = (
+        BackendOption("--tensor-parallel-size", "tensor_parallel_size", "GPUs per model.", int, default=1, minimum=1),
+        SAMPLES_PER_REQUEST,
+        BackendOption("--max-model-len", "max_model_len", "context length.", int, minimum=1),
+        DTYPE,
+        TOKENIZER,
+    )
+    takes = ("seed",)
+    local_model = True
     #: generations of a chunk whose samples vLLM keeps failing (abort / error) before giving up
     max_attempts = 3
 
