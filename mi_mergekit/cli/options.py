@@ -251,6 +251,9 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
     from mi_mergekit.eval.graders import GRADERS
     from mi_mergekit.eval.grading import GRADING_MODES, POSTPROCESS
 
+    def by_grading(mode: str) -> str:
+        return "/".join(name for name, benchmark in BENCHMARKS.items() if benchmark.grading == mode)
+
     options = [
         click.option("--dataset", required=dataset_required,
                      help="Dataset file (.jsonl/.csv/.parquet) or hf:NAME[:CONFIG] (needs `datasets`)."),
@@ -260,8 +263,8 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
         click.option("--grading", type=Choice(GRADING_MODES),
                      help="paper: the paper's evaluator (OpenCompass rules: a response without </think> is graded "
                           "on its whole text; math LaTeX-only, \\boxed first; GPQA options rotated by row, first "
-                          "ANSWER match) — default for aime25/ifeval/gpqa; strict: this harness's stricter rules — "
-                          "default for boxed. With --grade-only: re-grade in this mode (default: the run's)."),
+                          f"ANSWER match) — default for {by_grading('paper')}; strict: this harness's stricter "
+                          f"rules — default for {by_grading('strict')}. With --grade-only: re-grade in this mode (default: the run's)."),
         click.option("--postprocess", type=Choice(["auto", *POSTPROCESS]), default="auto", show_default=True,
                      help="paper grading: non-reasoning = OpenCompass's extract_non_reasoning_content (the paper's "
                           "Thinking and merged models), none = the raw response (the paper's Instruct model); auto "
@@ -276,8 +279,8 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
         click.option("--top-k", type=int, help="Override the preset's top_k."),
         click.option("--min-p", type=float, help="min_p (default: unset)."),
         click.option("-n", "--n-samples", type=POSITIVE, default=n_samples, show_default=n_samples is not None,
-                     help="Samples per question" + ("." if n_samples else " (default: aime25 64, others 8).")),
-        click.option("--max-new-tokens", type=POSITIVE, help="Token budget (default: aime25 81920, others 65536)."),
+                     help="Samples per question" + ("." if n_samples else f" (default: {_defaults('n_samples')}).")),
+        click.option("--max-new-tokens", type=POSITIVE, help=f"Token budget (default: {_defaults('max_new_tokens')})."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Sampling seed (per-chunk seeds derive from it)."),
         click.option("--shuffle-seed", type=int, default=0, show_default=True,
@@ -299,6 +302,18 @@ def eval_options(n_samples: Optional[int] = None, dataset_required: bool = False
         return function
 
     return decorate
+
+
+def _defaults(field: str) -> str:
+    """The benchmarks' defaults of ``field``: ``aime25 64, others 8``."""
+    from collections import Counter
+
+    from mi_mergekit.eval.benchmarks import BENCHMARKS
+
+    values = {name: getattr(benchmark, field) for name, benchmark in BENCHMARKS.items()}
+    common = Counter(values.values()).most_common(1)[0][0]
+    exceptions = [f"{name} {value}" for name, value in values.items() if value != common]
+    return ", ".join(exceptions + [f"others {common}"]) if exceptions else str(common)
 
 
 def _check_columns(ctx, param, values) -> Dict[str, str]:
