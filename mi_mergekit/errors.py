@@ -1,21 +1,20 @@
-"""Errors with messages meant for the person running the merge, and how they are shown.
+"""The errors the package raises, and the helpers that word their messages.
 
-One hierarchy: every error the library raises on bad input is a
-:class:`MiMergekitError` (a ``ValueError``) that may name the file it is about
-(``path``), shown as ``Error: <what> (<file>)``. Library code raises these and
-never a click error; the commands in :mod:`mi_mergekit.cli` turn the few that are
-about one option value into click's usage errors.
+One hierarchy: every error the package raises is a :class:`MiMergekitError` (a
+``ValueError``) that may name the file it is about (``path``), shown as
+``Error: <what> (<file>)``. Library code raises these and never a click error;
+the commands in :mod:`mi_mergekit.cli` turn the few that are about one option value
+into click's usage errors. ``tests/test_errors.py`` checks that the package raises no
+bare ``ValueError``/``RuntimeError``/``Exception`` and that this module imports no click.
 
-:func:`guarded_main` wraps a click command's ``main`` (``mi-mergekit`` and, through
-the autoload hook, ``mergekit-yaml``) so that *every* failure — ours, an ``OSError``
-such as a full disk, a corrupt safetensors file, a YAML or pydantic error, or a bug
-— ends in that one line and exit status 1; the traceback is printed only with
-``--verbose`` (``-v`` for mergekit-yaml) or ``MI_MERGEKIT_VERBOSE=1``. A usage error
-(an unknown option, a bad option value) keeps click's own form and exit status 2.
-
-:func:`did_you_mean` is the one close-match helper for names a user types (methods,
-parameters, module groups, dtypes, benchmarks, folders); :func:`command` says which
-command line is running, so that a message can name the fix that fits it.
+This module holds no presentation: how a failure is shown on the command line
+(the one ``Error:`` line, exit statuses, the traceback with ``--verbose``) is
+:mod:`mi_mergekit.cli.errors`. What is here builds messages: :func:`explain` words
+any failure as one line ``<what> (<file>)`` (a message may embed the cause it
+wraps), :func:`did_you_mean` is the one close-match helper for names a user types
+(methods, parameters, module groups, dtypes, benchmarks, folders), and
+:func:`command` says which command line is running (set by the command-line guard,
+None from the Python API), so that a message can name the fix that fits it.
 """
 
 from __future__ import annotations
@@ -25,13 +24,7 @@ import contextvars
 import difflib
 import errno
 import os
-import sys
-import traceback
-from typing import Callable, Iterable, Optional
-
-import click
-
-VERBOSE_ENV = "MI_MERGEKIT_VERBOSE"
+from typing import Iterable, Optional
 
 #: the command line being run: "mergekit-yaml", "mi-mergekit merge", … (None: the Python API)
 _COMMAND: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_command", default=None)
@@ -42,6 +35,19 @@ _VERBOSE_FLAG: contextvars.ContextVar = contextvars.ContextVar("mi_mergekit_verb
 def command() -> Optional[str]:
     """The command line being run (``"mergekit-yaml"``, ``"mi-mergekit merge"`` …), or None."""
     return _COMMAND.get()
+
+
+def set_command(name: Optional[str], verbose_flag: str = "--verbose") -> None:
+    """Record the command line being run and the flag that adds the traceback (the
+    command-line guard, :func:`mi_mergekit.cli.errors.guarded_main`, calls this)."""
+    _COMMAND.set(name)
+    _VERBOSE_FLAG.set(verbose_flag)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """A click exception (``ClickException`` and its usage errors), without importing click."""
+    return any(cls.__name__ == "ClickException" and cls.__module__.split(".")[0] == "click"
+               for cls in type(exc).__mro__)
 
 
 def did_you_mean(name, choices: Iterable[str], quote: bool = True) -> str:
@@ -109,6 +115,12 @@ class AnalysisInputError(MiMergekitError):
     """Bad input to an analysis (runs without λ, a model pair that does not match …)."""
 
 
+class ContractError(MiMergekitError, RuntimeError):
+    """Another component did not do what this package relies on (a backend returned the wrong
+    number of completions, another package registered a different merge method under one of
+    our names). Also a ``RuntimeError``, as it was before it joined the family."""
+
+
 _ERRNO_TEXT = {
     errno.ENOSPC: "disk full",
     errno.EDQUOT: "disk quota exceeded",
@@ -135,7 +147,7 @@ def writing(out_path: str):
         yield
     except Exception as exc:
         code = errno_of(exc)
-        if code not in WRITE_ERRNOS or isinstance(exc, (click.ClickException, MiMergekitError)):
+        if code not in WRITE_ERRNOS or isinstance(exc, MiMergekitError) or _is_click_error(exc):
             raise
         raise OutputWriteError(f"{_ERRNO_TEXT[code]} while writing the output", path=out_path) from exc
 
@@ -178,7 +190,7 @@ def is_safetensors_error(exc: BaseException) -> bool:
 
 def explain(exc: BaseException) -> str:
     """One line ``<what> (<file>)`` for any failure."""
-    if isinstance(exc, (MiMergekitError, click.ClickException)):
+    if isinstance(exc, MiMergekitError) or _is_click_error(exc):
         return _one_line(exc.format_message())
     code = errno_of(exc)
     if isinstance(exc, OSError):
@@ -252,73 +264,3 @@ def validation_summary(exc, where: str = "") -> str:
 
 def _one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip()).replace(":;", ":")
-
-
-def verbose_requested(args, flags=("--verbose",)) -> bool:
-    """True if ``MI_MERGEKIT_VERBOSE`` is set or one of ``flags`` (``-v`` also as ``-vv``…) is given."""
-    if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
-        return True
-    counted = "-v" in flags
-    return any(a in flags or (counted and a[:2] == "-v" and set(a[1:]) == {"v"}) for a in args)
-
-
-def quiet_hub_logs() -> None:
-    """Keep the Hugging Face hub library's warnings (retries, offline fallbacks) off the
-    terminal: what they mean ends in our one line. ``--verbose``/``-v`` keeps them."""
-    import logging
-
-    if "huggingface_hub" in sys.modules:
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    else:  # read when the library configures its logger
-        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-
-
-def guarded_main(main: Callable, verbose_flags=("--verbose",), strip_flags=(),
-                 applies: Callable[[BaseException], bool] = lambda exc: True,
-                 name: Optional[str] = None, usage_hint: Callable[[click.UsageError], Optional[str]] = None
-                 ) -> Callable:
-    """A click command's ``main`` that ends every failure in one ``Error:`` line and exit
-    status 1 (a usage error: click's message and exit status 2).
-
-    ``strip_flags`` are removed from the arguments before click parses them (a
-    global ``--verbose`` accepted anywhere). ``applies(exc)`` may return False to
-    let an exception through unchanged (stock mergekit merges keep their own
-    behaviour). ``name`` is the command (``mi-mergekit``: its subcommand is added), for
-    :func:`command`; ``usage_hint(exc)`` may add a sentence to a usage error.
-    """
-
-    def guarded(args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        args = list(sys.argv[1:] if args is None else args)
-        verbose = verbose_requested(args, verbose_flags)
-        args = [a for a in args if a not in strip_flags]
-        if name:
-            sub = next((a for a in args if not a.startswith("-")), None) if name == "mi-mergekit" else None
-            _COMMAND.set(f"{name} {sub}" if sub else name)
-        _VERBOSE_FLAG.set(verbose_flags[0])
-        if not verbose:
-            quiet_hub_logs()
-        if not standalone_mode:
-            return main(args, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            rv = main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.UsageError as exc:
-            hint = usage_hint(exc) if usage_hint else None
-            if hint:
-                exc.message = f"{exc.message} {hint}"
-                if isinstance(exc, click.NoSuchOption):
-                    exc.possibilities = None  # the hint says what to use instead
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        except Exception as exc:  # noqa: BLE001 - the point: nothing escapes as a traceback
-            if not applies(exc):
-                raise
-            if verbose:
-                traceback.print_exception(exc)
-            click.echo(f"Error: {explain(exc)}", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-    return guarded

@@ -101,7 +101,8 @@ def guard_mergekit_yaml(command) -> None:
     import yaml
     from pydantic import ValidationError
 
-    from mi_mergekit.errors import MergeInputError, about, explain, guarded_main, os_problem
+    from mi_mergekit.cli.errors import guarded_main
+    from mi_mergekit.errors import MergeInputError, about, explain, os_problem
     from mi_mergekit.mergekit_compat import wrap_mergekit_yaml
 
     def make_callback(callback):

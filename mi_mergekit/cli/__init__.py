@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from mi_mergekit.errors import guarded_main
+from mi_mergekit.cli.errors import guarded_main
 
 # subcommand name -> ("module:attribute" of a click command, its one-line help).
 # The help lives here so that `mi-mergekit --help` lists the commands without
@@ -58,7 +58,7 @@ SUBCOMMANDS = {
 
 class LazyGroup(click.Group):
     def main(self, *args, **kwargs):
-        """Every failure ends in one ``Error:`` line (see :func:`mi_mergekit.errors.guarded_main`)."""
+        """Every failure ends in one ``Error:`` line (see :func:`mi_mergekit.cli.errors.guarded_main`)."""
         run = guarded_main(super().main, verbose_flags=("--verbose",), strip_flags=("--verbose",),
                            name="mi-mergekit")
         return run(*args, **kwargs)

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from mi_mergekit.errors import EvalInputError
+
 FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
-class DatasetError(ValueError):
+class DatasetError(EvalInputError):
     """A dataset cannot be read or lacks a required column."""
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence, Union
 
+from mi_mergekit.errors import ContractError
 from mi_mergekit.eval import store as st
 
 #: lm-eval's symbol for "higher is better" per metric (None: neither)
@@ -125,6 +126,6 @@ def export_lm_eval(run_dirs: Sequence[Union[str, Path]], out_dir: Union[str, Pat
         new = sorted(set(Path(out_dir).rglob("*")) - before)
         result_files = [p for p in new if p.name.startswith("results_")]
         if not result_files or not any(p.name.startswith(f"samples_{task}_") for p in new):
-            raise OSError(f"lm-eval's tracker did not write the results of {run_dir} (see its log) ({out_dir})")
+            raise ContractError(f"lm-eval's tracker did not write the results of {run_dir} (see its log) ({out_dir})")
         written += result_files
     return written

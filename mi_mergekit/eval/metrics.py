@@ -166,7 +166,7 @@ def lambda_breakdown(grades: Sequence[dict], questions: Sequence[dict]) -> Optio
         return None
     missing = sorted({g["question_id"] for g in grades} - set(lam))
     if missing:
-        raise ValueError(f"some samples of a routed run carry no λ (e.g. question {missing[0]!r})")
+        raise EvalInputError(f"some samples of a routed run carry no λ (e.g. question {missing[0]!r})")
     groups: dict = {}
     for q in questions:
         groups.setdefault(float(lam[q["question_id"]]), []).append(q)

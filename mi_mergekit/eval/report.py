@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, paper_benchmarks
 from mi_mergekit.eval.frontier import write_frontier
-from mi_mergekit.eval.runner import grade_run, load_run
+from mi_mergekit.eval.runner import RunFolderError, grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
 from mi_mergekit.eval.tables import markdown
 
@@ -60,7 +60,7 @@ def load_runs(run_dirs: Sequence[Union[str, Path]]) -> List[dict]:
     for run_dir in run_dirs:
         path = Path(run_dir)
         if not path.is_dir():
-            raise FileNotFoundError(f"run directory not found ({path})")
+            raise RunFolderError(f"run directory not found ({path})")
         if not (path / METRICS_FILE).is_file():
             grade_run(path)
         runs.append(load_run(path))

@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from mi_mergekit.errors import EvalInputError
+from mi_mergekit.errors import ContractError, EvalInputError
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, find_backend, make_backend
 from mi_mergekit.eval.backends.base import is_cut_off
@@ -76,12 +76,17 @@ def generation_keys() -> tuple:
     return GENERATION_KEYS + prompt_keys() + ("sampling_not_sent",)
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(EvalInputError):
     """``out_dir`` holds a run with different generation settings."""
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(EvalInputError):
     """The model to evaluate is not a readable model folder."""
+
+
+class RunFolderError(EvalInputError, FileNotFoundError):
+    """A folder given as an eval run is missing or not a (graded) run; also a
+    ``FileNotFoundError``, as it was before it joined the family."""
 
 
 #: what `mi-mergekit eval` writes into a run folder (anything else: not a run folder)
@@ -447,7 +452,7 @@ def generate_missing(out: Path, prompts, backend: Backend, decoding: Decoding, n
     with tqdm(total=total, initial=done_before, desc="generating", unit="sample", disable=not progress) as bar:
         for chunk, completions in backend.generate(chunks, decoding, max_new_tokens):
             if len(completions) != len(chunk.indices):
-                raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk.indices)} samples")
+                raise ContractError(f"backend returned {len(completions)} completions for {len(chunk.indices)} samples")
             records = [
                 {
                     "question_id": chunk.question_id,
@@ -480,7 +485,7 @@ def grade_run(run_dir: Union[str, Path], grader: Optional[str] = None, progress:
     """
     out = Path(run_dir)
     if not (out / st.RUN_FILE).is_file():
-        raise FileNotFoundError(f"the folder is not a run directory: it has no {st.RUN_FILE} ({out})")
+        raise RunFolderError(f"the folder is not a run directory: it has no {st.RUN_FILE} ({out})")
     config = st.read_json(out / st.RUN_FILE)
     mode = check_grading(grading) or config.get("grading", LEGACY_GRADING)
     post = check_postprocess(postprocess) or config.get("postprocess", LEGACY_POSTPROCESS)
@@ -580,7 +585,7 @@ def load_run(run_dir: Union[str, Path]) -> dict:
     ``questions`` (questions.json). ``pass@k`` / ``mean@k`` / ``vote@k`` maps have int keys."""
     out = Path(run_dir)
     if not (out / st.METRICS_FILE).is_file():
-        raise FileNotFoundError(f"{out} has no {st.METRICS_FILE}; is it a finished (graded) run directory?")
+        raise RunFolderError(f"{out} has no {st.METRICS_FILE}; is it a finished (graded) run directory?")
     metrics = st.read_json(out / st.METRICS_FILE)
     questions = st.read_json(out / st.QUESTIONS_FILE)
     for block in [metrics, *questions]:

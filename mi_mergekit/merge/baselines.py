@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from mi_mergekit.errors import MergeInputError
+
 #: method -> (mergekit method, per-model parameters, top-level parameters)
 SETTINGS: Dict[str, tuple] = {
     "ta": ("task_arithmetic", {"weight": 0.7}, {"normalize": False, "lambda": 1.0}),
@@ -34,7 +36,7 @@ def baseline_recipe(method: str, base: str, instruct: str, thinking: str, dtype:
     """The recipe of baseline ``method`` (``ta`` or ``ties``) on ``base`` (the common ancestor) with
     the Instruct and Thinking models, as a mergekit config mapping (``yaml.safe_dump`` writes it)."""
     if method not in SETTINGS:
-        raise ValueError(f"unknown baseline {method!r}; choose from {sorted(SETTINGS)}")
+        raise MergeInputError(f"unknown baseline {method!r}; choose from {sorted(SETTINGS)}")
     merge_method, per_model, parameters = SETTINGS[method]
     recipe = {
         "merge_method": merge_method,

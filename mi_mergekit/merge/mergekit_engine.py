@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Tuple
 
+from mi_mergekit.errors import MergeInputError
+
 LOG = logging.getLogger("mi_mergekit.sweep")
 
 
@@ -102,7 +104,7 @@ def _tasks():
         def execute(self, tensors):
             chunks = [tensors[model] for model in self.models]
             if len({tuple(c.shape) for c in chunks}) != 1:
-                raise ValueError(f"Tensor size mismatch for {self.tensor_name}: "
+                raise MergeInputError(f"Tensor size mismatch for {self.tensor_name}: "
                                  f"{[tuple(c.shape) for c in chunks]}")
             return align_inputs(method_named(self.method_name), self.tensor_name, chunks, self.base, self.settings)
 

@@ -40,6 +40,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from mi_mergekit.errors import CheckpointFileError
+
 #: safetensors dtype names <-> torch dtypes
 DTYPES: Dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -61,8 +63,8 @@ for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64")):
 NAMES: Dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
 
 
-class SafetensorsFormatError(ValueError):
-    """A file that is not a complete safetensors file."""
+class SafetensorsFormatError(CheckpointFileError):
+    """A file that is not a complete safetensors file (``path``: the file)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,10 @@ class SafetensorsFile:
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             self.entries = self._parse_header()
+        except SafetensorsFormatError as exc:
+            os.close(self.fd)
+            exc.path = exc.path or str(path)
+            raise
         except Exception:
             os.close(self.fd)
             raise
@@ -186,7 +192,11 @@ class SafetensorsFile:
         size = (stop - start) * item
         out = torch.empty(size, dtype=torch.uint8) if buffer is None else buffer[:size]
         if size:
-            _read_exactly(self.fd, memoryview(out.numpy()), entry.offset + start * item)
+            try:
+                _read_exactly(self.fd, memoryview(out.numpy()), entry.offset + start * item)
+            except SafetensorsFormatError as exc:
+                exc.path = exc.path or str(self.path)
+                raise
             if self.drop_read:
                 _advise(self.fd, entry.offset + start * item, size, "POSIX_FADV_DONTNEED")
         return out.view(entry.dtype)

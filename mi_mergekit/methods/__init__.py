@@ -5,6 +5,7 @@ Each declares its name, parameters and element-wise arithmetic once
 add its instance to ``METHODS``. Nothing else names a method.
 """
 
+from mi_mergekit.errors import ContractError
 from mi_mergekit.methods.interpolation import model_interpolation
 from mi_mergekit.methods.nway import nway_interpolation
 
@@ -19,7 +20,7 @@ def register(method) -> None:
     if existing is None:
         registry.register(method)
     elif type(existing) is not type(method):
-        raise RuntimeError(f"mergekit already has a different merge method named {method.spec.name!r}")
+        raise ContractError(f"mergekit already has a different merge method named {method.spec.name!r}")
 
 
 def register_all() -> None:

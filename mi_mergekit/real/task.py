@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mi_mergekit import runsum
+from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.eval.prompts import AIME_SUFFIX
 from mi_mergekit.runsum import write_jsonl  # noqa: F401  (records of any Problem with to_record)
 
@@ -285,7 +286,7 @@ def steps_shown(text: str) -> int:
 
 def make_problem(rng: random.Random, difficulty: int, id: str = "") -> Problem:
     if not MIN_DIFFICULTY <= difficulty <= MAX_DIFFICULTY:
-        raise ValueError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
+        raise MiMergekitError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
     return Problem(id=id, terms=tuple(rng.randint(10, 99) for _ in range(difficulty)))
 
 

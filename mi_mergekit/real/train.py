@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mi_mergekit import real
+from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.real import task
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -88,10 +89,10 @@ def completion(problem: task.Problem, trace: str, seed: int, verification: str =
         return task.Trace(((problem.instruct_completion(), True),))
     if trace == "overthink":
         if verification not in task.VERIFY_LINES:
-            raise ValueError(f"unknown verification {verification!r}; choose from {list(task.VERIFY_LINES)}")
+            raise MiMergekitError(f"unknown verification {verification!r}; choose from {list(task.VERIFY_LINES)}")
         habits = dataclasses.replace(task.HABITS, verification=verification)
         return task.overthinking_trace(problem, random.Random(f"{seed}:{problem.expression}"), habits)
-    raise ValueError(f"unknown trace {trace!r}; choose from {list(TRACES)}")
+    raise MiMergekitError(f"unknown trace {trace!r}; choose from {list(TRACES)}")
 
 
 def template_of(problem: task.Problem, trace: str, seed: int) -> "str | None":
@@ -164,7 +165,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
         start = json.loads((init / "adapter_config.json").read_text())
         if (start["r"], start["lora_alpha"]) != (config.rank, config.alpha) or \
                 sorted(start["target_modules"]) != sorted(TARGET_MODULES):
-            raise ValueError(f"{config.init_adapter} is a rank {start['r']} / α {start['lora_alpha']} adapter of "
+            raise MiMergekitError(f"{config.init_adapter} is a rank {start['r']} / α {start['lora_alpha']} adapter of "
                              f"{sorted(start['target_modules'])}; the config asks for {config.rank} / {config.alpha}")
         model = PeftModel.from_pretrained(model, str(init), is_trainable=True)
         model = model.to(torch.float32)  # the shipped adapter is bfloat16; train in float32
@@ -175,7 +176,7 @@ def train(instruct: Path, out: Path, config: TrainConfig, log=print) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     if config.trace not in TRACES:
-        raise ValueError(f"unknown trace {config.trace!r}; choose from {list(TRACES)}")
+        raise MiMergekitError(f"unknown trace {config.trace!r}; choose from {list(TRACES)}")
     # the shipped files, regenerated (tested equal); the first adapter was trained without
     # the calibration set, which did not exist yet
     exclude = ({p.expression for p in task.make_heldout()} if config.trace == "runningsum"

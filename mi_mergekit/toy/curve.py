@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mi_mergekit.errors import MergeInputError, MiMergekitError
 from mi_mergekit.toy import task
 from mi_mergekit.toy.tokenizer import THINKING_SAMPLING, build_tokenizer, prompt_text
 
@@ -40,7 +41,7 @@ def interpolate(instruct: dict, thinking: dict, lam: float) -> dict[str, torch.T
     from mi_mergekit.merge import kernel
 
     if instruct.keys() != thinking.keys():
-        raise ValueError("state dicts have different tensors")
+        raise MergeInputError("state dicts have different tensors")
     return {k: kernel.interpolate(instruct[k], thinking[k], lam) for k in instruct}
 
 
@@ -55,7 +56,7 @@ def load_model(folder: str | Path, state: dict | None = None):
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m != "lm_head.weight"]  # tied to embed_tokens
     if missing or unexpected:
-        raise ValueError(f"state mismatch: missing {missing}, unexpected {unexpected}")
+        raise MiMergekitError(f"state mismatch: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     return model.eval()
 

@@ -30,6 +30,8 @@ import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from mi_mergekit.errors import MiMergekitError
+
 from mi_mergekit.runsum import (  # noqa: F401  (the task's shared half, used as task.*)
     THINK_CLOSE,
     THINK_OPEN,
@@ -54,7 +56,7 @@ def parse_question(question: str) -> tuple[int, ...]:
 
 def make_problem(rng: random.Random, difficulty: int, id: str = "") -> Problem:
     if not MIN_DIFFICULTY <= difficulty <= MAX_DIFFICULTY:
-        raise ValueError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
+        raise MiMergekitError(f"difficulty must be in [{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {difficulty}")
     return Problem(id=id, terms=tuple(rng.sample(range(10), difficulty)))
 
 
