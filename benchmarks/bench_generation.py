@@ -57,9 +57,8 @@ def workload(model: Path, every: int):
     from mi_mergekit.eval.datasets import load_examples
     from mi_mergekit.eval.prompts import prompt_record
     from mi_mergekit.real import task
-    from mi_mergekit.routing.experiment import calibration_records_of
 
-    records = calibration_records_of(task.load_heldout(), 50)[::every]
+    records = task.balanced_questions(task.load_heldout(), 50)[::every]
     tokenizer = load_tokenizer(str(model))
     kind = get_benchmark("boxed").kind
     with tempfile.TemporaryDirectory() as folder:  # read as the demo's eval reads its heldout.jsonl

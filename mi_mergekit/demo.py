@@ -249,9 +249,9 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     build_seconds = time.perf_counter() - started
     records = spec.records
     if pair != "toy":
-        from mi_mergekit.routing.experiment import calibration_records_of
+        from mi_mergekit.real.task import balanced_questions
 
-        records = calibration_records_of(records, limit if limit is not None else spec.limit)
+        records = balanced_questions(records, limit if limit is not None else spec.limit)
     elif limit:
         records = records[:limit]
     dataset = out / "heldout.jsonl"
@@ -292,9 +292,10 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     routed: List[Path] = []
     routing_text = None
     if plan is not None:
-        from mi_mergekit.routing.experiment import calibration_records_of, run_experiment
+        from mi_mergekit.real.task import balanced_questions
+        from mi_mergekit.routing.experiment import run_experiment
 
-        calibration = calibration_records_of(spec.calibration, calibration_limit or spec.limit)
+        calibration = balanced_questions(spec.calibration, calibration_limit or spec.limit)
         calibration_path = out / "calibration.jsonl"
         _write_records(calibration_path, calibration)
         t0 = time.perf_counter()

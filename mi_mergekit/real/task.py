@@ -363,3 +363,9 @@ def balanced_subset(records: list[dict], limit: int | None) -> list[dict]:
             if queue and len(out) < limit:
                 out.append(queue.pop(0))
     return out
+
+
+def balanced_questions(records, limit: int | None) -> list[dict]:
+    """``limit`` questions balanced over difficulty (:func:`balanced_subset`), sorted by it: what
+    the demo evaluates on (of the held-out set) and calibrates a router on (of the calibration set)."""
+    return sorted(balanced_subset(list(records), limit), key=lambda r: int(r["difficulty"]))

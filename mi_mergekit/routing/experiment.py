@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence
 
 from mi_mergekit.routing.policy import OBJECTIVES, Router, RouterError, fit, outcomes_of_runs, question_hash
 from mi_mergekit.routing.signals import SIGNALS, compute_signals, signal_values
@@ -139,10 +139,3 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
 
 def _number(value: float) -> str:
     return f"{value:.4g}" if abs(value) != float("inf") else ("∞" if value > 0 else "−∞")
-
-
-def calibration_records_of(records: Sequence[dict], limit: Optional[int]) -> List[dict]:
-    """The demo's calibration questions: balanced over difficulty, sorted by it."""
-    from mi_mergekit.real.task import balanced_subset
-
-    return sorted(balanced_subset(list(records), limit), key=lambda r: int(r["difficulty"]))

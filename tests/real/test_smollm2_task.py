@@ -39,6 +39,9 @@ def test_balanced_subset_round_robins_difficulties():
     subset = task.balanced_subset(records, 7)
     assert [r["difficulty"] for r in subset] == [2, 3, 4, 5, 6, 2, 3]
     assert task.balanced_subset(records, None) == records
+    questions = task.balanced_questions(records, 7)  # the demo's: the same subset, sorted by difficulty
+    assert [r["difficulty"] for r in questions] == [2, 2, 3, 3, 4, 5, 6]
+    assert sorted(r["id"] for r in questions) == sorted(r["id"] for r in subset)
 
 
 def test_shipped_calibration_set_is_disjoint_from_heldout_and_training():
