@@ -223,8 +223,8 @@ def test_plan_names_every_part_of_a_hybrid(pairs):
     plan, _ = build_plan(config_from(mi_config(instruct, thinking, LAM, exclude_modules="mixer")))
     table = plan.table()
     assert "mixer" in table and "experts" in table and "placed by mergekit's definition" in table
-    assert {t.part for t in plan.tensors if not t.interpolated} == {"mixer", "input_layernorm"}
-    assert all(t.layer in (0, 2) for t in plan.tensors if not t.interpolated)  # the Mamba layers
+    assert {t.part for t in plan.tensors if not t.computed} == {"mixer", "input_layernorm"}
+    assert all(t.layer in (0, 2) for t in plan.tensors if not t.computed)  # the Mamba layers
 
 
 # --------------------------------------------------------------------------- the README's table

@@ -148,7 +148,7 @@ def test_plan_matches_name(name, standins):
     seen_layers = set()
     for tensor in plan.tensors:
         want = should_interpolate(tensor.name, layers, window, exclude)
-        assert tensor.interpolated == want, (name, tensor.name)
+        assert tensor.computed == want, (name, tensor.name)
         assert tensor.value == (lam if want else 0.0), (name, tensor.name)
         seen_layers.add(tensor.layer)
     assert seen_layers - {None} == set(range(layers))
@@ -160,13 +160,13 @@ def test_last2of3_is_exactly_layers_12_to_35(standins_4b):
     from mi_mergekit.merge.plan import build_plan
 
     plan, _ = build_plan(load(os.path.join(RECIPES, "mi_0.8_last2of3.yaml"), standins_4b))
-    merged = {t.layer for t in plan.tensors if t.interpolated}
-    kept = {t.layer for t in plan.tensors if not t.interpolated}
+    merged = {t.layer for t in plan.tensors if t.computed}
+    kept = {t.layer for t in plan.tensors if not t.computed}
     assert merged == set(range(12, 36)) | {None}  # final norm sits at the last layer
     assert kept == set(range(0, 12)) | {None}  # (tied) embeddings sit at layer 0
     for tensor in plan.tensors:
         if tensor.layer is not None and tensor.layer < 12:
-            assert tensor.value == 0.0 and not tensor.interpolated, tensor.name
+            assert tensor.value == 0.0 and not tensor.computed, tensor.name
         if tensor.layer is not None and tensor.layer >= 12:
             assert tensor.value == 0.8, tensor.name
 

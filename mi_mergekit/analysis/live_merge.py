@@ -54,7 +54,7 @@ class InMemoryInterpolation:
         self.inputs: Dict[str, List[Any]] = {}
         for tensor in plan.tensors:
             inputs = self._load(tensor.name)
-            if not tensor.interpolated:
+            if not tensor.computed:
                 from mi_mergekit.merge.method import align_inputs
 
                 inputs = [align_inputs(self.method, tensor.name, inputs, 0, [tensor.setting]).result(tensor.setting)]
@@ -79,18 +79,18 @@ class InMemoryInterpolation:
                 f"transformers model (e.g. {missing[:3]}; fused MoE experts?): use --materialize disk")
         self._targets = {n: state[n] for n in self.inputs}
         self.lam: Optional[float] = None
-        self._donor = ModelReference.model_validate(plan.donor) if plan.donor else refs[0]
+        self._tokenizer_donor = ModelReference.model_validate(plan.tokenizer_donor) if plan.tokenizer_donor else refs[0]
         self._set_generation_config()
 
-    def donor_path(self) -> str:
-        return self._donor.merged(cache_dir=self.options.lora_merge_cache,
+    def tokenizer_donor_path(self) -> str:
+        return self._tokenizer_donor.merged(cache_dir=self.options.lora_merge_cache,
                                   trust_remote_code=self.options.trust_remote_code
                                   ).local_path(cache_dir=self.options.transformers_cache)
 
     def _set_generation_config(self) -> None:
         from transformers import GenerationConfig
 
-        donor = self.donor_path()
+        donor = self.tokenizer_donor_path()
         if os.path.exists(os.path.join(donor, "generation_config.json")):
             self.model.generation_config = GenerationConfig.from_pretrained(donor)
 

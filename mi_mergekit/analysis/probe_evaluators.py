@@ -49,7 +49,7 @@ class HarnessEvaluator:
                                               device=self.backend_options.get("device"))
             from mi_mergekit.eval.backends.base import load_tokenizer
 
-            self.tokenizer = load_tokenizer(self.live.donor_path())
+            self.tokenizer = load_tokenizer(self.live.tokenizer_donor_path())
         elif materialize != "disk":
             raise AnalysisInputError(f"materialize must be memory or disk, got {materialize!r}")
 

@@ -26,7 +26,8 @@ set of reused slice buffers — ``READ_AHEAD + 1`` slices per input and
 
 Output layout: by default the output keeps the layout donor's files (the base
 model — the Instruct checkpoint for ``model_interpolation`` — or else the first
-model): same file names, same tensor-to-file map, an index file when the donor
+model; not the tokenizer donor, :attr:`~mi_mergekit.merge.plan.MergePlan.tokenizer_donor`):
+same file names, same tensor-to-file map, an index file when the layout donor
 has one. An explicit ``--out-shard-size`` shards by size
 with mergekit's file names instead.
 
@@ -195,22 +196,22 @@ def plan_jobs(tensors: Sequence[Any], outputs: Sequence[Output], inputs: Inputs)
     return jobs
 
 
-def output_files(jobs: Sequence[Job], k: int, donor_index, shard_size: int
+def output_files(jobs: Sequence[Job], k: int, layout_index, shard_size: int
                  ) -> Tuple[Dict[str, List[OutputSpec]], bool]:
-    """(file name -> tensors, write an index?) of output ``k``: the donor's layout
-    (same files, same tensor-to-file map) unless ``--out-shard-size`` was set or the
-    output names are not the donor's."""
+    """(file name -> tensors, write an index?) of output ``k``: the layout donor's layout
+    (same files, same tensor-to-file map; ``layout_index`` is its index) unless
+    ``--out-shard-size`` was set or the output names are not the layout donor's."""
     from mergekit.options import MergeOptions
 
     specs = sorted((OutputSpec(job.name, job.out_dtypes[k], job.shape) for job in jobs),
                    key=lambda spec: natural_key(spec.name))
     default_size = MergeOptions.model_fields["out_shard_size"].default
-    donor_paths = donor_index.tensor_paths if donor_index is not None else {}
-    if shard_size == default_size and specs and all(s.name in donor_paths for s in specs):
+    layout_paths = layout_index.tensor_paths if layout_index is not None else {}
+    if shard_size == default_size and specs and all(s.name in layout_paths for s in specs):
         files: Dict[str, List[OutputSpec]] = {}
         for spec in specs:
-            files.setdefault(donor_paths[spec.name], []).append(spec)
-        has_index = os.path.exists(os.path.join(donor_index.base_path, "model.safetensors.index.json"))
+            files.setdefault(layout_paths[spec.name], []).append(spec)
+        has_index = os.path.exists(os.path.join(layout_index.base_path, "model.safetensors.index.json"))
         return files, has_index
     return shard_by_size(specs, shard_size), False
 
@@ -400,10 +401,10 @@ def check_streamable(config, options) -> None:
 
 
 def write_weights(config, arch, outputs: Sequence[Output], options, out_config=None,
-                  donor=None, desc: str = "Merging") -> None:
+                  layout_donor=None, desc: str = "Merging") -> None:
     """Plan with mergekit, then stream every output's weights into its folder.
 
-    ``donor`` is the model whose shard layout the outputs keep. Raises
+    ``layout_donor`` is the model whose shard layout the outputs keep. Raises
     :class:`NotStreamable` (before anything is written) for merges only mergekit's
     engine runs.
     """
@@ -414,8 +415,8 @@ def write_weights(config, arch, outputs: Sequence[Output], options, out_config=N
     inputs = Inputs(options)
     try:
         jobs = plan_jobs(tensors, outputs, inputs)
-        donor_index = inputs.index(donor) if donor is not None else None
-        layouts = [output_files(jobs, k, donor_index, options.out_shard_size) for k in range(len(outputs))]
+        layout_index = inputs.index(layout_donor) if layout_donor is not None else None
+        layouts = [output_files(jobs, k, layout_index, options.out_shard_size) for k in range(len(outputs))]
         out_bytes = sum(spec.nbytes for files, _ in layouts for specs in files.values() for spec in specs)
         check_free_space(outputs[0].folder, out_bytes)
         # more than the page cache holds: drop what was read and written (see safetensors_io)

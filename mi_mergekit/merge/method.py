@@ -119,9 +119,9 @@ class ElementwiseMethod(GroupMergeMethod):
         its key path and the value given); a method that adds checks calls it first."""
         check_parameter_types(self, config)
 
-    def donor(self, config) -> Optional[Tuple[str, Any]]:
+    def tokenizer_donor(self, config) -> Optional[Tuple[str, Any]]:
         """(label, model) whose tokenizer, chat template and generation_config the output
-        carries; None keeps mergekit's choice."""
+        carries; None keeps mergekit's choice. (The output's shard layout is the base's.)"""
         return None
 
     # ------------------------------------------------------------ what engines call

@@ -56,7 +56,7 @@ class TensorPlan:
     name: str
     part: str  # the role's part; "other" where no rule names one
     layer: Optional[int]
-    interpolated: bool  # computed by the method (False: the base tensor, bit for bit)
+    computed: bool  # computed by the method (False: the base tensor, bit for bit); "interpolated" in mi_plan.json
     value: Any  # the method's per-tensor value (model_interpolation: λ, 0.0 where kept)
     setting: Hashable = None  # what the method computes it with
     fields: Dict[str, Any] = field(default_factory=dict)  # the method's extra fields
@@ -79,7 +79,7 @@ class MergePlan:
     architecture: str
     layers_from: str  # where the tensors' depths come from (mergekit's definition or inference)
     template_from: Optional[str]  # whose tokenizer/chat template/generation_config (None: mergekit's)
-    donor: Optional[str]  # that model
+    tokenizer_donor: Optional[str]  # that model (the shard layout comes from the base: ``base``)
     value_name: str = "value"
     value_label: str = "value"
     tensors: List[TensorPlan] = field(default_factory=list)
@@ -93,7 +93,7 @@ class MergePlan:
     @property
     def value(self) -> Any:
         """The one value every computed tensor has, if there is one (a plain λ)."""
-        values = {json.dumps(t.value) for t in self.tensors if t.interpolated}
+        values = {json.dumps(t.value) for t in self.tensors if t.computed}
         return json.loads(values.pop()) if len(values) == 1 else None
 
     @property
@@ -125,9 +125,11 @@ class MergePlan:
             "template_from": self.template_from,
             self.value_name: self.value,
             f"mean_{self.value_name}": None if self.mean_value is None else round(self.mean_value, 6),
+            # "interpolated" is TensorPlan.computed: the key keeps the name that the mi_plan.json
+            # files of earlier merges on disk were written with (a file format; eval reads them back)
             "tensors": [
                 {"name": t.name, "part": t.part, "layer": t.layer, "side": t.side, **t.fields,
-                 "interpolated": t.interpolated, self.value_name: t.value}
+                 "interpolated": t.computed, self.value_name: t.value}
                 for t in self.tensors
             ],
             "warnings": self.warnings,
@@ -139,7 +141,7 @@ class MergePlan:
     @property
     def whole_model(self) -> bool:
         """True when every tensor is interpolated with one λ (no window, no module selection)."""
-        return all(t.interpolated for t in self.tensors) and self.value is not None
+        return all(t.computed for t in self.tensors) and self.value is not None
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as handle:
@@ -187,7 +189,7 @@ class MergePlan:
         lines = [
             f"{self.method}: " + "  ".join(f"{role}={model}" for role, model in self.inputs),
             f"{self.architecture}, {self.num_layers} decoder layers (placed by {self.layers_from}), "
-            f"{len(self.tensors)} tensors, {sum(t.interpolated for t in self.tensors)} interpolated;"
+            f"{len(self.tensors)} tensors, {sum(t.computed for t in self.tensors)} interpolated;"
             f" {self.value_label} shown per tensor group (0 = kept at {base_role} weights)",
             fmt.format(*header),
         ]
@@ -329,9 +331,9 @@ def check_slices(method: ElementwiseMethod, config: MergeConfiguration, models: 
 TOKENIZER_MAIN_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def check_tokenizer_files(donor: ModelReference, role: str) -> None:
-    """The output takes its tokenizer from ``donor``: refuse a local donor without one."""
-    folder = donor.model.path
+def check_tokenizer_files(tokenizer_donor: ModelReference, role: str) -> None:
+    """The output takes its tokenizer from ``tokenizer_donor``: refuse a local one without one."""
+    folder = tokenizer_donor.model.path
     if os.path.isdir(folder) and not any(
         os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_MAIN_FILES
     ):
@@ -372,10 +374,10 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
     num_layers = int(first_text.num_hidden_layers)
     check_slices(method, config, models, num_layers)
 
-    donor = method.donor(config)
+    tokenizer_donor = method.tokenizer_donor(config)
     rebuilt = bool(config.tokenizer_source or config.tokenizer or config.chat_template)
-    if donor is not None and options.copy_tokenizer and not rebuilt:
-        check_tokenizer_files(donor[1], donor[0])
+    if tokenizer_donor is not None and options.copy_tokenizer and not rebuilt:
+        check_tokenizer_files(tokenizer_donor[1], tokenizer_donor[0])
 
     first_index = CheckpointIndex.read(models[0], options)
     for label, model in zip(labels[1:], models[1:]):
@@ -394,8 +396,8 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         num_layers=num_layers,
         architecture=layout.architecture,
         layers_from=layout.source,
-        template_from=donor[0] if donor else None,
-        donor=str(donor[1]) if donor else None,
+        template_from=tokenizer_donor[0] if tokenizer_donor else None,
+        tokenizer_donor=str(tokenizer_donor[1]) if tokenizer_donor else None,
         value_name=method.value_name,
         value_label=method.value_label,
     )
@@ -412,7 +414,7 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
         placed = layout.placements.get(planned.name)
         plan.tensors.append(TensorPlan(
             name=planned.name, part=(placed and placed.part) or "other", layer=placed and placed.layer,
-            interpolated=not method.keeps_base(setting), value=method.plan_value(setting), setting=setting,
+            computed=not method.keeps_base(setting), value=method.plan_value(setting), setting=setting,
             fields=fields, side=placed and placed.side, parameters=_elements(first_index.shapes.get(planned.name))))
     if method.checkpoint_layout:  # nothing dropped, nothing invented: refuse before writing otherwise
         planned_names = {t.name for t in plan.tensors}
@@ -421,7 +423,7 @@ def build_plan(config: MergeConfiguration, options: Optional[MergeOptions] = Non
             raise MergeInputError(
                 f"the plan would drop {len(lost)} and add {len(extra)} of the {labels[0]} checkpoint's tensors "
                 f"({', '.join((lost + extra)[:5])}); this is a bug in mi-mergekit's placement, please report it")
-    if not any(t.interpolated for t in plan.tensors):
+    if not any(t.computed for t in plan.tensors):
         plan.warnings.append(f"no tensor is interpolated: the output equals the {labels[0]} model")
     plan.warnings += method.plan_warnings([t.setting for t in plan.tensors])
     plan.warnings += method.layout_warnings(layout)

@@ -8,7 +8,7 @@ streaming engine (:mod:`mi_mergekit.merge.engine`) — or, with
 ``MI_MERGEKIT_ENGINE=mergekit`` or for a recipe the engine does not execute,
 from mergekit's executor (:mod:`mi_mergekit.merge.mergekit_engine`); every other
 file is written by mergekit's own helpers, as ``run_merge`` writes them, then
-the chosen donor's tokenizer/chat template/generation_config and ``mi_plan.json``.
+the tokenizer donor's tokenizer/chat template/generation_config and ``mi_plan.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LOG = logging.getLogger("mi_mergekit")
 
 # The files mergekit copies from its tokenizer donor, plus vocab.json (GPT-2 style BPE), and a
 # multimodal model's processor configuration (image / video preprocessing, the processor's template).
-DONOR_FILES = (
+TOKENIZER_DONOR_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "tokenizer.json",
@@ -72,12 +72,12 @@ def stream_weights(merge_config, outputs: Sequence[PlannedOutput], arch, options
     if engine_name() != "stream":
         LOG.warning("mergekit's executor writes the weights (MI_MERGEKIT_ENGINE=mergekit): %s", FALLBACK_LAYOUT)
         return False
-    donor = ModelReference.model_validate(outputs[0].plan.base)
+    layout_donor = ModelReference.model_validate(outputs[0].plan.base)  # the outputs keep its shard files
     desc = "Merging" if len(outputs) == 1 else f"Sweep ({len(outputs)} λ)"
     try:
         write_weights(merge_config if len(outputs) == 1 else outputs[0].config, arch,
                       [Output(o.stage, o.settings) for o in outputs], options,
-                      out_config=outputs[0].out_config, donor=donor, desc=desc)
+                      out_config=outputs[0].out_config, layout_donor=layout_donor, desc=desc)
     except NotStreamable as why:
         LOG.warning("mergekit's executor writes the weights (the streaming engine does not do this merge: %s): "
                     "%s", why, FALLBACK_LAYOUT)
@@ -102,7 +102,7 @@ def write_outputs(merge_config, outputs: Sequence[PlannedOutput], arch, options,
 
 
 def finish_output(output: PlannedOutput, arch, tokenizer, options) -> None:
-    """What mergekit's run_merge writes after the weights, then our donor files and plan."""
+    """What mergekit's run_merge writes after the weights, then the tokenizer donor's files and our plan."""
     from mi_mergekit import mergekit_compat
 
     mergekit_compat.write_model_files(
@@ -113,13 +113,13 @@ def finish_output(output: PlannedOutput, arch, tokenizer, options) -> None:
 
 
 def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
-    """Give the output the chosen donor's tokenizer, chat template, generation_config and
+    """Give the output the tokenizer donor's tokenizer, chat template, generation_config and
     processor files (where the method chooses one; else mergekit's choice stands)."""
     from mergekit.common import ModelReference
 
-    if plan.donor is None:
+    if plan.tokenizer_donor is None:
         return
-    donor = ModelReference.model_validate(plan.donor)
+    donor = ModelReference.model_validate(plan.tokenizer_donor)
     rebuilt = bool(
         merge_config.tokenizer_source or merge_config.tokenizer or merge_config.chat_template
     )
@@ -130,7 +130,7 @@ def copy_template_files(merge_config, plan, out_dir: str, options) -> None:
     ).local_path(cache_dir=options.transformers_cache)
     # When mergekit rebuilt the tokenizer (tokenizer_source / chat_template set), keep
     # it and only add the donor's generation_config, which mergekit then omits.
-    files = ("generation_config.json",) if rebuilt else DONOR_FILES
+    files = ("generation_config.json",) if rebuilt else TOKENIZER_DONOR_FILES
     for name in files:
         source, target = os.path.join(source_dir, name), os.path.join(out_dir, name)
         if os.path.exists(source):

@@ -188,7 +188,7 @@ class ModelInterpolation(ElementwiseMethod):
         """Types of every value, the tokenizer donor, module names and λ, each named by its
         key path, before any tensor is planned."""
         super().check_recipe(config)
-        self.donor(config)
+        self.tokenizer_donor(config)
         for name in ("modules", "exclude_modules"):
             for path, value in parameter_values(config, name):
                 parse_modules(str(value), what=path)
@@ -206,7 +206,7 @@ class ModelInterpolation(ElementwiseMethod):
                 raise MergeInputError(f"{path}: {why} To extrapolate this far on purpose, add `extrapolate: true` "
                                       "under the recipe's parameters.")
 
-    def donor(self, config):
+    def tokenizer_donor(self, config):
         from mergekit.config import evaluate_setting
 
         params = config.parameters or {}
