@@ -270,8 +270,13 @@ def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float
 
 
 def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) -> str:
-    """A grid × grid grid over [lo, hi]², then halve the spacing around the best feasible
-    probe, one parameter at a time."""
+    """A grid × grid grid over [lo, hi]², then, probe by probe: first toward the boundary —
+    the midpoint between the best feasible probe and the best-ranked infeasible probe that
+    would beat it (more accurate under a token budget, cheaper under an accuracy floor), while
+    the two are more than ``tol`` apart — then halve the spacing around the best feasible
+    probe, one parameter at a time. On a sharp transition (thinking switching on between two
+    grid points) the answer lies on that boundary, which a refinement around the best
+    feasible grid point alone never reaches."""
     grid = max(2, grid)
     spacing = (hi - lo) / (grid - 1)
     axis = [lo + k * spacing for k in range(grid)]
@@ -280,10 +285,16 @@ def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) 
             if search.exhausted:
                 return "probe budget spent during the grid"
             search.probe((a, b), "grid")
-    while spacing / 2 >= tol and not search.exhausted:
+    while not search.exhausted:
         best = search.best()
         if best is None:
             return "no feasible profile on the grid: widen [lo, hi] or relax the target"
+        point = _toward_boundary(search, best, tol)
+        if point is not None:
+            search.probe(point, "boundary")
+            continue
+        if spacing / 2 < tol:
+            break
         spacing /= 2
         a, b = best.params
         for step in ((-spacing, 0.0), (spacing, 0.0), (0.0, -spacing), (0.0, spacing)):
@@ -291,6 +302,27 @@ def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) 
             if all(lo <= v <= hi for v in point) and not search.exhausted:
                 search.probe(point, "refine")
     return "refined to spacing %.3g" % spacing
+
+
+def _toward_boundary(search: Search, best: Probe, tol: float) -> Optional[Tuple[float, ...]]:
+    """The next point of a bisection toward the feasibility boundary: for the best-ranked
+    infeasible probe that ranks above ``best`` (in rank order), the midpoint between it and the
+    nearest feasible probe, walking toward that feasible probe past midpoints already probed
+    (infeasible), while the two ends are more than ``tol`` apart; None when there is none."""
+    rank = search.target.rank
+    feasible = [p for p in search.probes if p.feasible]
+    for probe in sorted((p for p in search.probes if not p.feasible and rank(p) < rank(best)), key=rank):
+        near = min(feasible, key=lambda q: sum((x - y) ** 2 for x, y in zip(q.params, probe.params))).params
+        far = tuple(probe.params)
+        while max(abs(x - y) for x, y in zip(far, near)) > tol:
+            point = _key(tuple((x + y) / 2 for x, y in zip(far, near)))
+            seen = search._cache.get(point)
+            if seen is None:
+                return point
+            if seen.feasible:
+                break
+            far = point
+    return None
 
 
 def find_profile(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float = 1.0, tol: float = 0.05,

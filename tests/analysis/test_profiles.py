@@ -222,3 +222,21 @@ def test_find_lambda_searches_a_profile_on_the_live_model(tmp_path):
     best = yaml.safe_load((out / "profile.yaml").read_text())
     assert plan_of(best).tensors and doc["params"] in ([0.0, 0.0], [0.0, 1.0])
     assert math.isfinite(doc["lambda"])
+
+
+def test_profile_search_bisects_toward_a_sharp_transition():
+    """Thinking switches on between grid points (as on the SmolLM2 triple): off, a profile answers
+    in 9 tokens at 15%; on (mean λ ≥ 0.66), at 70% with 60 + 200 (m − 0.66) tokens. Under a
+    64-token budget only mean λ in [0.66, 0.68] is both on and affordable; no 3 × 3
+    grid point is. The search must reach that band, not refine around the best grid point."""
+    def evaluator(knob):
+        a, b = knob
+        m = (a + b) / 2
+        on = m >= 0.66
+        return {"tokens_mean": 60 + 200 * (m - 0.66) if on else 9.0, "mean": 0.7 if on else 0.15 - 0.05 * m,
+                "think_ratio": 1.0 if on else 0.0, "lambda_mean": m}
+
+    result = find_profile(evaluator, Target.parse("tokens<=64"), tol=0.02, max_probes=16, grid=3)
+    assert result.best.metrics["mean"] == 0.7 and result.best.metrics["tokens_mean"] <= 64
+    assert 0.66 <= result.best.lam <= 0.68
+    assert any(p.phase == "boundary" for p in result.probes)
