@@ -46,3 +46,29 @@ def copy_pair(tmp_path):
         return tuple(out)
 
     return _copy
+
+
+#: files whose tests run real console scripts end to end, build wheels, train, or run the demo:
+#: marked ``slow``; ``bash .ci/test -m "not slow"`` is the fast subset to run between edits
+#: (the whole suite still runs in CI)
+SLOW_FILES = (
+    "tests/real/",
+    "tests/toy/test_toy_demo.py",
+    "tests/toy/test_toy_compare.py",
+    "tests/toy/test_toy_train.py",
+    "tests/test_readme.py",
+    "tests/test_refused_inputs.py",
+    "tests/test_install.py",
+    "tests/test_architectures.py",
+    "tests/test_startup.py",
+    "tests/test_hub_cache.py",
+    "tests/eval/test_transformers_serve.py",
+    "tests/eval/test_routing.py",
+    "tests/eval/test_new_backend.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_FILES):
+            item.add_marker(pytest.mark.slow)

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mi_mergekit.errors import AnalysisInputError
+from mi_mergekit.merge.layout import natural_key
 from mi_mergekit.merge.roles import PARTS
 
 LAYER_GROUPS = ("attention", "mlp", "mixer", "all")  # mixer: state-space/conv layers of hybrids
@@ -178,7 +179,7 @@ def sigma(models: List[str], pairs: Optional[List[Tuple[int, int]]] = None,
                 f"the checkpoints do not store the same decoder-layer tensors: only in {models[used[0]]} "
                 f"{only_a[:5]}, only in {models[i]} {only_b[:5]}")
     per_pair: Dict[Tuple[int, int], List[Tuple[int, float]]] = {pair: [] for pair in pairs}
-    for name in tqdm.tqdm(sorted(first, key=_natural), desc="σ", unit="tensor", disable=not progress):
+    for name in tqdm.tqdm(sorted(first, key=natural_key), desc="σ", unit="tensor", disable=not progress):
         tensors = {i: loaders[i].get_tensor(name, device=device) for i in used}
         if not tensors[used[0]].is_floating_point():
             continue
@@ -237,10 +238,6 @@ def _loader(path: str):
     return ModelReference.model_validate(path).lazy_loader(cache_dir=None, lazy_unpickle=True)
 
 
-def _natural(name: str):
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
-
-
 def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK,
                progress: bool = False, device: str = "cpu") -> dict:
     """Compute the divergence document (see the module docstring) for two checkpoints.
@@ -264,7 +261,7 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
     tags: Dict[Tuple[Optional[int], str], frozenset] = {}
     tensors: List[dict] = []
     total = Sums()
-    for name in tqdm.tqdm(sorted(names_i, key=_natural), desc="Divergence", unit="tensor",
+    for name in tqdm.tqdm(sorted(names_i, key=natural_key), desc="Divergence", unit="tensor",
                           disable=not progress):
         a, b = li.get_tensor(name, device=device), lt.get_tensor(name, device=device)
         if not a.is_floating_point():

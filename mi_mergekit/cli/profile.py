@@ -111,9 +111,9 @@ def profile_command(recipe, out_path, estimator, mean_lambda, ramp, module_spec,
         raise click.UsageError("--mean-lambda goes with --estimator")
     register()
     config, _ = load_recipe(recipe, models)
+    written = load_recipe(recipe)[0] if models else config  # the recipe's own model names, not --model's paths
     options = MergeOptions(quiet=True)
     with about(recipe):
-        written = config
         config, _ = resolve_models(config, options)  # hub ids from the local cache: no network
         plan, _ = build_plan(config, options)
         base = ModelReference.model_validate(plan.base)
