@@ -475,3 +475,42 @@ def test_the_papers_windows_have_one_definition(layers):
     assert windows["first2of3"] == (0, thirds[1][1]) and windows["last2of3"] == (thirds[1][0], layers - 1)
     if layers == 36:
         assert thirds == [(0, 11), (12, 23), (24, 35)]
+
+
+PROFILES = os.path.join(RECIPES, "profiles")
+
+
+def profile_files():
+    return sorted(n for n in os.listdir(PROFILES) if n.endswith(".yaml")) if os.path.isdir(PROFILES) else []
+
+
+@pytest.mark.parametrize("name", profile_files())
+def test_profile_recipes_regenerate_and_plan_as_their_header_says(name, standins_4b, tmp_path):
+    """recipes/profiles/: each file is what `mi-mergekit profile recipes/mi_0.8.yaml --<family> A,B`
+    writes for the paper's 4B pair (hub names kept; the layout read from the 36-layer stand-ins),
+    byte for byte, and plans to the λ its family gives every tensor."""
+    from mi_mergekit.analysis import profiles
+    from mi_mergekit.merge.plan import build_plan
+
+    path = os.path.join(PROFILES, name)
+    text = open(path, encoding="utf-8").read()
+    family = re.search(r"^# family: (\w+)$", text, re.M).group(1)
+    a, b = (float(v) for v in re.search(r"^# params: \[([^,]+), ([^\]]+)\]$", text, re.M).groups())
+    spec = f"{a:g},{b:g}" if family == "ramp" else f"attention={a:g},mlp={b:g}"
+    out = tmp_path / name
+    argv = [console("mi-mergekit"), "profile", os.path.join(RECIPES, "mi_0.8.yaml"), f"--{family}", spec,
+            "--out", str(out)]
+    for model in ("Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507"):
+        argv += ["--model", f"{model}={standins_4b[model]}"]
+    result = run(argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_text(encoding="utf-8") == text
+    profile = (profiles.Profile.ramp(a, b, 36) if family == "ramp"
+               else profiles.Profile.modules({"attention": a, "mlp": b}, 36))
+    plan, _ = build_plan(load(path, standins_4b))
+    for tensor in plan.tensors:
+        if tensor.layer is None:
+            continue
+        group = ("attention" if ".self_attn." in tensor.name or ".input_layernorm." in tensor.name
+                 else "mlp" if ".mlp." in tensor.name or ".post_attention_layernorm." in tensor.name else None)
+        assert tensor.value == pytest.approx(profile.at(group, tensor.layer), abs=1e-6), tensor.name

@@ -269,7 +269,8 @@ def find_lambda(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float
     return SearchResult(target=str(target), best=search.best(), probes=search.probes, reason=reason)
 
 
-def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) -> str:
+def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int,
+                   start: Optional[Tuple[float, float]] = None) -> str:
     """A grid × grid grid over [lo, hi]², then, probe by probe: first toward the boundary —
     the midpoint between the best feasible probe and the best-ranked infeasible probe that
     would beat it (more accurate under a token budget, cheaper under an accuracy floor), while
@@ -280,6 +281,8 @@ def grid_refine_2d(search: Search, lo: float, hi: float, tol: float, grid: int) 
     grid = max(2, grid)
     spacing = (hi - lo) / (grid - 1)
     axis = [lo + k * spacing for k in range(grid)]
+    if start is not None and all(lo <= v <= hi for v in start):
+        search.probe(tuple(start), "start")  # the recipe's static λ: the answer is never below it
     for a in axis:
         for b in axis:
             if search.exhausted:
@@ -326,14 +329,16 @@ def _toward_boundary(search: Search, best: Probe, tol: float) -> Optional[Tuple[
 
 
 def find_profile(evaluator: Evaluator, target: Target, lo: float = 0.0, hi: float = 1.0, tol: float = 0.05,
-                 max_probes: int = 12, grid: int = 3, log_path: Optional[str] = None) -> SearchResult:
-    """Search a two-parameter profile family (the evaluator takes ``(a, b)``) for ``target``."""
+                 max_probes: int = 12, grid: int = 3, log_path: Optional[str] = None,
+                 start: Optional[Tuple[float, float]] = None) -> SearchResult:
+    """Search a two-parameter profile family (the evaluator takes ``(a, b)``) for ``target``;
+    ``start``: a point probed first (the recipe's static λ as ``(λ, λ)``)."""
     if not lo < hi:
         raise AnalysisInputError(f"need lo < hi, got [{lo}, {hi}]")
     if tol <= 0:
         raise AnalysisInputError("tol must be positive")
     search = Search(evaluator, target, max_probes, log_path)
-    reason = grid_refine_2d(search, lo, hi, tol, grid)
+    reason = grid_refine_2d(search, lo, hi, tol, grid, start)
     return SearchResult(target=str(target), best=search.best(), probes=search.probes, reason=reason)
 
 
@@ -387,6 +392,14 @@ class ProfileFamily:
         from mi_mergekit.analysis.profiles import mean_lambda
 
         return mean_lambda(self.profile(params), self.table)
+
+    def static(self) -> Optional[Tuple[float, float]]:
+        """The recipe's own λ as this family's point ``(λ, λ)`` (a ramp from λ to λ, or λ for
+        both groups), where the recipe sets one number."""
+        lam = (self.base.get("parameters") or {}).get("lambda")
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
+            return (float(lam), float(lam))
+        return None
 
     def label(self, params: Sequence[float]) -> str:
         return f"{self.kind}_" + "_".join(f"{v:g}" for v in params)

@@ -222,9 +222,13 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, ma
             return metrics
 
         try:
-            search = find_profile if profile_family else find_lambda
-            result = search(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
-                            log_path=os.path.join(out_dir, "probes.jsonl"))
+            log_path = os.path.join(out_dir, "probes.jsonl")
+            if profile_family:  # from the recipe's static λ, so the answer never ranks below it
+                result = find_profile(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                                      log_path=log_path, start=family.static())
+            else:
+                result = find_lambda(probe, target, lo=lo, hi=hi, tol=tol, max_probes=max_probes, grid=grid,
+                                     log_path=log_path)
         finally:
             if router is not None:
                 evaluator.close()

@@ -218,9 +218,11 @@ def test_find_lambda_searches_a_profile_on_the_live_model(tmp_path):
     assert result.returncode == 0, result.stderr
     doc = json.loads((out / "result.json").read_text())
     assert doc["searched"] == "ramp profile" and len(doc["probes"]) == 2
-    assert sorted(os.listdir(out / "runs")) == ["ramp_0_0", "ramp_0_1"]
+    # the recipe's static λ first (the ramp 0.8 -> 0.8), then the grid
+    assert [p["phase"] for p in doc["probes"]] == ["start", "grid"]
+    assert sorted(os.listdir(out / "runs")) == ["ramp_0.8_0.8", "ramp_0_0"]
     best = yaml.safe_load((out / "profile.yaml").read_text())
-    assert plan_of(best).tensors and doc["params"] in ([0.0, 0.0], [0.0, 1.0])
+    assert plan_of(best).tensors and doc["params"] in ([0.8, 0.8], [0.0, 0.0])
     assert math.isfinite(doc["lambda"])
 
 
@@ -240,3 +242,18 @@ def test_profile_search_bisects_toward_a_sharp_transition():
     assert result.best.metrics["mean"] == 0.7 and result.best.metrics["tokens_mean"] <= 64
     assert 0.66 <= result.best.lam <= 0.68
     assert any(p.phase == "boundary" for p in result.probes)
+
+
+def test_profile_search_starts_from_the_static_lambda():
+    """With the recipe's static λ as the start, the answer never ranks below it: here no grid or
+    boundary point beats (0.8, 0.8), the static profile, under the budget."""
+    def evaluator(knob):
+        a, b = knob
+        return {"tokens_mean": 50 + 40 * abs(a - b) + 10 * (a + b), "mean": 0.9 - abs(a - 0.8) - abs(b - 0.8),
+                "think_ratio": 1.0, "lambda_mean": (a + b) / 2}
+
+    result = find_profile(evaluator, Target.parse("tokens<=66"), tol=0.05, max_probes=10, grid=2, start=(0.8, 0.8))
+    assert result.probes[0].phase == "start" and result.probes[0].params == [0.8, 0.8]
+    assert result.best.params == [0.8, 0.8]
+    without = find_profile(evaluator, Target.parse("tokens<=66"), tol=0.05, max_probes=10, grid=2)
+    assert without.best.metrics["mean"] < 0.9  # the corners and their refinement miss it
