@@ -35,7 +35,7 @@ def test_reduced_reproduction(reduced_demo, smollm2_pair):
     assert len((out / "heldout.jsonl").read_text().splitlines()) == 5
     difficulties = {json.loads(line)["difficulty"] for line in (out / "heldout.jsonl").read_text().splitlines()}
     assert difficulties == {2, 3, 4, 5, 6}  # balanced over difficulties
-    assert sorted(p.stem for p in (out / "recipes").glob("*.yaml")) == sorted(CONFIGS)
+    assert sorted(p.stem for p in (out / "recipes").glob("*.yaml")) == sorted(CONFIGS + ("ta", "ties"))
     for name in CONFIGS:
         assert (out / "models" / name / "mi_plan.json").exists(), name
         assert (out / "models" / name / "model.safetensors").stat().st_size > 500e6, name
@@ -51,7 +51,8 @@ def test_reduced_reproduction(reduced_demo, smollm2_pair):
         rows = {row["Config"]: row for row in csv.DictReader(handle)}
     assert rows["mi_0.8_last2of3"]["Layers"] == "[10,29]" and rows["mi_0.8_last2of3"]["Modules"] == "all"
     assert rows["mi_0.8_nomlp"]["Layers"] == "all" and rows["mi_0.8_nomlp"]["Modules"] == "attention only"
-    assert set(rows) == {"mi_0.8_last2of3", "mi_0.8_nomlp"}
+    assert rows["mi_0.8"]["Layers"] == "all" and rows["mi_0.8"]["Modules"] == "all"  # the whole model beside them
+    assert set(rows) == {"mi_0.8", "mi_0.8_last2of3", "mi_0.8_nomlp"}
     timings = json.loads((report / "timings.json").read_text())
     assert set(timings["configs"]) == set(CONFIGS) | {"instruct", "ta", "ties"}  # the Instruct model as it is, too
     for name in CONFIGS:
