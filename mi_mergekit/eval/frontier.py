@@ -144,7 +144,7 @@ def table(rows: Sequence[dict]) -> List[List[str]]:
     body = []
     for r in sorted(rows, key=lambda r: (r["kind"] != "static", r["tokens"])):
         lam = (f"{r['lambda']:g}" if r["kind"] == "static" else "" if r["kind"] == "baseline" else
-               f"mean {r['lambda']:.2f} ({r['range'][0]:g}–{r['range'][1]:g})" if r["kind"] == "profile" else
+               f"mean {r['lambda']:.2f} ({r['range'][0]:.2f}–{r['range'][1]:.2f})" if r["kind"] == "profile" else
                f"mean {r['lambda']:.2f} (" + ", ".join(f"{k}×{v}" for k, v in r["shares"].items()) + ")")
         best = r.get("best_static")
         body.append([r["label"], r["kind"], lam, _pct(r["mean"]), _pct(r["mean_se"]), f"{r['tokens']:.1f}",

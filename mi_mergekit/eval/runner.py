@@ -34,6 +34,7 @@ import hashlib
 import os
 import time
 import json
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -196,12 +197,39 @@ def model_profile(model_path: Union[str, Path]) -> Optional[dict]:
     if not path.is_file():
         return None
     plan = json.loads(path.read_text(encoding="utf-8"))
-    mean = plan.get("mean_lambda")
     values = [t.get("lambda") for t in plan.get("tensors", [])]
-    if plan.get("whole_model") or mean is None or not values or not all(
+    if plan.get("whole_model") or not values or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
+    mean = plan.get("mean_lambda")
+    if mean is None:  # a plan written before the mean was recorded: weigh by the first input's shapes
+        mean = _mean_from_inputs(plan)
+    if mean is None:
+        return None
     return {"mean_lambda": float(mean), "min": float(min(values)), "max": float(max(values))}
+
+
+def _mean_from_inputs(plan: dict) -> Optional[float]:
+    """The parameter-weighted mean λ of an older ``mi_plan.json``, with the tensor shapes read from
+    the header of its first input checkpoint where that is still there; None otherwise."""
+    from mergekit.common import ModelReference
+    from mergekit.options import MergeOptions
+
+    from mi_mergekit.merge.layout import CheckpointIndex
+
+    inputs = plan.get("inputs") or []
+    if not inputs or not Path(str(inputs[0][1])).is_dir():
+        return None
+    try:
+        shapes = CheckpointIndex.read(ModelReference.model_validate(str(inputs[0][1])), MergeOptions()).shapes
+    except Exception:  # the input changed or is unreadable: no mean rather than a wrong one
+        return None
+    sizes = {name: math.prod(shape) for name, shape in shapes.items() if shape is not None}
+    tensors = plan.get("tensors", [])
+    if not all(t.get("name") in sizes for t in tensors):
+        return None
+    total = sum(sizes[t["name"]] for t in tensors)
+    return sum(t["lambda"] * sizes[t["name"]] for t in tensors) / total if total else None
 
 
 def evaluate(

@@ -293,6 +293,13 @@ def test_profiles_and_windows_are_frontier_rows_at_their_mean_lambda(routing_set
     merged = sum(math.prod(s) for n, s in shapes.items()
                  if not n.startswith(("model.layers.0.", "model.embed_tokens.")))
     assert window["mean_lambda"] == pytest.approx(0.8 * merged / sum(math.prod(s) for s in shapes.values()), abs=1e-5)
+    # a plan written before the mean was recorded: weighed by the first input's shapes, the same mean
+    from mi_mergekit.eval.runner import model_profile
+
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "mi_plan.json").write_text(json.dumps({k: v for k, v in window.items() if k != "mean_lambda"}))
+    assert model_profile(older)["mean_lambda"] == pytest.approx(window["mean_lambda"], abs=1e-5)
     rows = {r["label"]: r for r in frontier_rows(runs)}
     for name, source in (("ramp", plan), ("window", window)):
         row = rows[name]
@@ -308,7 +315,7 @@ def test_profiles_and_windows_are_frontier_rows_at_their_mean_lambda(routing_set
     written = write_frontier(runs, tmp_path / "report")
     with (tmp_path / "report" / "frontier.csv").open() as handle:
         kinds = {r["Run"]: (r["Kind"], r["λ"]) for r in csv.DictReader(handle)}
-    assert kinds["ramp"] == ("profile", f"mean {plan['mean_lambda']:.2f} (0.2–1)")
+    assert kinds["ramp"] == ("profile", f"mean {plan['mean_lambda']:.2f} (0.20–1.00)")
     assert kinds["mi_0.5"] == ("static", "0.5") and written
 
 
