@@ -347,12 +347,13 @@ def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, ma
     if lambda_ is None:
         lambda_ = model_lambda(model_path)
     label = extra.pop("label") or Path(str(model_path)).name
+    profile = model_profile(model_path) if lambda_ is None else None  # read once: an older plan reads a header
     return {
         "format": FORMAT_VERSION,
         "model": str(model_path),
         "label": label,
         "lambda": lambda_,
-        **({"profile": model_profile(model_path)} if lambda_ is None and model_profile(model_path) else {}),
+        **({"profile": profile} if profile else {}),
         "benchmark": bench.name,
         "dataset": str(dataset),
         "dataset_fingerprint": dataset_fingerprint(str(dataset)),
