@@ -10,6 +10,22 @@ from synthetic import PairSpec, build_pair
 
 mi_mergekit.register()
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``bash .ci/test`` runs one worker per core), each worker and the
+    console scripts it starts compute on its share of the cores: torch's default (every core
+    per process) would put N workers × N threads on N cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores()
+
 @pytest.fixture(scope="session")
 def dense_pair(tmp_path_factory):
     """Qwen3, 4 layers, tied embeddings, bf16."""
@@ -51,24 +67,43 @@ def copy_pair(tmp_path):
 #: files whose tests run real console scripts end to end, build wheels, train, or run the demo:
 #: marked ``slow``; ``bash .ci/test -m "not slow"`` is the fast subset to run between edits
 #: (the whole suite still runs in CI)
-SLOW_FILES = (
+SLOW_FILES = (  # longest first (measured): the order they start in
     "tests/real/",
+    "tests/test_readme.py",
+    "tests/eval/test_transformers_serve.py",
     "tests/toy/test_toy_demo.py",
     "tests/toy/test_toy_compare.py",
-    "tests/toy/test_toy_train.py",
-    "tests/test_readme.py",
     "tests/test_refused_inputs.py",
-    "tests/test_install.py",
+    "tests/toy/test_toy_train.py",
     "tests/test_architectures.py",
-    "tests/test_startup.py",
-    "tests/test_hub_cache.py",
-    "tests/eval/test_transformers_serve.py",
     "tests/eval/test_routing.py",
+    "tests/test_install.py",
+    "tests/test_hub_cache.py",
+    "tests/test_startup.py",
     "tests/eval/test_new_backend.py",
 )
 
 
+#: single tests of other files that take 8 s or more (measured): slow too
+SLOW_TESTS = (
+    "tests/analysis/test_divergence.py::test_diverge_sigma_command",
+    "tests/analysis/test_divergence.py::test_device_options",
+    "tests/analysis/test_profiles.py::test_estimators_through_the_command",
+    "tests/eval/test_cli_resume.py::test_eval_and_report_commands",
+    "tests/eval/test_cli_resume.py::test_killed_run_resumes_to_the_uninterrupted_result",
+    "tests/test_safety.py::test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder",
+    "tests/test_lora.py::test_mergekit_yaml_and_plan_take_a_lora_reference",
+)
+
+
+def _slow_rank(item) -> int:
+    return next((rank for rank, prefix in enumerate(SLOW_FILES) if item.nodeid.startswith(prefix)), len(SLOW_FILES))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.startswith(SLOW_FILES):
+        if item.nodeid.startswith(SLOW_FILES + SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
+    # the longest files first (SLOW_FILES is in that order): with one worker per core
+    # (bash .ci/test) no long file starts last and keeps one core busy alone at the end
+    items.sort(key=_slow_rank)

