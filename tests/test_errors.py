@@ -27,7 +27,8 @@ FORBIDDEN = {"BaseException", "Exception", "ValueError", "RuntimeError", "TypeEr
 #: control flow, each caught where it is raised
 INTERNAL_SIGNALS = {
     "NotStreamable",  # merge/engine.py -> merge/run.py falls back to mergekit's executor
-    "_Retryable", "_Interrupted", "_NRefused", "_NIgnored",  # eval/backends/openai_http.py: retries, n>1 probing
+    "Retryable", "Interrupted",  # eval/backends/http_fleet.py: a request to retry (on another server)
+    "_NRefused", "_NIgnored",  # eval/backends/openai_http.py: n>1 probing
 }
 
 BUILTIN_EXCEPTIONS = {name for name in dir(builtins)

@@ -15,9 +15,9 @@ from mi_mergekit.eval.backends.openai_http import (
     HTTPStatusError,
     OpenAIHTTPBackend,
     UnsupportedFieldError,
-    join_reasoning,
-    retry_after_seconds,
 )
+from mi_mergekit.eval.backends.http_fleet import retry_after_seconds
+from mi_mergekit.eval.backends.http_stream import join_reasoning
 from mi_mergekit.eval.decoding import PRESETS, resolve_decoding
 from stream_server import StreamServer
 from tiny_model import BOS_TEMPLATE, build_tokenizer

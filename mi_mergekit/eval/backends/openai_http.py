@@ -72,27 +72,24 @@ API key comes from ``api_key`` or the environment variable ``api_key_env`` (defa
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
 import random
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.eval.backends.base import (FAILED, SAMPLES_PER_REQUEST, TOKENIZER, Backend, BackendOption, Chunk,
                                             Completion, greedy, load_tokenizer)
+from mi_mergekit.eval.backends.http_fleet import (MAX_COOLDOWN, RETRY_STATUS, Fleet, Interrupted, Retryable, Server,
+                                                   retry_after_seconds)
+from mi_mergekit.eval.backends.http_stream import Stream, join_reasoning, server_message
 from mi_mergekit.eval.decoding import Decoding
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-#: the longest a server stays out of rotation after failures
-MAX_COOLDOWN = 60.0
 #: sampling fields outside the OpenAI standard, sent top-level (vLLM, SGLang, llama.cpp), with
 #: the value that switches each off when the decoding leaves it unset
 SAMPLING_EXTENSIONS = {"top_k": -1, "min_p": 0.0}
@@ -122,16 +119,6 @@ class UnsupportedFieldError(HTTPBackendError):
     """A server refuses a sampling field the run's decoding sets."""
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: Optional[float] = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Interrupted(_Retryable):
-    """The server closed the stream itself (``[DONE]``) before every sample finished."""
-
-
 class _NRefused(Exception):
     """The server does not accept ``n > 1``."""
 
@@ -139,128 +126,9 @@ class _NRefused(Exception):
 class _NIgnored(Exception):
     """The server accepted ``n > 1`` but streamed fewer choices; ``completions`` are the ones it sent."""
 
-    def __init__(self, completions: List[Completion], stream: "_Stream"):
+    def __init__(self, completions: List[Completion], stream: "Stream"):
         super().__init__("the server ignores n")
         self.completions, self.stream = completions, stream
-
-
-@dataclass
-class _Server:
-    url: str
-    client: object
-    in_flight: int = 0
-    failures: int = 0
-    down_until: float = 0.0
-    served: int = 0
-    #: requests it may have in flight (None: as many as --concurrency); 1 once it interrupted one
-    limit: Optional[int] = None
-
-
-@dataclass
-class _Fleet:
-    """The servers of a run: each request goes to the healthy one with the fewest in flight."""
-
-    servers: List[_Server]
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def acquire(self) -> _Server:
-        with self.cond:
-            while True:
-                now = time.monotonic()
-                ready = [s for s in self.servers
-                         if s.down_until <= now and (s.limit is None or s.in_flight < s.limit)]
-                if ready:
-                    server = min(ready, key=lambda s: (s.in_flight, s.failures))
-                    server.in_flight += 1
-                    return server
-                down = [s.down_until - now for s in self.servers if s.down_until > now]
-                self.cond.wait(min(down) if down else None)  # else: until a request is released
-
-    def one_at_a_time(self, server: _Server) -> bool:
-        """After ``server`` interrupted a stream: True (the first time) if other requests were in
-        flight on it, which is then sent one request at a time."""
-        with self.cond:
-            if server.in_flight > 1 and server.limit != 1:
-                server.limit = 1
-                return True
-            return False
-
-    def release(self, server: _Server, ok: bool, cooldown: float = 0.0) -> None:
-        with self.cond:
-            server.in_flight -= 1
-            if ok:
-                server.failures, server.served = 0, server.served + 1
-            else:
-                server.failures += 1
-                server.down_until = max(server.down_until, time.monotonic() + cooldown)
-            self.cond.notify_all()
-
-
-@dataclass
-class _Stream:
-    """What one streamed response said, choice by choice."""
-
-    texts: Dict[int, List[str]] = field(default_factory=dict)
-    reasoning: Dict[int, List[str]] = field(default_factory=dict)
-    #: the server closed the stream itself with ``data: [DONE]``
-    done: bool = False
-    finish: Dict[int, str] = field(default_factory=dict)
-    #: the server's running token count of each choice (continuous usage stats)
-    choice_tokens: Dict[int, int] = field(default_factory=dict)
-    usage: Optional[dict] = None
-
-    def add(self, event: dict, chat: bool) -> None:
-        choices = event.get("choices") or ()
-        usage = event.get("usage")
-        if usage:
-            self.usage = usage
-            if len(choices) == 1 and usage.get("completion_tokens") is not None:
-                self.choice_tokens[int(choices[0].get("index", 0))] = int(usage["completion_tokens"])
-        for choice in choices:
-            index = int(choice.get("index", 0))
-            texts, reasoning = self.texts.setdefault(index, []), self.reasoning.setdefault(index, [])
-            if chat:
-                delta = choice.get("delta") or {}
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-                if thought:
-                    reasoning.append(thought)
-                texts.append(delta.get("content") or "")
-            else:
-                texts.append(choice.get("text") or "")
-            if choice.get("finish_reason"):
-                self.finish[index] = choice["finish_reason"]
-
-
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def server_message(raw: str) -> str:
-    """The server's own words from an error body (OpenAI ``error.message``, FastAPI ``detail``, …)."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return " ".join(raw.split())[:300] or "(empty body)"
-    if isinstance(data, dict):
-        for key in ("error", "detail", "message"):
-            value = data.get(key)
-            if isinstance(value, dict):
-                value = value.get("message") or value
-            if value:
-                text = value if isinstance(value, str) else json.dumps(value)
-                return " ".join(text.split())[:300]
-    return " ".join(raw.split())[:300]
 
 
 class OpenAIHTTPBackend(Backend):
@@ -349,8 +217,8 @@ class OpenAIHTTPBackend(Backend):
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         timeouts = httpx.Timeout(connect=float(connect_timeout), read=self.timeout, write=self.timeout, pool=None)
-        self.fleet = _Fleet([
-            _Server(url.rstrip("/"), httpx.Client(headers=headers, timeout=timeouts, limits=limits))
+        self.fleet = Fleet([
+            Server(url.rstrip("/"), httpx.Client(headers=headers, timeout=timeouts, limits=limits))
             for url in urls
         ])
 
@@ -406,11 +274,11 @@ class OpenAIHTTPBackend(Backend):
         body.update(self.extra_body)
         return body
 
-    def _endpoint(self, server: _Server) -> str:
+    def _endpoint(self, server: Server) -> str:
         return f"{server.url}/{'completions' if self.api == 'completions' else 'chat/completions'}"
 
-    def _stream(self, server: _Server, body: dict) -> _Stream:
-        """One streamed request; raises _Retryable / _NRefused / HTTPStatusError."""
+    def _stream(self, server: Server, body: dict) -> Stream:
+        """One streamed request; raises Retryable / _NRefused / HTTPStatusError."""
         import httpx
 
         url = self._endpoint(server)
@@ -419,19 +287,19 @@ class OpenAIHTTPBackend(Backend):
                 if response.status_code != 200:
                     detail = server_message(response.read().decode("utf-8", "replace"))
                     if response.status_code in RETRY_STATUS:
-                        raise _Retryable(f"HTTP {response.status_code} from {url}: {detail}",
+                        raise Retryable(f"HTTP {response.status_code} from {url}: {detail}",
                                          retry_after_seconds(response.headers.get("retry-after")))
                     if body["n"] > 1 and response.status_code in (400, 422) and _mentions_n(detail):
                         raise _NRefused(detail)
                     raise HTTPStatusError(server.url, response.status_code, detail)
                 return self._read_events(response.iter_lines(), url)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"{type(exc).__name__} ({self.timeout:g} s without data) from {url}") from exc
+            raise Retryable(f"{type(exc).__name__} ({self.timeout:g} s without data) from {url}") from exc
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise _Retryable(f"{type(exc).__name__} talking to {url}: {exc}") from exc
+            raise Retryable(f"{type(exc).__name__} talking to {url}: {exc}") from exc
 
-    def _read_events(self, lines: Iterable[str], url: str) -> _Stream:
-        stream = _Stream()
+    def _read_events(self, lines: Iterable[str], url: str) -> Stream:
+        stream = Stream()
         for line in lines:
             if not line.startswith("data:"):
                 continue
@@ -442,24 +310,24 @@ class OpenAIHTTPBackend(Backend):
             try:
                 event = json.loads(data)
             except json.JSONDecodeError as exc:
-                raise _Retryable(f"the stream from {url} sent a malformed event: {data[:80]!r}") from exc
+                raise Retryable(f"the stream from {url} sent a malformed event: {data[:80]!r}") from exc
             if event.get("error"):
-                raise _Retryable(f"server error in the stream from {url}: {event['error']}")
+                raise Retryable(f"server error in the stream from {url}: {event['error']}")
             stream.add(event, chat=self.api == "chat")
         return stream
 
-    def _completions(self, stream: _Stream, n: int, url: str) -> List[Completion]:
-        """The finished choices of a complete stream; raises _Retryable for a broken one and
+    def _completions(self, stream: Stream, n: int, url: str) -> List[Completion]:
+        """The finished choices of a complete stream; raises Retryable for a broken one and
         _NIgnored for a server that streamed fewer choices than asked."""
         seen = sorted(stream.texts)
         unfinished = [i for i in seen if i not in stream.finish]
         if not seen or unfinished:
             if stream.done:
-                raise _Interrupted(f"{url} ended the stream ([DONE]) before the sample finished")
-            raise _Retryable(f"the stream from {url} broke off before it finished")
+                raise Interrupted(f"{url} ended the stream ([DONE]) before the sample finished")
+            raise Retryable(f"the stream from {url} broke off before it finished")
         failed = {i: r for i, r in stream.finish.items() if r in FAILED}
         if failed:
-            raise _Retryable(f"{url} ended a sample with finish_reason {next(iter(failed.values()))!r}")
+            raise Retryable(f"{url} ended a sample with finish_reason {next(iter(failed.values()))!r}")
         if any(i >= n for i in seen):
             raise HTTPBackendError(f"{url} streamed choice {max(seen)} for a request of n={n}")
         completions = []
@@ -469,10 +337,10 @@ class OpenAIHTTPBackend(Backend):
         if len(seen) < n:  # the response ended cleanly (httpx raises for a cut one) with choices missing
             if seen == list(range(len(seen))):
                 raise _NIgnored(completions, stream)
-            raise _Retryable(f"the stream from {url} broke off before it finished")
+            raise Retryable(f"the stream from {url} broke off before it finished")
         return completions
 
-    def _count(self, stream: _Stream, index: int, text: str, url: str) -> int:
+    def _count(self, stream: Stream, index: int, text: str, url: str) -> int:
         """Tokens of one sample: the server's count where it gives one per sample, else the tokenizer's."""
         usage = stream.usage or {}
         if len(stream.texts) == 1 and usage.get("completion_tokens") is not None:
@@ -489,7 +357,7 @@ class OpenAIHTTPBackend(Backend):
             self._token_counts.add(method)
         return count
 
-    def _send(self, body: dict) -> Tuple[_Stream, List[Completion]]:
+    def _send(self, body: dict) -> Tuple[Stream, List[Completion]]:
         """Send ``body`` until it succeeds, failing over between servers."""
         errors = []
         attempt = 0
@@ -498,7 +366,7 @@ class OpenAIHTTPBackend(Backend):
             try:
                 stream = self._stream(server, body)
                 completions = self._completions(stream, body["n"], self._endpoint(server))
-            except _Interrupted as exc:
+            except Interrupted as exc:
                 if self.fleet.one_at_a_time(server):  # the server stops a stream when another arrives
                     self.fleet.release(server, ok=True)
                     log.warning("%s ended a stream unfinished while other requests were in flight (llama.cpp's "
@@ -510,7 +378,7 @@ class OpenAIHTTPBackend(Backend):
                 self.fleet.release(server, ok=False, cooldown=0.0)
                 attempt += 1
                 continue
-            except _Retryable as exc:
+            except Retryable as exc:
                 wait_for = exc.retry_after
                 if wait_for is None:
                     wait_for = min(MAX_COOLDOWN, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
@@ -724,12 +592,3 @@ def _mentions(extra_body: dict, name: str) -> bool:
     """True if ``--extra-body`` names ``name`` anywhere (a key, or inside a JSON string such as
     transformers serve's ``generation_config``)."""
     return bool(extra_body) and name in json.dumps(extra_body)
-
-
-def join_reasoning(reasoning: str, content: str, finish_reason: Optional[str]) -> str:
-    """One response text from a reasoning parser's two fields (see the module docstring)."""
-    if not reasoning:
-        return content
-    if not content and finish_reason == "length":
-        return "<think>" + reasoning  # the budget ran out inside the thought: no answer
-    return reasoning + "</think>" + content
