@@ -75,8 +75,8 @@ def registration_now() -> None:
 
 def importing(module_name: str):
     """Context manager around the import of ``module_name``: defers what a
-    safetensors merge does not use (see :func:`mi_mergekit.mergekit_compat.deferred_imports`)."""
-    from mi_mergekit.mergekit_compat import deferred_imports
+    safetensors merge does not use (see :func:`mi_mergekit.deferred.deferred_imports`)."""
+    from mi_mergekit.deferred import deferred_imports
 
     return deferred_imports(module_name)
 

@@ -3,7 +3,7 @@
 mergekit imports ``peft`` and ``transformers.modeling_utils`` when it loads
 (``mergekit.common``, ``mergekit.architecture.auto``); a merge of safetensors
 checkpoints never uses them. The autoload hook defers them
-(:func:`mi_mergekit.mergekit_compat.deferred_imports`) until first use; a LoRA
+(:func:`mi_mergekit.deferred.deferred_imports`) until first use; a LoRA
 input still merges, with peft, as before.
 """
 
@@ -73,9 +73,9 @@ print(auto._get_tied_weight_keys.__name__, type(peft).__name__, type(sys.modules
 
 
 def test_autoload_watches_every_deferring_module():
-    from mi_mergekit import _autoload, mergekit_compat
+    from mi_mergekit import _autoload, deferred
 
-    assert set(_autoload._AROUND) == set(mergekit_compat.DEFERRED) | set(mergekit_compat.FORWARD_REFERENCES)
+    assert set(_autoload._AROUND) == set(deferred.DEFERRED) | set(deferred.FORWARD_REFERENCES)
 
 
 @pytest.fixture(scope="module")
