@@ -118,8 +118,9 @@ def cells(layout, shapes: Dict[str, Optional[Tuple[int, ...]]]) -> Dict[str, Cel
 
 def mean_lambda(profile: Profile, table: Dict[str, Cell]) -> float:
     """The parameter-weighted mean λ of ``profile`` over the tensors of ``table``."""
-    total = sum(c.parameters for c in table.values())
-    return sum(profile.at(c.group, c.layer) * c.parameters for c in table.values()) / total
+    from mi_mergekit.merge.plan import weighted_mean
+
+    return weighted_mean((profile.at(c.group, c.layer), c.parameters) for c in table.values())
 
 
 def scaled(weights: Dict[str, List[float]], table: Dict[str, Cell], mean: float, name: str,

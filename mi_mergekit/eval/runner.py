@@ -215,21 +215,22 @@ def _mean_from_inputs(plan: dict) -> Optional[float]:
     from mergekit.common import ModelReference
     from mergekit.options import MergeOptions
 
+    from mi_mergekit.errors import MiMergekitError
     from mi_mergekit.merge.layout import CheckpointIndex
+    from mi_mergekit.merge.plan import weighted_mean
 
     inputs = plan.get("inputs") or []
     if not inputs or not Path(str(inputs[0][1])).is_dir():
         return None
     try:
         shapes = CheckpointIndex.read(ModelReference.model_validate(str(inputs[0][1])), MergeOptions()).shapes
-    except Exception:  # the input changed or is unreadable: no mean rather than a wrong one
+    except (MiMergekitError, ValueError, OSError):  # the input changed or is unreadable: no mean, not a wrong one
         return None
     sizes = {name: math.prod(shape) for name, shape in shapes.items() if shape is not None}
     tensors = plan.get("tensors", [])
     if not all(t.get("name") in sizes for t in tensors):
         return None
-    total = sum(sizes[t["name"]] for t in tensors)
-    return sum(t["lambda"] * sizes[t["name"]] for t in tensors) / total if total else None
+    return weighted_mean((t["lambda"], sizes[t["name"]]) for t in tensors)
 
 
 def evaluate(

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 
 from mergekit.common import ModelReference
 from mergekit.config import MergeConfiguration
@@ -35,6 +35,14 @@ from mi_mergekit.merge.layout import (
 from mi_mergekit.merge.method import ElementwiseMethod, method_named
 from mi_mergekit.merge.placement import layout_of
 from mi_mergekit.merge.roles import PARTS
+
+def weighted_mean(values: Iterable[Tuple[float, int]]) -> Optional[float]:
+    """The mean of ``(value, parameters)`` pairs weighted by each tensor's parameter count: a
+    merge's mean λ (every λ profile, plan and run is averaged this way); None without parameters."""
+    pairs = list(values)
+    total = sum(parameters for _, parameters in pairs)
+    return sum(value * parameters for value, parameters in pairs) / total if total else None
+
 
 #: parts that live outside the decoder layers: one row each in the plan table
 OUTSIDE_PARTS = ("embed_tokens", "vision", "final_norm", "lm_head")
@@ -105,8 +113,7 @@ class MergePlan:
         if not self.tensors or any(isinstance(t.value, bool) or not isinstance(t.value, (int, float))
                                    or not t.parameters for t in self.tensors):
             return None
-        total = sum(t.parameters for t in self.tensors)
-        return sum(t.value * t.parameters for t in self.tensors) / total
+        return weighted_mean((t.value, t.parameters) for t in self.tensors)
 
     @property
     def settings(self) -> Dict[str, Hashable]:
