@@ -165,30 +165,46 @@ def thinking_template(thinking: str) -> str:
 
 
 def recipe_of(row: Row, triple: Triple, chat_template: Optional[str] = None) -> dict:
-    """The mergekit recipe of a merged row."""
+    """The mergekit recipe of a merged row, as a mapping (what :func:`recipe_text` writes)."""
+    import yaml
+
+    return yaml.safe_load(recipe_text(row, triple, chat_template))
+
+
+def recipe_text(row: Row, triple: Triple, chat_template: Optional[str] = None) -> str:
+    """The recipe file of a merged row: an MI row through the recipe generator (the text that
+    ``mi-mergekit recipes`` writes for this pair, λ, window and modules, in float32), a baseline
+    as its stock mergekit config."""
+    import yaml
+
     if row.baseline:
         from mi_mergekit.merge.baselines import baseline_recipe
 
-        return baseline_recipe(row.baseline, row.ancestor, triple.instruct, triple.thinking, dtype="float32",
-                               out_dtype=None, chat_template=chat_template)
-    return {
-        "merge_method": "model_interpolation",
-        "base_model": triple.instruct,
-        "models": [{"model": triple.thinking}],
-        "parameters": {"lambda": row.lam, **row.parameters},
-        "dtype": "float32",
-    }
+        return yaml.safe_dump(baseline_recipe(row.baseline, row.ancestor, triple.instruct, triple.thinking,
+                                              dtype="float32", out_dtype=None, chat_template=chat_template),
+                              sort_keys=False)
+    from decimal import Decimal
+
+    from mi_mergekit.merge.recipes import ModelPair, Recipe
+
+    unknown = set(row.parameters) - {"layer_start", "layer_end", "modules", "exclude_modules"}
+    if unknown:
+        raise MiMergekitError(f"row {row.name}: no recipe form for the parameter(s) {sorted(unknown)}")
+    window = ((int(row.parameters["layer_start"]), int(row.parameters["layer_end"]))
+              if "layer_start" in row.parameters else None)
+    pair = ModelPair(None, triple.instruct, triple.thinking, None, "", f"{triple.instruct} + {triple.thinking}")
+    return Recipe(Decimal(repr(row.lam)), pair, window, row.parameters.get("modules"),
+                  row.parameters.get("exclude_modules"), dtype="float32").render(
+        origin=f"Row {row.name} of mi-mergekit's comparison (demo / compare): {row.description}.")
 
 
 def merge(row: Row, triple: Triple, out: Path, chat_template: Optional[str] = None) -> Path:
     """Write ``OUT/recipes/<row>.yaml`` and run the real ``mergekit-yaml`` on it into
     ``OUT/models/<row>`` (published when finished; skipped when a finished merge of the same
     recipe is there)."""
-    import yaml
-
     recipe_dir, model_dir = out / "recipes", out / "models" / row.name
     recipe_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(recipe_of(row, triple, chat_template), sort_keys=False)
+    text = recipe_text(row, triple, chat_template)
     recipe = recipe_dir / f"{row.name}.yaml"
     recipe.write_text(text)
     digest = hashlib.sha256(text.encode()).hexdigest()

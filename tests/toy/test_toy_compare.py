@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 
+import pytest
 import torch
 import yaml
 
 from common import console, load_model, run
+from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.merge.baselines import baseline_recipe
 from mi_mergekit.toy import BASE_DIR, HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
 
@@ -123,3 +125,30 @@ def test_a_pretrained_ancestor_adds_the_base_rows():
     assert [method_title(r.name) for r in rows] == ["TA", "TIES", "TA-Base", "TIES-Base"]
     assert recipe_of(rows[3], Triple("i", "t", "hybrid", "pre"))["base_model"] == "pre"
     assert baseline_rows(Triple("i", "t")) == []
+
+
+def test_mi_rows_are_written_by_the_recipe_generator():
+    """The demo's and compare's MI recipes are ``Recipe.render``'s text (one recipe writer): the
+    formula, window and module lines as ``mi-mergekit recipes`` writes them, parsed by mergekit."""
+    from decimal import Decimal
+
+    from mergekit.config import MergeConfiguration
+
+    from mi_mergekit.compare import Row, Triple, mi_rows, recipe_text
+    from mi_mergekit.merge.recipes import ModelPair, Recipe
+
+    triple = Triple("/pair/instruct", "/pair/thinking")
+    rows = {r.name: r for r in mi_rows([0.8], [("last2of3", 10, 29)], ["nomlp"])}
+    pair = ModelPair(None, triple.instruct, triple.thinking, None, "", f"{triple.instruct} + {triple.thinking}")
+    expected = {"mi_0.8": Recipe(Decimal("0.8"), pair, dtype="float32"),
+                "mi_0.8_last2of3": Recipe(Decimal("0.8"), pair, window=(10, 29), dtype="float32"),
+                "mi_0.8_nomlp": Recipe(Decimal("0.8"), pair, exclude_modules="mlp", dtype="float32")}
+    for name, recipe in expected.items():
+        text = recipe_text(rows[name], triple)
+        body = [line for line in text.splitlines() if not line.startswith("#")]
+        assert body == [line for line in recipe.render().splitlines() if not line.startswith("#")], name
+        assert f"# Row {name} of mi-mergekit's comparison" in text
+        config = MergeConfiguration.model_validate(yaml.safe_load(text))
+        assert config.merge_method == "model_interpolation" and config.dtype == "float32"
+    with pytest.raises(MiMergekitError, match="no recipe form"):
+        recipe_text(Row("odd", "odd", 0.5, {"weight": 1}), triple)
