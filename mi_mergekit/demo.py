@@ -42,9 +42,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import click
 
 from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.compare import (BASELINES, MODULE_ABLATIONS, PAPER_LAMBDAS, VARIANT_LAMBDA, Row, Triple,
@@ -76,6 +75,8 @@ class DemoPair:
     #: the common ancestor of both sides (TA and TIES merge on it), and a pre-trained one ("-Base")
     base: Optional[Path] = None
     pretrained: Optional[Path] = None
+    #: the decode loop's slots when neither --slots nor --compact is given (0: generate)
+    slots: int = 0
 
     def triple(self) -> Triple:
         def absolute(path: Optional[Path]) -> Optional[str]:
@@ -84,6 +85,12 @@ class DemoPair:
             return None if path is None else str(Path(path).resolve())
 
         return Triple(absolute(self.instruct), absolute(self.thinking), absolute(self.base), absolute(self.pretrained))
+
+
+#: the SmolLM2 demo's default decode loop: continuous batching, 128 samples at once (README,
+#: "Generation speed on a CPU": 2.2× the compacting loop on its workload; every shipped triple
+#: result was generated this way)
+SMOLLM2_SLOTS = 128
 
 
 def toy_pair() -> DemoPair:
@@ -98,7 +105,8 @@ def toy_pair() -> DemoPair:
                     max_new_tokens=task.MAX_NEW_TOKENS, prompt_batch=70, base=BASE_DIR)
 
 
-def smollm2_pair(pair_dir: Path, wheel: Optional[Path], raw: bool = False) -> DemoPair:
+def smollm2_pair(pair_dir: Path, wheel: Optional[Path], raw: bool = False,
+                 log: Callable[[str], None] = lambda message: None) -> DemoPair:
     """The SmolLM2 triple built in ``pair_dir`` (built there first if missing); ``raw``: the pair
     measured before it, the raw ancestor as the Instruct side."""
     from mi_mergekit import real
@@ -107,18 +115,17 @@ def smollm2_pair(pair_dir: Path, wheel: Optional[Path], raw: bool = False) -> De
 
     record = built_pair(pair_dir)  # any finished build (e.g. one with a retrained adapter) is used as is
     if record is None:
-        record = build_pair(pair_dir, wheel=wheel, log=lambda m: click.echo(f"[smollm2] {m}", err=True))
+        record = build_pair(pair_dir, wheel=wheel, log=lambda m: log(f"[smollm2] {m}"))
     elif "base" not in record["digests"]:
         raise MiMergekitError(f"{pair_dir} holds a pair built before the triple (no base/); build the triple "
                               f"into a new folder (mi-mergekit smollm2 build --out DIR) and pass --pair-dir DIR")
     elif not record["verified"]:
-        click.echo(f"[smollm2] using the pair in {pair_dir} (adapter {record['adapter']}; not the shipped one)",
-                   err=True)
+        log(f"[smollm2] using the pair in {pair_dir} (adapter {record['adapter']}; not the shipped one)")
     instruct, base = (pair_dir / "base", None) if raw else (pair_dir / "instruct", pair_dir / "base")
     return DemoPair("smollm2-raw" if raw else "smollm2", instruct, pair_dir / "thinking", task.load_heldout(),
                     paper_windows(real.NUM_LAYERS), n_samples=4, max_new_tokens=task.MAX_NEW_TOKENS,
                     prompt_batch=25, limit=50, provenance=record, calibration=task.load_heldout(task.CALIBRATION_PATH),
-                    base=base)
+                    base=base, slots=SMOLLM2_SLOTS)
 
 
 def _write_table(out: Path, stem: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -222,9 +229,11 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
              prompt_batch: Optional[int] = None, windows: Optional[str] = None, modules: Optional[str] = None,
              skip_variants: bool = False, keep_models: bool = False, route_grid: Optional[str] = None,
              route_signals: Optional[str] = None, calibration_limit: Optional[int] = None,
-             compact: bool = False, slots: int = 0, baselines: Optional[str] = None) -> Path:
+             compact: bool = False, slots: Optional[int] = None, baselines: Optional[str] = None,
+             say: Callable[[str], None] = print, log: Callable[[str], None] = lambda message: None) -> Path:
     """Merge a pair over a λ grid, windows, module ablations and the TA / TIES baselines with
-    mergekit-yaml, evaluate, report (``mi-mergekit demo``); returns the output folder."""
+    mergekit-yaml, evaluate, report (``mi-mergekit demo``); returns the output folder. ``say``
+    gets the tables and the plots' paths, ``log`` the progress."""
     from mi_mergekit.eval import write_report
     from mi_mergekit.merge.lambdas import parse_lambdas
     from mi_mergekit.runlock import hold
@@ -245,7 +254,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         raise MiMergekitError("--route-grid: the toy pair has no calibration split; route on --pair smollm2")
     hold(out, "mi-mergekit demo")  # one demo per folder at a time (mi_mergekit.runlock)
     spec = toy_pair() if pair == "toy" else smollm2_pair(Path(pair_dir) if pair_dir else out / "pair",
-                                                         Path(wheel) if wheel else None, raw=pair == "smollm2-raw")
+                                                         Path(wheel) if wheel else None, raw=pair == "smollm2-raw", log=log)
     build_seconds = time.perf_counter() - started
     records = spec.records
     if pair != "toy":
@@ -276,6 +285,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     except (OSError, ValueError):
         before = {}
     budget = max_new_tokens or spec.max_new_tokens
+    if slots is None:  # the pair's default decode loop, unless --compact chose one
+        slots = 0 if compact else spec.slots
     loop = {**({"compact": True} if compact else {}), **({"slots": slots} if slots else {})}  # the decode loop
     eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
                         benchmark="boxed", grading="strict")
@@ -285,7 +296,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     keep = [c.name for c in configs if plan is not None and not c.parameters and c.lam in plan.grid]
     backend = {"batch_size": n, "prompt_batch": batch, **loop}
     done = run_rows(rows, triple, out, dataset, {**eval_options, "backend_options": backend}, settings, keep=keep,
-                    drop=pair != "toy" and not keep_models, timings_before=before, log=lambda m: click.echo(m, err=True))
+                    drop=pair != "toy" and not keep_models, timings_before=before, log=log)
     timings["configs"] = done.timings
     runs = [done.runs[row.name] for row in rows]
     grid_models = {c.lam: done.models[c.name] for c in configs if c.name in keep}
@@ -303,7 +314,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
                                     calibration=calibration_path, calibration_records=calibration, test=dataset,
                                     test_records=records, out=out, eval_options={**eval_options, "progress": True},
                                     batch_size=n, prompt_batch=batch, compact=compact, slots=slots,
-                                    log=lambda m: click.echo(f"[route] {m}", err=True))
+                                    log=lambda m: log(f"[route] {m}"))
         routed = experiment["runs"]
         routing_text = experiment["markdown"]
         timings["routing_seconds"] = round(time.perf_counter() - t0, 1)
@@ -313,17 +324,17 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     report_dir = out / "report"
     report = write_report(runs + routed, report_dir, frontier=True,
                           baselines=[row.name for row in rows if row.baseline])
-    click.echo(report["markdown"])
+    say(report["markdown"])
     thinking = "mi_1" if 1.0 in sweep else "thinking"
-    click.echo(write_table(rows, done.runs, report_dir, thinking, PAPER_LAMBDAS)["markdown"])
+    say(write_table(rows, done.runs, report_dir, thinking, PAPER_LAMBDAS)["markdown"])
     if any(c.parameters for c in configs):
-        click.echo(variants_table(configs, [done.runs[c.name] for c in configs], report_dir))
-    click.echo(work_table([r.name for r in rows] + [r.name for r in routed], runs + routed, records, report_dir))
+        say(variants_table(configs, [done.runs[c.name] for c in configs], report_dir))
+    say(work_table([r.name for r in rows] + [r.name for r in routed], runs + routed, records, report_dir))
     if routing_text:
         (report_dir / "routing.md").write_text(routing_text, encoding="utf-8")
-        click.echo(routing_text)
+        say(routing_text)
     for png in report.get("plots", []):
-        click.echo(f"plot: {png}")
+        say(f"plot: {png}")
     sweep_runs = [str(done.runs[c.name]) for c in configs if not c.parameters]
     if len(sweep_runs) >= 3:
         from mi_mergekit.analysis import stages
@@ -331,12 +342,12 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         result = stages.analyse(sweep_runs + [str(r) for r in routed])
         with open(report_dir / "stages.json", "w") as handle:
             json.dump(result, handle, indent=1)
-        click.echo(stages.describe(result))
-        click.echo(f"plot: {stages.plot(result, str(report_dir / 'stages.png'))}")
+        say(stages.describe(result))
+        say(f"plot: {stages.plot(result, str(report_dir / 'stages.png'))}")
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
     timings_path.write_text(json.dumps(timings, indent=1) + "\n")
-    click.echo(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
-               f"everything is under {out}/", err=True)
+    log(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
+               f"everything is under {out}/")
     return out
 
 

@@ -47,13 +47,14 @@ from mi_mergekit.cli.options import check_lambdas, lambdas_option, usage_errors
 @click.option("--compact", is_flag=True,
               help="Generate with the transformers backend's compacting decode loop (stopped samples leave the "
                    "batch; recorded in each run.json): same distribution, other draws than generate.")
-@click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Generate with continuous batching, N samples decoding at once (the fastest on a CPU, e.g. 128; "
-                   "each sample seeded on its own; recorded in each run.json). 0 = off.")
+@click.option("--slots", type=click.IntRange(min=0), default=None,
+              help="Generate with continuous batching, N samples decoding at once (the fastest on a CPU; each sample "
+                   "seeded on its own; recorded in each run.json). 0 = off (generate). Default: 128 for the SmolLM2 "
+                   "pairs, off for the toy pair and with --compact.")
 def demo_command(**options):
     """Merge a pair over a λ grid, windows, module ablations and the TA / TIES baselines with mergekit-yaml,
     evaluate, and report in the paper's Table 2 layout."""
     from mi_mergekit.demo import run_demo
 
     with usage_errors():  # an unknown --windows / --modules name
-        run_demo(**options)
+        run_demo(**options, say=click.echo, log=lambda message: click.echo(message, err=True))
