@@ -105,15 +105,15 @@ def matmul_bound(model: Path, rows: list) -> dict:
             torch.nn.functional.linear(inputs[h], lm_head)
 
         token_step()
-        repeats = max(2, 512 // m)
-        t0, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-        for _ in range(repeats):
+        repeats, t0, usage = 0, time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        while repeats < 2 or time.perf_counter() - t0 < 1.5:  # small row counts: as many steps as fit in 1.5 s
             token_step()
+            repeats += 1
         end = resource.getrusage(resource.RUSAGE_SELF)
         rates[m] = m * flops * repeats / (time.perf_counter() - t0)
         cpu_rates[m] = m * flops * repeats / (end.ru_utime - usage.ru_utime + end.ru_stime - usage.ru_stime)
     best = max(rates.values())
-    return {"flops_per_token": flops, "gflops": {m: round(r / 1e9, 1) for m, r in rates.items()},
+    return {"rates": rates, "flops_per_token": flops, "gflops": {m: round(r / 1e9, 1) for m, r in rates.items()},
             "tokens_per_s": best / flops, "cpu_per_1k": 1000 * flops / max(cpu_rates.values()),
             "load": [before, load()]}
 
@@ -165,6 +165,26 @@ def run_llama(python: str, gguf: Path, prompts, tokenizer, decoding, eos, slots:
     out = json.loads(result.stdout)
     return {"samples": sum(len(c) for c in out["counts"]), "tokens": sum(map(sum, out["counts"])),
             "wall": out["wall"], "cpu": out["cpu"], "load": [before, load()]}
+
+
+def occupancy_bound(bound: dict, step_rows: list) -> float:
+    """Seconds the decode steps would take at the measured matrix-product rate *of each step's own
+    row count* (log-interpolated between the measured row counts): the bound that the schedule
+    allows, since a step with few rows in flight streams every weight for few tokens."""
+    import math
+
+    measured = sorted(bound["rates"].items())
+
+    def rate(rows: int) -> float:
+        if rows <= measured[0][0]:
+            return measured[0][1] * rows / measured[0][0]  # below the smallest measured: the same time a step
+        for (m0, r0), (m1, r1) in zip(measured, measured[1:]):
+            if rows <= m1:
+                w = (math.log(rows) - math.log(m0)) / (math.log(m1) - math.log(m0))
+                return r0 + w * (r1 - r0)
+        return measured[-1][1]
+
+    return sum(rows * bound["flops_per_token"] / rate(rows) for rows in step_rows)
 
 
 def profile(backend, prompts, decoding, label: str) -> None:
@@ -228,7 +248,7 @@ def main() -> None:
     results = []
     for path in args.paths.split(","):
         if path == "bound":
-            bound = matmul_bound(model, [64, 128, 256, args.slots])
+            bound = matmul_bound(model, [1, 4, 16, 64, 128, 256, args.slots])
             results.append(("compute bound (float32)", bound))
             print(f"bound: {bound['gflops']} GFLOP/s at rows; {bound['flops_per_token'] / 1e9:.3f} GFLOP/token -> "
                   f"{bound['tokens_per_s']:.0f} tokens/s (load {bound['load']})", flush=True)
@@ -239,6 +259,7 @@ def main() -> None:
             label = {"today": f"today: --compact --prompt-batch {args.prompt_batch}", "slots": f"new: --slots {args.slots}",
                      "slots_bf16": f"new: --slots {args.slots} --dtype bfloat16"}[path]
             result = run_backend(backend, prompts, decoding)
+            result["step_rows"] = list(backend.step_rows)
             backend.close()
         else:
             python = llama_venv(args.llama_venv)
@@ -257,19 +278,23 @@ def main() -> None:
     bound_cpu = sum(r["cpu_per_1k"] for r in bounds) / len(bounds) if bounds else None
     base = next((r["tokens"] / r["wall"] for label, r in results if label.startswith("today")), None)
     print("\n| path | tokens | wall s | tokens/s | CPU-s / 1k tokens | × today | ÷ bound (tokens/s) | "
-          "÷ bound (CPU-s) | load before→after |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "÷ bound (CPU-s) | rows a step | ÷ bound at its rows | load before→after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, r in results:
         loads = f"{r['load'][0]:.1f}→{r['load'][1]:.1f}"
         if label.startswith("compute"):
-            print(f"| {label} | | | {r['tokens_per_s']:.0f} | {r['cpu_per_1k']:.2f} | | 1 | 1 | {loads} |")
+            print(f"| {label} | | | {r['tokens_per_s']:.0f} | {r['cpu_per_1k']:.2f} | | 1 | 1 | | 1 | {loads} |")
             continue
         rate, cpu = r["tokens"] / r["wall"], 1000 * r["cpu"] / r["tokens"]
         ratio = lambda value: f"{value:.2f}" if value else ""  # noqa: E731
+        steps = r.get("step_rows")
+        rows = f"{sum(steps) / len(steps):.1f}" if steps else ""
+        # the decode steps' matrix products at each step's own rows (prefill left out) ÷ the path's wall time
+        at_rows = ratio(steps and bounds and sum(occupancy_bound(b, steps) for b in bounds) / len(bounds) / r["wall"])
         print(f"| {label} | {r['tokens']} | {r['wall']:.1f} | {rate:.1f} | {cpu:.2f} | {ratio(base and rate / base)} | "
-              f"{ratio(bound and rate / bound)} | {ratio(bound_cpu and bound_cpu / cpu)} | {loads} |")
+              f"{ratio(bound and rate / bound)} | {ratio(bound_cpu and bound_cpu / cpu)} | {rows} | {at_rows} | {loads} |")
     if args.json:
-        args.json.write_text(json.dumps({"threads": threads, "results": results}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"threads": threads, "results": results}, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

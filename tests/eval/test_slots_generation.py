@@ -52,8 +52,12 @@ def test_greedy_slots_decoding_is_generate(tiny_model, monkeypatch, slots, first
     ends = set()
     for budget in (24, 4):
         expected = _by_chunk(plain, chunks, PRESETS["greedy"], budget)
+        steps_before = len(decoder.step_rows)
         got = _by_chunk(decoder, triples, PRESETS["greedy"], budget)
         assert got == {(q, (0, 1, 2)): row * 3 for (q, _), row in expected.items()}
+        # the occupancy trace: each decode step's rows, every token but a sample's first (from prefill)
+        steps = decoder.step_rows[steps_before:]
+        assert sum(steps) == sum(c.n_tokens - 1 for row in got.values() for c in row) and max(steps) <= slots
         ends |= {(c.finish_reason, c.n_tokens) for row in expected.values() for c in row}
     assert {reason for reason, _ in ends} == {"stop", "length"} and len({t for _, t in ends}) > 2, ends
     assert any(sorts) == (group_rows < slots)  # rows re-sorted by length where there are groups to sort into

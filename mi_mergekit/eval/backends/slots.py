@@ -29,7 +29,7 @@ from typing import Iterator, List, Sequence, Tuple
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
-from mi_mergekit.eval.backends.sampling import choose, sample_seed, uniforms
+from mi_mergekit.eval.backends.sampling import choose, uniforms
 from mi_mergekit.eval.decoding import Decoding
 
 ATTENTION = "mi_slots"
@@ -172,6 +172,8 @@ class SlotDecoder:
         self.decoding, self.budget = decoding, max_new_tokens
         self.layers = config.num_hidden_layers
         self.device = model.device
+        #: rows decoded at each step so far (the occupancy that bounds the step's matrix products)
+        self.step_rows: List[int] = []
         _register()
 
     def run(self, groups: Sequence[Sequence[Job]]) -> Iterator[Job]:
@@ -201,6 +203,7 @@ class SlotDecoder:
                 alive.append(not stopped)
             rows = self._compact(cache, rows, alive, tokens)
             if rows:
+                self.step_rows.append(len(rows))
                 logits = self._decode(cache, rows, tokens[:len(rows)])
                 draws = torch.stack([row.draws[len(row.job.tokens)] for row in rows]).to(self.device)
                 tokens[:len(rows)] = choose(logits, self.decoding, draws)

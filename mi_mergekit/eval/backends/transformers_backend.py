@@ -95,6 +95,8 @@ class TransformersBackend(Backend):
         self.prompt_batch = max(1, int(prompt_batch))
         self.compact = bool(compact)
         self.slots = max(0, int(slots))
+        #: with ``slots``: the rows decoded at each step of every run so far (the decoder's occupancy)
+        self.step_rows: List[int] = []
         if self.slots and self.compact:
             from mi_mergekit.errors import EvalInputError
 
@@ -261,11 +263,14 @@ class TransformersBackend(Backend):
             prompt = self.tokenizer(chunk.prompt, add_special_tokens=False)["input_ids"]
             groups.append([Job(number, prompt, sample_seed(chunk.seed, index)) for index in chunk.indices])
             left[number] = len(chunk.indices)
-        with torch.no_grad():
-            for job in decoder.run(groups):
-                left[job.key] -= 1
-                if not left[job.key]:
-                    yield chunks[job.key], [self._completion(j.tokens, eos_ids) for j in groups[job.key]]
+        try:
+            with torch.no_grad():
+                for job in decoder.run(groups):
+                    left[job.key] -= 1
+                    if not left[job.key]:
+                        yield chunks[job.key], [self._completion(j.tokens, eos_ids) for j in groups[job.key]]
+        finally:
+            self.step_rows += decoder.step_rows
 
     def _completion(self, tokens: List[int], eos_ids: set) -> Completion:
         stop = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
