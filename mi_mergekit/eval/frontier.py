@@ -191,39 +191,52 @@ def plot(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     return path
 
 
-#: where a point's label may go, in points from the point, tried in this order
+#: where a point's label may go, in points from the point, tried in this order; the far ones
+#: (past :data:`LEADER_FROM`) are drawn with a line to their point
 LABEL_OFFSETS = ((5, -11), (5, 4), (-5, 4), (-5, -11), (8, -3), (-8, -3), (0, 9), (0, -15), (12, -18), (-12, 12),
-                 (14, 10), (-14, -20))
+                 (14, 10), (-14, -20), (24, 22), (-24, 22), (24, -30), (-24, -30), (36, 4), (-36, 4), (0, 30),
+                 (0, -36))
+LEADER_FROM = 16
 
 
 def place_labels(ax, points, texts, avoid=(), color=None, fontsize=7, marker_px=7) -> None:
     """Label ``points`` with ``texts`` where no label overlaps another label, a marker of
-    ``avoid`` (data points) or the edge of the axes: each label takes the first free spot of
-    :data:`LABEL_OFFSETS`, else the one that overlaps least."""
+    ``avoid`` (data points) or the edge of the axes, and where no other point is nearer to the
+    label than its own (so a label never reads as another point's): each label takes the first
+    such spot of :data:`LABEL_OFFSETS` (a far one with a line to its point), else the one that
+    breaks these the least."""
+    import math
+
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     from matplotlib.transforms import Bbox
 
-    blocked = []
-    for x, y in avoid:
-        px, py = ax.transData.transform((x, y))
-        blocked.append(Bbox.from_extents(px - marker_px, py - marker_px, px + marker_px, py + marker_px))
+    markers = [tuple(ax.transData.transform((x, y))) for x, y in avoid]
+    blocked = [Bbox.from_extents(px - marker_px, py - marker_px, px + marker_px, py + marker_px) for px, py in markers]
 
     def overlap(a, b):
         w = min(a.x1, b.x1) - max(a.x0, b.x0)
         h = min(a.y1, b.y1) - max(a.y0, b.y0)
         return w * h if w > 0 and h > 0 else 0.0
 
+    def distance(box, point):  # from a point to the nearest point of a box, in pixels
+        return math.hypot(max(box.x0 - point[0], 0, point[0] - box.x1), max(box.y0 - point[1], 0, point[1] - box.y1))
+
     for (x, y), text in zip(points, texts):
+        own = tuple(ax.transData.transform((x, y)))
         best = None
         for dx, dy in LABEL_OFFSETS:
+            far = math.hypot(dx, dy) > LEADER_FROM
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
-                                color=color, ha="left" if dx >= 0 else "right", va="bottom")
+                                color=color, ha="left" if dx >= 0 else "right", va="bottom",
+                                arrowprops=dict(arrowstyle="-", color=color, lw=0.6, alpha=0.7) if far else None)
             box = label.get_window_extent(renderer).expanded(1.08, 1.15)
             cost = sum(overlap(box, other) for other in blocked)
             cost += 0 if (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1) \
                 else 1e6
+            if not far and any(distance(box, m) < distance(box, own) for m in markers if m != own):
+                cost += 400  # nearer another point than its own: it would read as that point's label
             if best is None or cost < best[0]:
                 if best is not None:
                     best[1].remove()

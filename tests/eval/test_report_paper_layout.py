@@ -170,3 +170,35 @@ def test_report_names_the_runs_its_lambda_plot_leaves_out(tmp_path, tokenizer, f
     assert ("note: lambda_boxed.png leaves out the runs without a λ: Instruct, Thinking (give eval --lambda: "
             "0 for the Instruct model, 1 for the Thinking model)") in cli.stderr
     assert write_report(runs[:1], tmp_path / "one")["without_lambda"] == {}
+
+
+def test_frontier_labels_read_as_their_own_points():
+    """The SmolLM2 triple's crowded start of the curve (λ 0–0.4 within a token of each other, at
+    accuracies 2–4 points apart): every λ label ends nearer its own point than any other point,
+    or is joined to its point by a line."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mi_mergekit.eval.frontier import place_labels
+
+    points = [(8.9, 12.0), (8.9, 14.0), (8.9, 14.0 + 2.5), (8.9, 9.0), (9.0, 11.5), (13.6, 3.0), (39.7, 19.5),
+              (50.6, 68.5), (58.3, 67.5), (76.2, 69.5)]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.plot(*zip(*points), "o-")
+    ax.margins(x=0.08, y=0.08)
+    fig.tight_layout()
+    place_labels(ax, points, [f"λ={i / 10:g}" for i in range(len(points))], avoid=points)
+    renderer = fig.canvas.get_renderer()
+    shown = [tuple(ax.transData.transform(p)) for p in points]
+    labels = [t for t in ax.texts if t.get_text().startswith("λ=")]
+    assert len(labels) == len(points)
+    for index, label in enumerate(labels):
+        box = label.get_window_extent(renderer)
+        near = [math.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1)) for x, y in shown]
+        joined = label.arrow_patch is not None
+        assert joined or near[index] == min(near), (label.get_text(), near)
+    plt.close(fig)
