@@ -103,7 +103,7 @@ def test_every_exception_class_is_in_the_family():
 def test_members_keep_what_callers_catch():
     from mi_mergekit.errors import ContractError, MiMergekitError
     from mi_mergekit.eval.dataset_files import DatasetError
-    from mi_mergekit.eval.runner import ModelFolderError, RunFolderError, RunMismatchError
+    from mi_mergekit.eval.run_folder import ModelFolderError, RunFolderError, RunMismatchError
     from mi_mergekit.merge.safetensors_io import SafetensorsFormatError
 
     for cls in (DatasetError, ModelFolderError, RunMismatchError, SafetensorsFormatError, RunFolderError,

@@ -45,7 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, paper_benchmarks
 from mi_mergekit.eval.frontier import write_frontier
-from mi_mergekit.eval.runner import RunFolderError, grade_run, load_run
+from mi_mergekit.eval.run_folder import RunFolderError
+from mi_mergekit.eval.runner import grade_run, load_run
 from mi_mergekit.eval.store import METRICS_FILE
 from mi_mergekit.eval.tables import markdown
 

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import time
 import json
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -49,11 +47,13 @@ from mi_mergekit.eval.graders import check_requirements, get_grader
 from mi_mergekit.eval.grading import (LEGACY_GRADING, LEGACY_POSTPROCESS, check_grading, check_postprocess,
                                       default_postprocess)
 from mi_mergekit.eval.metrics import lambda_breakdown, run_metrics
+from mi_mergekit.eval.model_info import model_lambda, model_profile
 from mi_mergekit.eval.prompts import prompt_record
+from mi_mergekit.eval.run_folder import (FORMAT_VERSION, RunFolderError, RunMismatchError, check_model_folder,
+                                         check_run_folder, check_writable, remove_failed_start)
 from mi_mergekit.eval.thinking import split_response
-from mi_mergekit.runlock import LOCK_FILE, run_lock
+from mi_mergekit.runlock import run_lock
 
-FORMAT_VERSION = 1
 #: run.json keys that determine the samples, beside the benchmarks' prompt options
 #: (:func:`generation_keys`); a resume must not change them
 GENERATION_KEYS = (
@@ -75,162 +75,6 @@ def generation_keys() -> tuple:
     """Every run.json key a resume must not change: :data:`GENERATION_KEYS`, the registered
     benchmarks' prompt options and the sampling fields a server did not take."""
     return GENERATION_KEYS + prompt_keys() + ("sampling_not_sent",)
-
-
-class RunMismatchError(EvalInputError):
-    """``out_dir`` holds a run with different generation settings."""
-
-
-class ModelFolderError(EvalInputError):
-    """The model to evaluate is not a readable model folder."""
-
-
-class RunFolderError(EvalInputError, FileNotFoundError):
-    """A folder given as an eval run is missing or not a (graded) run; also a
-    ``FileNotFoundError``, as it was before it joined the family."""
-
-
-#: what `mi-mergekit eval` writes into a run folder (anything else: not a run folder)
-RUN_FOLDER_FILES = {st.RUN_FILE, st.PROMPTS_FILE, st.SAMPLES_FILE, st.GRADES_FILE, st.METRICS_FILE,
-                    st.QUESTIONS_FILE, LOCK_FILE}
-
-
-def check_model_folder(model_path: Union[str, Path]) -> str:
-    """The folder (or hub id) to load for ``model_path``: a local model folder with a readable
-    config.json; for a reference that is no folder here, the complete snapshot of that hub id
-    in the local cache, or the hub id itself when the hub says it exists — decided at once,
-    with no network wait (:func:`mi_mergekit.merge.hub.locate`)."""
-    path = Path(model_path)
-    if path.is_dir():
-        config = path / "config.json"
-        try:
-            json.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelFolderError(f"the model folder has no config.json ({path})") from None
-        except (OSError, ValueError) as exc:
-            raise ModelFolderError(f"cannot read the model's config.json: {exc} ({config})") from None
-        return str(model_path)
-    if path.exists():
-        raise ModelFolderError(f"--model must be a model folder, not a file ({path})")
-    from mi_mergekit.errors import CheckpointFileError
-    from mi_mergekit.merge.hub import locate
-
-    try:
-        found, _ = locate(str(model_path), what="model")
-    except CheckpointFileError as exc:
-        raise ModelFolderError(exc.format_message()) from None
-    return found
-
-
-def remove_failed_start(out: Path) -> None:
-    """Remove a run folder this call created when nothing was stored in it (the run could
-    not start: a backend that is not installed, a model that does not load …)."""
-    try:
-        leftovers = set(os.listdir(out))
-    except OSError:
-        return
-    if leftovers <= {LOCK_FILE}:
-        for name in leftovers:
-            (out / name).unlink(missing_ok=True)
-        try:
-            out.rmdir()
-        except OSError:
-            pass
-
-
-def check_run_folder(out: Path) -> None:
-    """Refuse an --out folder that another command wrote (or a run.json eval did not write)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise RunMismatchError(f"--out must be a folder, not a file ({out})")
-    run_file = out / st.RUN_FILE
-    if run_file.exists():
-        try:
-            config = st.read_json(run_file)
-        except (OSError, ValueError) as exc:
-            raise RunMismatchError(f"cannot read the run's settings: {exc} ({run_file})") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT_VERSION or "benchmark" not in config:
-            raise RunMismatchError(f"{st.RUN_FILE} was not written by this version of `mi-mergekit eval`; "
-                                   f"use a new --out folder ({run_file})")
-        return
-    foreign = sorted(n for n in os.listdir(out) if n not in RUN_FOLDER_FILES
-                     and not n.endswith(".tmp") and not n.startswith(".write-test-"))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
-        raise RunMismatchError(f"--out is not an eval run folder (it holds {shown}); "
-                               f"use a new or empty folder ({out})")
-
-
-def check_writable(out: Path) -> None:
-    """Write and remove a probe file, so an unwritable --out fails before any generation."""
-    probe = out / f".write-test-{os.getpid()}"
-    with probe.open("wb") as handle:
-        handle.write(b"ok")
-        handle.flush()
-        os.fsync(handle.fileno())
-    probe.unlink()
-
-
-def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
-    """λ from ``<model_path>/mi_plan.json`` (written by mi-mergekit merges), if present.
-
-    Only whole-model merges count: a layer-window or module-selective merge
-    (``"whole_model": false``) is not a point on the λ curve, so it gets None.
-    """
-    path = Path(model_path) / "mi_plan.json"
-    if not path.is_file():
-        return None
-    plan = json.loads(path.read_text(encoding="utf-8"))
-    value = plan.get("lambda")
-    if plan.get("whole_model") is False or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def model_profile(model_path: Union[str, Path]) -> Optional[dict]:
-    """The λ profile of a merge whose λ is not one number (``mi_plan.json`` written by
-    mi-mergekit): ``{"mean_lambda", "min", "max"}`` over every tensor (kept tensors at λ 0), the
-    mean weighted by parameters; None for a plain λ, another method or a folder without a plan.
-    Layer windows and module ablations are profiles too (λ on some tensors, 0 on the rest)."""
-    path = Path(model_path) / "mi_plan.json"
-    if not path.is_file():
-        return None
-    plan = json.loads(path.read_text(encoding="utf-8"))
-    values = [t.get("lambda") for t in plan.get("tensors", [])]
-    if plan.get("whole_model") or not values or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return None
-    mean = plan.get("mean_lambda")
-    if mean is None:  # a plan written before the mean was recorded: weigh by the first input's shapes
-        mean = _mean_from_inputs(plan)
-    if mean is None:
-        return None
-    return {"mean_lambda": float(mean), "min": float(min(values)), "max": float(max(values))}
-
-
-def _mean_from_inputs(plan: dict) -> Optional[float]:
-    """The parameter-weighted mean λ of an older ``mi_plan.json``, with the tensor shapes read from
-    the header of its first input checkpoint where that is still there; None otherwise."""
-    from mergekit.common import ModelReference
-    from mergekit.options import MergeOptions
-
-    from mi_mergekit.errors import MiMergekitError
-    from mi_mergekit.merge.layout import CheckpointIndex
-    from mi_mergekit.merge.plan import weighted_mean
-
-    inputs = plan.get("inputs") or []
-    if not inputs or not Path(str(inputs[0][1])).is_dir():
-        return None
-    try:
-        shapes = CheckpointIndex.read(ModelReference.model_validate(str(inputs[0][1])), MergeOptions()).shapes
-    except (MiMergekitError, ValueError, OSError):  # the input changed or is unreadable: no mean, not a wrong one
-        return None
-    sizes = {name: math.prod(shape) for name, shape in shapes.items() if shape is not None}
-    tensors = plan.get("tensors", [])
-    if not all(t.get("name") in sizes for t in tensors):
-        return None
-    return weighted_mean((t["lambda"], sizes[t["name"]]) for t in tensors)
 
 
 def evaluate(

@@ -111,7 +111,7 @@ class GridBackends:
                                                            samples_per_request=batch_size, **(http_options or {}))
                 else:
                     from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
-                    from mi_mergekit.eval.runner import check_model_folder
+                    from mi_mergekit.eval.run_folder import check_model_folder
 
                     check_model_folder(where)
                     self.backends[lam] = TransformersBackend(where, batch_size=batch_size, prompt_batch=prompt_batch,

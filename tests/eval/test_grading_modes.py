@@ -16,7 +16,8 @@ from mi_mergekit.eval.datasets import load_examples
 from mi_mergekit.eval.grading import extract_non_reasoning_content
 from mi_mergekit.eval.graders import get_grader
 from mi_mergekit.eval.prompts import prompt_record
-from mi_mergekit.eval.runner import RunMismatchError, _grade_sample
+from mi_mergekit.eval.run_folder import RunMismatchError
+from mi_mergekit.eval.runner import _grade_sample
 
 
 def load(fixtures, name):

@@ -11,7 +11,7 @@ import pytest
 
 from mi_mergekit.eval import evaluate, grade_run, load_run, write_report
 from mi_mergekit.eval.backends import Backend, Completion
-from mi_mergekit.eval.runner import RunMismatchError
+from mi_mergekit.eval.run_folder import RunMismatchError
 
 SCRIPT = {
     "add": ["</think>\\boxed{3}", "</think>\\boxed{3}", "</think>\\boxed{5}", "still thinking \\boxed{3}"],
@@ -178,7 +178,7 @@ def test_lambda_from_mi_plan(tmp_path, fixtures, tokenizer):
 
 
 def test_windowed_merge_is_not_on_the_lambda_curve(tmp_path):
-    from mi_mergekit.eval.runner import model_lambda
+    from mi_mergekit.eval.model_info import model_lambda
 
     (tmp_path / "mi_plan.json").write_text(json.dumps({"lambda": 0.8, "whole_model": False}))
     assert model_lambda(tmp_path) is None

@@ -294,7 +294,7 @@ def test_profiles_and_windows_are_frontier_rows_at_their_mean_lambda(routing_set
                  if not n.startswith(("model.layers.0.", "model.embed_tokens.")))
     assert window["mean_lambda"] == pytest.approx(0.8 * merged / sum(math.prod(s) for s in shapes.values()), abs=1e-5)
     # a plan written before the mean was recorded: weighed by the first input's shapes, the same mean
-    from mi_mergekit.eval.runner import model_profile
+    from mi_mergekit.eval.model_info import model_profile
 
     older = tmp_path / "older"
     older.mkdir()
