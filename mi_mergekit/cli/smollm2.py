@@ -34,7 +34,9 @@ def smollm2_command():
               help="Train a new adapter for this many steps instead of using a shipped one (the shipped "
                    f"recipe is {TrainConfig.steps} steps from the runningsum adapter); written to OUT/adapter.")
 @click.option("--seed", default=0, show_default=True, help="Training seed (with --train).")
-def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --train: override a TrainConfig field, e.g. --set batch=2 (repeatable).")
+def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed, overrides):
     """Build OUT/base (the ancestor), OUT/instruct and OUT/thinking and verify their checksums against the
     shipped ones."""
     import time
@@ -43,7 +45,10 @@ def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
 
     if train_steps is not None and train_steps < 1:
         raise click.BadParameter("must be at least 1", param_hint="--train")
-    config = None if train_steps is None else TrainConfig(steps=train_steps, seed=seed)
+    if overrides and train_steps is None:
+        raise click.BadParameter("sets the training of --train; give --train N too", param_hint="--set")
+    config = None if train_steps is None else TrainConfig(**train_values({"steps": train_steps, "seed": seed},
+                                                                         overrides))
     started = time.perf_counter()
     record = build_pair(Path(out_dir), wheel=Path(wheel) if wheel else None, from_hub=from_hub,
                         adapter=real.ADAPTERS[adapter_name], train_config=config,
@@ -53,6 +58,25 @@ def build_command(out_dir, wheel, from_hub, adapter_name, train_steps, seed):
     for side, digest in record["digests"].items():
         click.echo(f"{side} tensor sha256: {digest}")
     click.echo(f"built in {time.perf_counter() - started:.0f} s", err=True)
+
+
+def train_values(values: dict, overrides) -> dict:
+    """``values`` with the ``--set KEY=VALUE`` overrides of TrainConfig fields, each in its field's type."""
+    from dataclasses import asdict
+
+    fields = asdict(TrainConfig())
+    values = dict(values)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise click.BadParameter(f"unknown config field {key!r} in {item}; known: {', '.join(fields)}",
+                                     param_hint="--set")
+        try:
+            values[key] = type(fields[key])(value)
+        except ValueError:
+            raise click.BadParameter(f"{item}: {key} must be of type {type(fields[key]).__name__}",
+                                     param_hint="--set") from None
+    return values
 
 
 __all__ = ["smollm2_command"]
@@ -73,21 +97,12 @@ __all__ = ["smollm2_command"]
               help="Override a TrainConfig field, e.g. --set lr=5e-4 (repeatable).")
 def train_command(base, side, out_dir, steps, seed, overrides):
     """Train a side's LoRA adapter on CPU and record the checksums of the side it builds."""
-    from dataclasses import asdict
-
     from mi_mergekit import real
-    from mi_mergekit.errors import MiMergekitError
     from mi_mergekit.real.build import record_checksums
     from mi_mergekit.real.train import INSTRUCT_RECIPE, TrainConfig, train
 
-    fields = asdict(TrainConfig())
-    values = {**(INSTRUCT_RECIPE if side == "instruct" else {}), "seed": seed,
-              **({"steps": steps} if steps is not None else {})}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise MiMergekitError(f"unknown config field {key!r} in --set {item}; known: {', '.join(fields)}")
-        values[key] = type(fields[key])(value)
+    values = train_values({**(INSTRUCT_RECIPE if side == "instruct" else {}), "seed": seed,
+                           **({"steps": steps} if steps is not None else {})}, overrides)
     out = Path(out_dir) if out_dir else (real.INSTRUCT_ADAPTER_DIR if side == "instruct" else real.ADAPTER_DIR)
     summary = train(Path(base), out, TrainConfig(**values), log=lambda m: click.echo(m, err=True))
     digests = record_checksums(Path(base), out, side)

@@ -91,10 +91,11 @@ def test_rebuild_reuses_a_verified_pair(smollm2_pair):
 
 
 def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
-    """The whole build with a freshly trained adapter (2 steps): wheel -> instruct -> train -> thinking."""
+    """The whole build with a freshly trained adapter (2 steps of 2 traces, set with --set): wheel ->
+    instruct -> train -> thinking."""
     out = tmp_path / "trained"
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), "--wheel", str(smollm2_wheel),
-                  "--train", "2"], env={"HF_HUB_OFFLINE": "1"})
+                  "--train", "2", "--set", "batch=2", "--set", "length_groups=1"], env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 2/2" in result.stderr and "checksums recorded, not verified (new adapter)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "base", "instruct", "pair.json", "thinking"]
@@ -102,6 +103,7 @@ def test_reduced_training_end_to_end(tmp_path, smollm2_wheel):
     assert record["verified"] is False and record["timings"]["train_seconds"] > 0
     summary = json.loads((out / "adapter" / "train_summary.json").read_text())
     assert summary["config"]["steps"] == 2 and len(summary["losses"]) == 2
+    assert (summary["config"]["batch"], summary["config"]["length_groups"]) == (2, 1)
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == real.HUB_ID
     assert adapter["r"] == 8 and sorted(adapter["target_modules"]) == sorted(
@@ -227,3 +229,15 @@ def test_instruct_training_rows_answer_at_once_under_both_templates(smollm2_pair
         assert tokenizer.decode(ids[first:]) == f"\\boxed{{{problem.answer}}}<|im_end|>"
         assert labels[first:] == ids[first:]
         assert tokenizer.decode(ids[:first]).endswith("<think>\n") == (template is not None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "batch=2"], "give --train N too"),
+    (["--train", "2", "--set", "batch=two"], "batch=two: batch must be of type int"),
+    (["--train", "2", "--set", "nope=1"], "unknown config field 'nope'"),
+])
+def test_build_training_overrides_are_checked_before_anything_runs(tmp_path, args, message):
+    out = tmp_path / "pair"
+    result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), *args])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
