@@ -26,6 +26,7 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
+
 @pytest.fixture(scope="session")
 def dense_pair(tmp_path_factory):
     """Qwen3, 4 layers, tied embeddings, bf16."""
