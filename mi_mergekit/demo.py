@@ -193,9 +193,8 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     except (OSError, ValueError):
         before = {}
     budget = max_new_tokens or spec.max_new_tokens
-    if slots is None:  # the pair's default decode loop, unless --compact chose one
-        slots = 0 if compact else spec.slots
-    loop = {**({"compact": True} if compact else {}), **({"slots": slots} if slots else {})}  # the decode loop
+    loop = decode_loop(spec, compact, slots)
+    slots = loop.get("slots", 0)
     eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
                         benchmark="boxed", grading="strict")
     settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"),
@@ -257,6 +256,14 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     log(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
                f"everything is under {out}/")
     return out
+
+
+def decode_loop(spec: DemoPair, compact: bool, slots: Optional[int]) -> dict:
+    """The transformers backend's decode-loop options: ``--compact``, ``--slots N`` (0: generate),
+    or, with neither, the pair's default (``DemoPair.slots``)."""
+    if slots is None:
+        slots = 0 if compact else spec.slots
+    return {**({"compact": True} if compact else {}), **({"slots": slots} if slots else {})}
 
 
 def _write_records(path: Path, records: Sequence[dict]) -> None:

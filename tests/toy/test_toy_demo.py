@@ -32,3 +32,20 @@ def test_demo_reduced_grid(tmp_path):
         recipe = (out / "recipes" / f"{method}.yaml").read_text()
         assert f"merge_method: {merge_method}" in recipe and "toy/pair/base" in recipe
     assert "| TA |" in result.stdout and "| MI-0.5 |" in result.stdout
+
+
+def test_the_demo_decode_loop_follows_the_pair_unless_asked():
+    """The SmolLM2 pairs decode with --slots 128 by default (their shipped results were made so), the toy
+    pair with generate; --compact or --slots N chooses the loop, --slots 0 is generate."""
+    from pathlib import Path
+
+    from mi_mergekit.demo import SMOLLM2_SLOTS, DemoPair, decode_loop
+
+    def pair(slots):
+        return DemoPair("p", Path("i"), Path("t"), [], [], n_samples=4, max_new_tokens=8, prompt_batch=1, slots=slots)
+
+    smollm2, toy = pair(SMOLLM2_SLOTS), pair(0)
+    assert decode_loop(smollm2, False, None) == {"slots": 128} and decode_loop(toy, False, None) == {}
+    assert decode_loop(smollm2, True, None) == {"compact": True} == decode_loop(toy, True, None)
+    assert decode_loop(smollm2, False, 0) == {} and decode_loop(toy, False, 8) == {"slots": 8}
+    assert decode_loop(smollm2, True, 8) == {"compact": True, "slots": 8}  # the backend refuses both in one line
