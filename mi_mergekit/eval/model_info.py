@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Optional, Union
 
+
 def model_lambda(model_path: Union[str, Path]) -> Optional[float]:
     """λ from ``<model_path>/mi_plan.json`` (written by mi-mergekit merges), if present.
 

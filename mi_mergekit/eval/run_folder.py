@@ -13,6 +13,7 @@ from mi_mergekit.errors import EvalInputError
 from mi_mergekit.eval import store as st
 from mi_mergekit.runlock import LOCK_FILE
 
+#: the format of the run.json this version writes (another is refused as --out)
 FORMAT_VERSION = 1
 
 
