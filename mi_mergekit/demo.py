@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-
 from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.compare import (BASELINES, MODULE_ABLATIONS, PAPER_LAMBDAS, Triple,
                                  baseline_rows, choose, drop_weights, mi_rows, paper_windows, run_rows, side_rows,
@@ -194,7 +193,6 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         before = {}
     budget = max_new_tokens or spec.max_new_tokens
     loop = decode_loop(spec, compact, slots)
-    slots = loop.get("slots", 0)
     eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
                         benchmark="boxed", grading="strict")
     settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"),
@@ -220,8 +218,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         experiment = run_experiment(plan, instruct=spec.instruct, thinking=spec.thinking, grid_models=grid_models,
                                     calibration=calibration_path, calibration_records=calibration, test=dataset,
                                     test_records=records, out=out, eval_options={**eval_options, "progress": True},
-                                    batch_size=n, prompt_batch=batch, compact=compact, slots=slots,
-                                    log=lambda m: log(f"[route] {m}"))
+                                    backend_options=backend, log=lambda m: log(f"[route] {m}"))
         routed = experiment["runs"]
         routing_text = experiment["markdown"]
         timings["routing_seconds"] = round(time.perf_counter() - t0, 1)
@@ -254,7 +251,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
     timings_path.write_text(json.dumps(timings, indent=1) + "\n")
     log(f"done in {timings['total_seconds']:.0f} s (pair ready in {build_seconds:.0f} s); "
-               f"everything is under {out}/")
+        f"everything is under {out}/")
     return out
 
 

@@ -60,9 +60,11 @@ def _signals(path: Path, dataset: Path, plan: RoutingPlan, instruct, thinking, s
 
 def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_models: Mapping[float, Path],
                    calibration: Path, calibration_records: Sequence[dict], test: Path,
-                   test_records: Sequence[dict], out: Path, eval_options: dict, batch_size: int,
-                   prompt_batch: int, compact: bool = False, slots: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Run steps 1–4 (module docstring); returns ``{"runs", "calibration_runs", "routers", "markdown"}``."""
+                   test_records: Sequence[dict], out: Path, eval_options: dict, backend_options: dict,
+                   log: Callable[[str], None] = print) -> dict:
+    """Run steps 1–4 (module docstring); returns ``{"runs", "calibration_runs", "routers", "markdown"}``.
+    ``backend_options``: the transformers backend's (``batch_size``, ``prompt_batch`` and the decode
+    loop, ``compact`` or ``slots``), the same for the calibration runs and the grid of the routed ones."""
     from mi_mergekit.eval import evaluate
     from mi_mergekit.routing.run import GridBackends, routed_evaluate
 
@@ -72,8 +74,6 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
         raise RouterError(f"{len(shared)} questions are in both the calibration and the test split")
     routing_dir = out / "routing"
     routing_dir.mkdir(parents=True, exist_ok=True)
-    backend_options = {"batch_size": batch_size, "prompt_batch": prompt_batch, **({"compact": True} if compact else {}),
-                       **({"slots": slots} if slots else {})}
     calibration_runs: Dict[float, Path] = {}
     for lam in plan.grid:
         log(f"calibration run of mi_{lam:g} on {len(calibration_records)} calibration questions")
@@ -100,8 +100,7 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
     runs: List[Path] = []
     rows = []
     seen: Dict[tuple, str] = {}
-    with GridBackends({lam: str(grid_models[lam]) for lam in plan.grid}, batch_size=batch_size,
-                      prompt_batch=prompt_batch, compact=compact, slots=slots) as grid:
+    with GridBackends({lam: str(grid_models[lam]) for lam in plan.grid}, **backend_options) as grid:
         for router in routers:
             name = router.fit["name"]
             assignment = router.assign(values["test"][router.signal])
