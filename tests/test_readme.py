@@ -30,7 +30,7 @@ EVAL_BUDGET = ["--limit", "1", "-n", "1", "--max-new-tokens", "4", "--no-progres
 NOT_RUN = {
     "bash .ci/demo": "the CI's own scripts: what this suite runs in",
     "bash .ci/test": "the CI's own scripts: what this suite runs in",
-    'bash .ci/test -m "not slow"': "this suite's fast subset (tests/conftest.py SLOW_FILES)",
+    'bash .ci/test -m "not slow"': "this suite's fast subset (tests/conftest.py SLOW_FILES, SLOW_TESTS)",
     'pip install torch==2.13.0': "installs packages",
     'pip install -e ".[eval]"': "installs packages",
     'pip install -e ".[eval,real]"': "installs packages",
