@@ -40,9 +40,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mi_mergekit.errors import MiMergekitError
+
+if TYPE_CHECKING:
+    from mi_mergekit.eval.task import EvalTask
 
 #: the MI rows of the paper's Table 2
 PAPER_LAMBDAS = (0.2, 0.4, 0.45, 0.5, 0.55, 0.6, 0.8)
@@ -256,14 +259,15 @@ class RowsResult:
     timings: Dict[str, dict]
 
 
-def run_rows(rows: Sequence[Row], triple: Triple, out: Path, dataset: Path, eval_kwargs: dict,
-             settings: dict, *, keep: Sequence[str] = (), drop: bool = False, merge_only: bool = False,
+def run_rows(rows: Sequence[Row], triple: Triple, out: Path, task: EvalTask, settings: dict, *,
+             backend: str = "transformers", backend_options: Optional[dict] = None, progress: bool = True,
+             keep: Sequence[str] = (), drop: bool = False, merge_only: bool = False,
              timings_before: Optional[Dict[str, dict]] = None, served_models: Optional[Dict[str, str]] = None,
              log: Callable[[str], None] = lambda m: None) -> RowsResult:
-    """Merge (where the row is a merge) and evaluate every row into ``OUT/runs/<row>``.
+    """Merge (where the row is a merge) and evaluate every row on ``task`` into ``OUT/runs/<row>``.
 
-    ``eval_kwargs``: :func:`mi_mergekit.eval.evaluate`'s keyword arguments but the decoding, which is
-    the row's (Instruct for ``instruct``, else ``eval_kwargs["decoding"]`` or Thinking); ``settings``:
+    The decoding is the row's: Instruct for ``instruct``, the task's for the others (the merged
+    and Thinking rows); ``backend`` / ``backend_options``: what generates (:func:`mi_mergekit.eval.evaluate`'s); ``settings``:
     what a reused run must have been made with, besides the row (:data:`SETTINGS_FILE`). A row whose
     run is finished is not merged again, unless it is in ``keep`` (its model is needed later);
     ``drop`` deletes each merged model's weights once it is evaluated (not those in ``keep``);
@@ -278,7 +282,7 @@ def run_rows(rows: Sequence[Row], triple: Triple, out: Path, dataset: Path, eval
     for index, row in enumerate(rows, start=1):
         log(f"[{index}/{len(rows)}] {row.name}: {row.description}")
         run_dir = out / "runs" / row.name
-        decoding = resolve_decoding("instruct") if row.side == "instruct" else eval_kwargs.get("decoding", "thinking")
+        row_task = task.replace(decoding=resolve_decoding("instruct")) if row.side == "instruct" else task
         row_settings = {**settings, "row": row.key()}
         done = finished(run_dir, row_settings)
         if done and row.name not in keep:
@@ -302,11 +306,11 @@ def run_rows(rows: Sequence[Row], triple: Triple, out: Path, dataset: Path, eval
                 result.runs[row.name] = run_dir
                 result.timings[row.name] = {**before.get(row.name, {}), "reused": True}
             continue
-        kwargs = {**eval_kwargs, "decoding": decoding}
+        options = dict(backend_options or {})
         if (served_models or {}).get(row.name):
-            kwargs["backend_options"] = {**kwargs.get("backend_options", {}), "served_model": served_models[row.name]}
-        result.runs[row.name] = evaluate(model_ref, str(dataset), out_dir=str(run_dir), label=row.name,
-                                         lambda_=row.curve_lambda, **kwargs)
+            options["served_model"] = served_models[row.name]
+        result.runs[row.name] = evaluate(model_ref, row_task, run_dir, backend, backend_options=options,
+                                         label=row.name, lambda_=row.curve_lambda, progress=progress)
         (run_dir / SETTINGS_FILE).write_text(json.dumps(row_settings, indent=1) + "\n")
         result.timings[row.name] = {"merge_seconds": round(t1 - t0, 1),
                                     "eval_seconds": round(time.perf_counter() - t1, 1)}
@@ -364,13 +368,15 @@ def model_reference(value: str, role: str) -> str:
     return value
 
 
-def run_compare(triple: Triple, dataset: str, out: Path, eval_kwargs: dict, *, lambdas: Sequence[float] = PAPER_LAMBDAS,
-                windows: Sequence[Tuple[str, int, int]] = (), modules: Sequence[str] = (),
+def run_compare(triple: Triple, task: EvalTask, out: Path, *, backend: str = "transformers",
+                backend_options: Optional[dict] = None, progress: bool = True,
+                lambdas: Sequence[float] = PAPER_LAMBDAS, windows: Sequence[Tuple[str, int, int]] = (),
+                modules: Sequence[str] = (),
                 baselines: Sequence[str] = ("ta", "ties"), served_models: Optional[Dict[str, str]] = None,
                 merge_only: bool = False, drop: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
     """The whole comparison for a user's triple (module docstring): rows, merges, runs and the report in
-    ``out``; ``eval_kwargs``: :func:`mi_mergekit.eval.evaluate`'s keyword arguments (the backend and its
-    options, the benchmark, decoding for the merged and Thinking rows, samples, budget, seed, …);
+    ``out``, every row evaluated on ``task`` (its decoding for the merged and Thinking rows) with
+    ``backend`` and ``backend_options`` (:func:`mi_mergekit.eval.evaluate`'s);
     ``served_models``: with the ``openai`` backend, the name each row's server knows its model by
     (default: the row's model folder or hub id). Returns ``{"rows", "runs", "models", "report"}``."""
     from mi_mergekit.eval.datasets import dataset_fingerprint
@@ -386,11 +392,13 @@ def run_compare(triple: Triple, dataset: str, out: Path, eval_kwargs: dict, *, l
         raise MiMergekitError("TA and TIES need the common ancestor of both models: pass --base (or --baselines none)")
     out.mkdir(parents=True, exist_ok=True)
     hold(out, "mi-mergekit compare")
-    settings = {"triple": {k: v for k, v in vars(triple).items() if v}, "dataset": str(dataset),
-                "dataset_fingerprint": dataset_fingerprint(str(dataset)),
-                "evaluation": json.loads(json.dumps(eval_kwargs, default=_plain))}
-    done = run_rows(rows, triple, out, Path(dataset), eval_kwargs, settings, drop=drop, merge_only=merge_only,
-                    served_models=served_models, log=log)
+    evaluation = {**{k: v for k, v in task.to_dict().items() if k != "dataset"}, "backend": backend,
+                  "backend_options": backend_options or {}}
+    settings = {"triple": {k: v for k, v in vars(triple).items() if v}, "dataset": str(task.dataset),
+                "dataset_fingerprint": dataset_fingerprint(str(task.dataset)),
+                "evaluation": json.loads(json.dumps(evaluation, default=str))}
+    done = run_rows(rows, triple, out, task, settings, backend=backend, backend_options=backend_options,
+                    progress=progress, drop=drop, merge_only=merge_only, served_models=served_models, log=log)
     if merge_only:
         return {"rows": rows, "runs": {}, "models": done.models, "report": None}
     from mi_mergekit.eval import write_report
@@ -401,8 +409,3 @@ def run_compare(triple: Triple, dataset: str, out: Path, eval_kwargs: dict, *, l
     table = write_table(rows, done.runs, report_dir, "thinking")
     (report_dir / "timings.json").write_text(json.dumps(done.timings, indent=1) + "\n")
     return {"rows": rows, "runs": done.runs, "models": done.models, "report": report, "table": table}
-
-
-def _plain(value):
-    """JSON form of an evaluation setting (a decoding preset is its fields)."""
-    return value.to_dict() if hasattr(value, "to_dict") else str(value)

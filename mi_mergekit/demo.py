@@ -141,7 +141,7 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
     """Merge a pair over a λ grid, windows, module ablations and the TA / TIES baselines with
     mergekit-yaml, evaluate, report (``mi-mergekit demo``); returns the output folder. ``say``
     gets the tables and the plots' paths, ``log`` the progress."""
-    from mi_mergekit.eval import write_report
+    from mi_mergekit.eval import EvalTask, write_report
     from mi_mergekit.merge.lambdas import parse_lambdas
     from mi_mergekit.runlock import hold
 
@@ -193,14 +193,14 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         before = {}
     budget = max_new_tokens or spec.max_new_tokens
     loop = decode_loop(spec, compact, slots)
-    eval_options = dict(grader="math", decoding="thinking", n_samples=n, max_new_tokens=budget, seed=seed,
-                        benchmark="boxed", grading="strict")
+    task = EvalTask(dataset, benchmark="boxed", grader="math", grading="strict", decoding="thinking", n_samples=n,
+                    max_new_tokens=budget, seed=seed)
     settings = {"pair": spec.name, "pair_provenance": spec.provenance.get("digests"),
                 "dataset": [r["id"] for r in records], "n_samples": n, "max_new_tokens": budget, "seed": seed,
                 "prompt_batch": batch, **loop}
     keep = [c.name for c in configs if plan is not None and not c.parameters and c.lam in plan.grid]
     backend = {"batch_size": n, "prompt_batch": batch, **loop}
-    done = run_rows(rows, triple, out, dataset, {**eval_options, "backend_options": backend}, settings, keep=keep,
+    done = run_rows(rows, triple, out, task, settings, backend_options=backend, keep=keep,
                     drop=pair != "toy" and not keep_models, timings_before=before, log=log)
     timings["configs"] = done.timings
     runs = [done.runs[row.name] for row in rows]
@@ -216,9 +216,9 @@ def run_demo(pair: str = "toy", out_dir: Optional[str] = None, pair_dir: Optiona
         _write_records(calibration_path, calibration)
         t0 = time.perf_counter()
         experiment = run_experiment(plan, instruct=spec.instruct, thinking=spec.thinking, grid_models=grid_models,
-                                    calibration=calibration_path, calibration_records=calibration, test=dataset,
-                                    test_records=records, out=out, eval_options={**eval_options, "progress": True},
-                                    backend_options=backend, log=lambda m: log(f"[route] {m}"))
+                                    calibration=calibration_path, calibration_records=calibration,
+                                    test_records=records, out=out, task=task, backend_options=backend,
+                                    log=lambda m: log(f"[route] {m}"))
         routed = experiment["runs"]
         routing_text = experiment["markdown"]
         timings["routing_seconds"] = round(time.perf_counter() - t0, 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from mi_mergekit.analysis.lambda_search import Knob, Metrics, ProfileFamily
 from mi_mergekit.errors import AnalysisInputError
@@ -25,20 +25,18 @@ class HarnessEvaluator:
     """λ (or a profile family's parameters) -> metrics with mi_mergekit.eval, materialising
     in memory or on disk."""
 
-    def __init__(self, merge_config, out_dir: str, dataset: str, *, materialize: str = "memory",
+    def __init__(self, merge_config, out_dir: str, task, *, materialize: str = "memory",
                  backend: str = "transformers", backend_options: Optional[dict] = None,
-                 options=None, keep_models: bool = False, eval_options: Optional[dict] = None,
-                 family: Optional[ProfileFamily] = None):
+                 options=None, keep_models: bool = False, family: Optional[ProfileFamily] = None):
         from mergekit.options import MergeOptions
 
         from mi_mergekit.analysis.live_merge import InMemoryInterpolation
 
-        self.config, self.out_dir, self.dataset = merge_config, out_dir, dataset
+        self.config, self.out_dir, self.task = merge_config, out_dir, task
         self.materialize, self.backend = materialize, backend
         self.backend_options = dict(backend_options or {})
         self.options = options or MergeOptions(quiet=True)
         self.keep_models = keep_models
-        self.eval_options = dict(eval_options or {})
         self.family = family
         self.live: Optional[InMemoryInterpolation] = None
         self.tokenizer = None
@@ -71,8 +69,8 @@ class HarnessEvaluator:
         from mi_mergekit.eval import evaluate, load_run
 
         label, lam, recipe = self.candidate(knob)
-        common = dict(out_dir=os.path.join(self.out_dir, "runs", label), lambda_=lam, label=label,
-                      progress=False, **self.eval_options)
+        run_dir = os.path.join(self.out_dir, "runs", label)
+        common = dict(lambda_=lam, label=label, progress=False)
         if self.live is not None:
             from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
 
@@ -80,8 +78,7 @@ class HarnessEvaluator:
             backend = TransformersBackend(f"mi:{label}", model=model, tokenizer=self.tokenizer,
                                           **{k: v for k, v in self.backend_options.items()
                                              if k in ("batch_size", "prompt_batch", "device", "compact", "slots")})
-            run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.dataset,
-                           backend=backend, **common)
+            run = evaluate(f"mi-live:{self.config.base_model}:{label}", self.task, run_dir, backend, **common)
         else:
             import mergekit.merge
 
@@ -92,8 +89,8 @@ class HarnessEvaluator:
             if not os.path.exists(os.path.join(path, "mi_plan.json")):
                 mergekit.merge.run_merge(recipe, path, self.options)
             try:
-                run = evaluate(path, self.dataset, backend=self.backend,
-                               backend_options=self.backend_options, **common)
+                run = evaluate(path, self.task, run_dir, self.backend, backend_options=self.backend_options,
+                               **common)
             finally:
                 if not self.keep_models:
                     shutil.rmtree(path, ignore_errors=True)
@@ -105,9 +102,8 @@ class HarnessEvaluator:
 class RoutedEvaluator:
     """knob -> metrics of a routed run over the router's λ grid (see the module docstring)."""
 
-    def __init__(self, merge_config, router, out_dir: str, dataset: str, *, options=None,
-                 backend_options: Optional[dict] = None, keep_models: bool = False,
-                 eval_options: Optional[dict] = None):
+    def __init__(self, merge_config, router, out_dir: str, task, *, options=None,
+                 backend_options: Optional[dict] = None, keep_models: bool = False):
         import mergekit.merge
         from mergekit.options import MergeOptions
 
@@ -118,9 +114,7 @@ class RoutedEvaluator:
         from mi_mergekit.routing.signals import compute_signals, signal_values
 
         register()
-        self.router, self.out_dir, self.dataset = router, out_dir, dataset
-        # the routed run's backend is the grid's: evaluate() gets neither a backend name nor its options
-        self.eval_options = {k: v for k, v in (eval_options or {}).items() if k not in ("backend", "backend_options")}
+        self.router, self.out_dir, self.task = router, out_dir, task
         backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
         device = backend_options.get("device")
         self.keep_models = keep_models
@@ -137,10 +131,9 @@ class RoutedEvaluator:
                 doc = json.load(handle)
         else:
             instruct, thinking = endpoint_paths(merge_config, options)
-            doc = compute_signals(dataset, instruct=instruct, thinking=thinking,
-                                  benchmark=self.eval_options.get("benchmark", "boxed"), signals=[router.signal],
-                                  seed=self.eval_options.get("seed", 0), limit=self.eval_options.get("limit"),
-                                  device=device, progress=False)
+            doc = compute_signals(str(task.dataset), instruct=instruct, thinking=thinking, benchmark=task.benchmark,
+                                  signals=[router.signal], seed=task.seed, limit=task.limit, device=device,
+                                  progress=False)
             with open(signals_path, "w", encoding="utf-8") as handle:
                 json.dump(doc, handle, indent=1)
         self.values = signal_values(doc, router.signal)
@@ -153,9 +146,9 @@ class RoutedEvaluator:
         from mi_mergekit.routing.run import routed_evaluate
 
         label = f"route_{knob:g}"
-        run = routed_evaluate(self.router.shifted(knob), self.grid, self.dataset,
+        run = routed_evaluate(self.router.shifted(knob), self.grid, self.task,
                               os.path.join(self.out_dir, "runs", label), values=self.values, label=label,
-                              allow_calibration_overlap=True, progress=False, **self.eval_options)
+                              allow_calibration_overlap=True, progress=False)
         metrics = load_run(run)["metrics"]
         return {k: metrics[k] for k in ("think_ratio", "tokens_mean", "mean", "truncation_rate") if k in metrics} | {
             "lambda_mean": metrics["routing"]["lambda_mean"], "run_dir": str(run)}

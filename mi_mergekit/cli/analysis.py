@@ -188,8 +188,7 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, ma
     options = MergeOptions(quiet=True, device=device or "cpu")
     config, _ = load_recipe(recipe, models)
     config, _ = resolve_models(config, options)
-    settings = evaluation(opts, device)
-    backend, backend_options = settings.pop("backend"), settings.pop("backend_options")
+    task, backend, backend_options = evaluation(opts, device)
     if router_path and profile_family:
         raise click.UsageError("--route searches a routing knob; --profile a λ profile: choose one")
     if router_path and (backend != "transformers" or materialize == "memory"):
@@ -205,14 +204,13 @@ def find_lambda_command(recipe, target, out_dir, lo, hi, profile_family, tol, ma
     if router is not None:
         from mi_mergekit.analysis.probe_evaluators import RoutedEvaluator
 
-        evaluator = RoutedEvaluator(config, router, out_dir, opts["dataset"], options=options,
-                                    backend_options=backend_options, keep_models=keep_models, eval_options=settings)
+        evaluator = RoutedEvaluator(config, router, out_dir, task, options=options,
+                                    backend_options=backend_options, keep_models=keep_models)
     else:
         family = ProfileFamily.of(profile_family, config, options) if profile_family else None
-        evaluator = HarnessEvaluator(config, out_dir, opts["dataset"], materialize=materialize, backend=backend,
+        evaluator = HarnessEvaluator(config, out_dir, task, materialize=materialize, backend=backend,
                                      backend_options={k: v for k, v in backend_options.items() if v is not None},
-                                     options=options, keep_models=keep_models, eval_options=settings,
-                                     family=family)
+                                     options=options, keep_models=keep_models, family=family)
     with tqdm.tqdm(total=max_probes, desc="find-lambda probes", unit="probe", disable=no_progress) as bar:
         def probe(lam: float):
             shown = ",".join(f"{v:g}" for v in lam) if isinstance(lam, tuple) else f"{lam:g}"

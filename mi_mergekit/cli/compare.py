@@ -83,9 +83,9 @@ def compare_command(instruct, thinking, base, pretrained, lambdas, windows, modu
 
         layers = AutoConfig.from_pretrained(triple.thinking).get_text_config().num_hidden_layers
         chosen = [w for w in paper_windows(layers) if w[0] in window_names]
-    result = run_compare(triple, opts["dataset"], Path(out_dir),
-                         {**evaluation({**opts, "served_model": None}, device), "progress": not no_progress},
-                         lambdas=sweep, windows=chosen, modules=module_names, baselines=baseline_names,
+    task, backend, backend_options = evaluation({**opts, "served_model": None}, device)
+    result = run_compare(triple, task, Path(out_dir), backend=backend, backend_options=backend_options,
+                         progress=not no_progress, lambdas=sweep, windows=chosen, modules=module_names, baselines=baseline_names,
                          served_models=served, merge_only=merge_only, drop=drop_models,
                          log=lambda m: click.echo(m, err=True))
     if merge_only:

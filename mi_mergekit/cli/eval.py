@@ -51,8 +51,9 @@ def eval_command(device, **opts):
         return
     if not opts["model_path"] or not opts["dataset"]:
         raise click.UsageError("--model and --dataset are required (unless --grade-only)")
-    run_dir = evaluate(opts["model_path"], opts["dataset"], out_dir=opts["out_dir"], label=opts["label"],
-                       lambda_=opts["lambda_"], progress=not opts["no_progress"], **evaluation(opts, device))
+    task, backend, backend_options = evaluation(opts, device)
+    run_dir = evaluate(opts["model_path"], task, opts["out_dir"], backend, backend_options=backend_options,
+                       label=opts["label"], lambda_=opts["lambda_"], progress=not opts["no_progress"])
     _echo_summary(load_run(run_dir)["metrics"], run_dir)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import click
 
@@ -326,21 +326,29 @@ def _check_columns(ctx, param, values) -> Dict[str, str]:
     return columns
 
 
-def evaluation(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, Any]:
-    """:func:`mi_mergekit.eval.evaluate`'s keyword arguments from :func:`eval_options`' values
-    (all but the model, the run folder, the label and λ)."""
-    from mi_mergekit.eval.decoding import resolve_decoding
+class Evaluation(NamedTuple):
+    """What :func:`eval_options` asked for: the task, and the backend that runs it with its options."""
 
-    return dict(
-        grader=opts["grader"], benchmark=opts["benchmark"], grading=opts["grading"],
-        postprocess=opts["postprocess"],
+    task: Any  # mi_mergekit.eval.task.EvalTask
+    backend: str
+    backend_options: Dict[str, Any]
+
+
+def evaluation(opts: Dict[str, Any], device: Optional[str] = None) -> Evaluation:
+    """:func:`mi_mergekit.eval.evaluate`'s task, backend and backend options from
+    :func:`eval_options`' values (all it needs but the model, the run folder, the label and λ)."""
+    from mi_mergekit.eval.decoding import resolve_decoding
+    from mi_mergekit.eval.task import EvalTask
+
+    task = EvalTask(
+        opts["dataset"], benchmark=opts["benchmark"], columns=opts["columns"], split=opts["split"],
+        limit=opts["limit"], system_prompt=opts["system_prompt"], shuffle_seed=opts["shuffle_seed"],
         decoding=resolve_decoding(opts["decoding"], opts["temperature"], opts["top_p"], opts["top_k"],
                                   opts["min_p"]),
         n_samples=opts["n_samples"], max_new_tokens=opts["max_new_tokens"], seed=opts["seed"],
-        shuffle_seed=opts["shuffle_seed"], backend=opts["backend"],
-        backend_options=backend_options(opts, device), columns=opts["columns"], split=opts["split"],
-        limit=opts["limit"], system_prompt=opts["system_prompt"],
+        grader=opts["grader"], grading=opts["grading"], postprocess=opts["postprocess"],
     )
+    return Evaluation(task, opts["backend"], backend_options(opts, device))
 
 
 def backend_options(opts: Dict[str, Any], device: Optional[str] = None) -> Dict[str, Any]:

@@ -133,8 +133,7 @@ def eval_command(router_path, models, signals_path, instruct, thinking, device, 
         raise click.UsageError("each λ's --model LAMBDA=PATH|URL sets its backend: leave out --backend and --base-url")
     router = Router.load(router_path)
     grid = parse_grid(models)
-    settings = evaluation(opts, device)
-    del settings["backend"], settings["backend_options"]  # the grid's, below
+    task = evaluation(opts, device).task  # the backend is the grid's, below
     if signals_path:
         doc = json.loads(Path(signals_path).read_text(encoding="utf-8"))
     else:
@@ -150,8 +149,8 @@ def eval_command(router_path, models, signals_path, instruct, thinking, device, 
                       dtype=opts["dtype"], compact=opts["compact"], slots=opts["slots"], tokenizer_path=opts["tokenizer_path"],
                       served_models=parse_served_models(opts["served_model"], grid),
                       http_options=http) as backends:
-        run = routed_evaluate(router, backends, opts["dataset"], out_dir, values=signal_values(doc, router.signal),
-                              label=label, progress=not no_progress, **settings)
+        run = routed_evaluate(router, backends, task, out_dir, values=signal_values(doc, router.signal),
+                              label=label, progress=not no_progress)
     from mi_mergekit.eval.runner import load_run
 
     metrics = load_run(run)["metrics"]

@@ -2,14 +2,14 @@
 
 Python API (also what ``mi-mergekit eval`` calls)::
 
-    from mi_mergekit.eval import evaluate, grade_run, load_run
+    from mi_mergekit.eval import EvalTask, evaluate, grade_run, load_run
 
-    run_dir = evaluate("out/mi-0.8", "data/aime25.jsonl", benchmark="aime25",
-                       decoding="thinking", n_samples=64, seed=0, out_dir="runs/mi-0.8-aime")
+    task = EvalTask("data/aime25.jsonl", benchmark="aime25", decoding="thinking", n_samples=64, seed=0)
+    run_dir = evaluate("out/mi-0.8", task, "runs/mi-0.8-aime")
     run = load_run(run_dir)
     run["metrics"]["mean"], run["metrics"]["pass@k"][64], run["metrics"]["think_ratio"]
 
-Resuming: calling :func:`evaluate` again with the same ``out_dir`` and settings
+Resuming: calling :func:`evaluate` again with the same ``out_dir`` and task
 generates only the chunks whose samples are missing from ``samples.jsonl``.
 Settings that change the samples (model, dataset contents, decoding, budget,
 seeds, chunk size, prompt) must match the stored ``run.json`` or the call
@@ -34,16 +34,16 @@ import hashlib
 import time
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from mi_mergekit.errors import ContractError, EvalInputError
 from mi_mergekit.eval import store as st
 from mi_mergekit.eval.backends import Backend, Chunk, find_backend, make_backend
 from mi_mergekit.eval.backends.base import is_cut_off
-from mi_mergekit.eval.benchmarks import BENCHMARKS, get_benchmark, prompt_keys
-from mi_mergekit.eval.datasets import dataset_fingerprint, load_examples
-from mi_mergekit.eval.decoding import Decoding, chunk_seed, resolve_decoding
-from mi_mergekit.eval.graders import check_requirements, get_grader
+from mi_mergekit.eval.benchmarks import BENCHMARKS, prompt_keys
+from mi_mergekit.eval.datasets import dataset_fingerprint
+from mi_mergekit.eval.decoding import Decoding, chunk_seed
+from mi_mergekit.eval.graders import get_grader
 from mi_mergekit.eval.grading import (LEGACY_GRADING, LEGACY_POSTPROCESS, check_grading, check_postprocess,
                                       default_postprocess)
 from mi_mergekit.eval.metrics import lambda_breakdown, run_metrics
@@ -51,6 +51,7 @@ from mi_mergekit.eval.model_info import model_lambda, model_profile
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.run_folder import (FORMAT_VERSION, RunFolderError, RunMismatchError, check_model_folder,
                                          check_run_folder, check_writable, remove_failed_start)
+from mi_mergekit.eval.task import EvalTask
 from mi_mergekit.eval.thinking import split_response
 from mi_mergekit.runlock import run_lock
 
@@ -79,54 +80,32 @@ def generation_keys() -> tuple:
 
 def evaluate(
     model_path: Union[str, Path],
-    dataset: Union[str, Path],
-    grader: Optional[str] = None,
-    decoding: Union[str, Decoding] = "thinking",
-    n_samples: Optional[int] = None,
-    max_new_tokens: Optional[int] = None,
-    seed: int = 0,
-    out_dir: Union[str, Path] = "eval_run",
+    task: EvalTask,
+    out_dir: Union[str, Path],
     backend: Union[str, Backend] = "transformers",
     *,
-    benchmark: str = "boxed",
     backend_options: Optional[dict] = None,
-    columns: Optional[Dict[str, str]] = None,
-    split: str = "train",
-    limit: Optional[int] = None,
     label: Optional[str] = None,
     lambda_: Optional[float] = None,
-    shuffle_seed: int = 0,
-    system_prompt: Optional[str] = None,
     progress: bool = True,
-    grading: Optional[str] = None,
-    postprocess: Optional[str] = None,
 ) -> Path:
-    """Generate (or resume) and grade one (model, benchmark) run; returns the run directory.
+    """Generate (or resume) and grade one run of ``model_path`` on ``task`` into ``out_dir``;
+    returns the run directory.
 
-    ``benchmark`` is a registered benchmark (aime25 / ifeval / gpqa / boxed:
-    :mod:`mi_mergekit.eval.benchmarks`) and sets the dataset
-    columns, the prompt and the defaults of ``grader``, ``n_samples`` and
-    ``max_new_tokens``. ``backend`` is a name (``transformers``, ``vllm``,
-    ``openai``) with ``backend_options`` for its constructor, or a ready
-    :class:`~mi_mergekit.eval.backends.Backend`. ``grading``: ``paper`` | ``strict``
-    (default: the benchmark's, see :mod:`mi_mergekit.eval.grading`); ``postprocess``: what
-    ``paper`` grading does to a response first (:data:`~mi_mergekit.eval.grading.POSTPROCESS`;
-    default: the paper's config, none for the Instruct model's ``instruct`` decoding).
+    ``task``: the questions, their prompt, decoding, samples, budget, seed and grading
+    (:class:`~mi_mergekit.eval.task.EvalTask`; its ``None`` fields take the benchmark's
+    defaults). ``backend`` is a registered name (``transformers``, ``vllm``, ``openai``) with
+    ``backend_options`` for its constructor, or a ready :class:`~mi_mergekit.eval.backends.Backend`.
+    ``label``: the row name in reports (default: the model folder's name); ``lambda_``: recorded
+    for the report's plots (default: the model's ``mi_plan.json``).
 
     One process writes ``out_dir`` at a time (:mod:`mi_mergekit.runlock`); a second one
     stops before generating.
     """
-    bench = get_benchmark(benchmark)
-    grading = check_grading(grading) or bench.grading
-    prompt_options = bench.prompt_options(grading)
-    grader_name = grader or bench.grader
-    check_requirements(grader_name)  # unknown names and missing extras fail before anything runs
-    decoding = resolve_decoding(decoding) if isinstance(decoding, str) else decoding
-    n_samples = int(bench.n_samples if n_samples is None else n_samples)  # 0 is refused, not the default
-    max_new_tokens = int(bench.max_new_tokens if max_new_tokens is None else max_new_tokens)
-    if n_samples < 1 or max_new_tokens < 1:
-        raise EvalInputError("n_samples and max_new_tokens must be >= 1")
-    examples = load_examples(str(dataset), bench.kind, columns=columns, split=split, limit=limit)
+    if not isinstance(task, EvalTask):
+        raise EvalInputError(f"evaluate() takes an EvalTask (mi_mergekit.eval.EvalTask), got {type(task).__name__}")
+    task = task.settled()  # unknown names and missing extras fail before anything runs
+    examples = task.examples()
     local = isinstance(backend, str) and getattr(find_backend(backend), "local_model", False)
     load_path = check_model_folder(model_path) if local else str(model_path)
     if lambda_ is None:
@@ -137,10 +116,8 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     try:
         check_writable(out)
-        _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, prompt_options, decoding,
-                  n_samples, max_new_tokens, seed, backend, backend_options, split=split, limit=limit,
-                  columns=columns, label=label, lambda_=lambda_, shuffle_seed=shuffle_seed,
-                  system_prompt=system_prompt, postprocess=postprocess, progress=progress)
+        _generate(out, str(model_path), load_path, examples, task, backend, backend_options, label=label,
+                  lambda_=lambda_, progress=progress)
     except BaseException:
         if created:
             remove_failed_start(out)
@@ -148,35 +125,34 @@ def evaluate(
     return out
 
 
-def _generate(out, model_path, load_path, examples, dataset, bench, grader_name, grading, prompt_options, decoding,
-              n_samples, max_new_tokens, seed, backend, backend_options, *, split, limit, columns, label, lambda_,
-              shuffle_seed, system_prompt, postprocess, progress) -> None:
+def _generate(out: Path, model: str, load_path: str, examples, task: EvalTask, backend, backend_options, *,
+              label, lambda_, progress) -> None:
     """:func:`evaluate`'s work in its run folder: generate what is missing, then grade."""
+    prompt_options = task.prompt_options()
     with run_lock(out, "mi-mergekit eval"):
         if isinstance(backend, str):
-            backend = make_backend(backend, str(load_path), **(backend_options or {}))
+            backend = make_backend(backend, load_path, **(backend_options or {}))
         try:
-            prompts = [prompt_record(bench.kind, e, backend.tokenizer, shuffle_seed, system_prompt, **prompt_options)
-                       for e in examples]
+            prompts = [prompt_record(task.bench.kind, e, backend.tokenizer, task.shuffle_seed, task.system_prompt,
+                                     **prompt_options) for e in examples]
             store = st.SampleStore(out / st.SAMPLES_FILE)
-            todo = plan_chunks(prompts, n_samples, backend.chunk_size, seed, store, getattr(backend, "prompt_batch", 1))
+            todo = plan_chunks(prompts, task.n_samples, backend.chunk_size, task.seed, store,
+                               getattr(backend, "prompt_batch", 1))
             # what the backend makes of these settings, checked before anything is stored
-            server = backend.prepare(todo[0], decoding, max_new_tokens) if todo else None
+            server = backend.prepare(todo[0], task.decoding, task.max_new_tokens) if todo else None
             config = _run_config(
-                model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend,
-                split=split, limit=limit, columns=columns, label=label, lambda_=lambda_,
-                shuffle_seed=shuffle_seed, system_prompt=system_prompt, grading=grading,
+                model, task, backend, label=label, lambda_=lambda_,
                 **{key: prompt_options.get(key) for key in prompt_keys()}, server=server,
                 sampling_not_sent=sampling_not_sent(server),
-                postprocess=check_postprocess(postprocess) or default_postprocess(
-                    decoding.name, any(p["prompt_opens_think"] for p in prompts)),
+                postprocess=task.postprocess or default_postprocess(
+                    task.decoding.name, any(p["prompt_opens_think"] for p in prompts)),
             )
             _check_resume(out, config)
             st.write_json(out / st.RUN_FILE, config)
             st.write_jsonl(out / st.PROMPTS_FILE, prompts)
             started = time.monotonic()
-            added, tokens = generate_missing(out, prompts, backend, decoding, n_samples, max_new_tokens, seed,
-                                             str(model_path), progress)
+            added, tokens = generate_missing(out, prompts, backend, task.decoding, task.n_samples,
+                                             task.max_new_tokens, task.seed, model, progress)
             config["timing"] = _timing(config.get("timing"), time.monotonic() - started, added, tokens)
             if todo:
                 config["server"] = backend.report()
@@ -186,27 +162,26 @@ def _generate(out, model_path, load_path, examples, dataset, bench, grader_name,
         grade_run(out, progress=progress)
 
 
-def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, max_new_tokens, seed, backend, **extra) -> dict:
+def _run_config(model: str, task: EvalTask, backend, *, label, lambda_, **extra) -> dict:
     described = backend.describe()
-    lambda_ = extra.pop("lambda_")
     if lambda_ is None:
-        lambda_ = model_lambda(model_path)
-    label = extra.pop("label") or Path(str(model_path)).name
-    profile = model_profile(model_path) if lambda_ is None else None  # read once: an older plan reads a header
+        lambda_ = model_lambda(model)
+    profile = model_profile(model) if lambda_ is None else None  # read once: an older plan reads a header
+    decoding = task.decoding.to_dict()
     return {
         "format": FORMAT_VERSION,
-        "model": str(model_path),
-        "label": label,
+        "model": model,
+        "label": label or Path(model).name,
         "lambda": lambda_,
         **({"profile": profile} if profile else {}),
-        "benchmark": bench.name,
-        "dataset": str(dataset),
-        "dataset_fingerprint": dataset_fingerprint(str(dataset)),
-        "grader": grader_name,
-        "decoding": decoding.to_dict(),
-        "n_samples": n_samples,
-        "max_new_tokens": max_new_tokens,
-        "seed": seed,
+        "benchmark": task.benchmark,
+        "dataset": str(task.dataset),
+        "dataset_fingerprint": dataset_fingerprint(str(task.dataset)),
+        "grader": task.grader,
+        "decoding": decoding,
+        "n_samples": task.n_samples,
+        "max_new_tokens": task.max_new_tokens,
+        "seed": task.seed,
         "backend": described,
         "backend_name": described["name"],
         "chunk_size": described["chunk_size"],
@@ -215,8 +190,14 @@ def _run_config(model_path, dataset, bench, grader_name, decoding, n_samples, ma
         # what shapes every sample, hashed so two runs can be compared at a glance
         "chat_template_sha256": _sha256(getattr(backend.tokenizer, "chat_template", None)),
         "generation_settings_sha256": _sha256({
-            "decoding": decoding.to_dict(), "max_new_tokens": max_new_tokens, "n_samples": n_samples,
-            "seed": seed, "system_prompt": extra.get("system_prompt"), "backend": described}),
+            "decoding": decoding, "max_new_tokens": task.max_new_tokens, "n_samples": task.n_samples,
+            "seed": task.seed, "system_prompt": task.system_prompt, "backend": described}),
+        "split": task.split,
+        "limit": task.limit,
+        "columns": task.columns,
+        "shuffle_seed": task.shuffle_seed,
+        "system_prompt": task.system_prompt,
+        "grading": task.grading,
         **extra,
     }
 

@@ -59,11 +59,11 @@ def _signals(path: Path, dataset: Path, plan: RoutingPlan, instruct, thinking, s
 
 
 def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_models: Mapping[float, Path],
-                   calibration: Path, calibration_records: Sequence[dict], test: Path,
-                   test_records: Sequence[dict], out: Path, eval_options: dict, backend_options: dict,
-                   log: Callable[[str], None] = print) -> dict:
+                   calibration: Path, calibration_records: Sequence[dict], test_records: Sequence[dict],
+                   out: Path, task, backend_options: dict, log: Callable[[str], None] = print) -> dict:
     """Run steps 1–4 (module docstring); returns ``{"runs", "calibration_runs", "routers", "markdown"}``.
-    ``backend_options``: the transformers backend's (``batch_size``, ``prompt_batch`` and the decode
+    ``task``: the static runs' :class:`~mi_mergekit.eval.task.EvalTask` (its dataset the test split);
+    the calibration runs are the same task on ``calibration``. ``backend_options``: the transformers backend's (``batch_size``, ``prompt_batch`` and the decode
     loop, ``compact`` or ``slots``), the same for the calibration runs and the grid of the routed ones."""
     from mi_mergekit.eval import evaluate
     from mi_mergekit.routing.run import GridBackends, routed_evaluate
@@ -77,11 +77,11 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
     calibration_runs: Dict[float, Path] = {}
     for lam in plan.grid:
         log(f"calibration run of mi_{lam:g} on {len(calibration_records)} calibration questions")
-        calibration_runs[lam] = evaluate(str(grid_models[lam]), str(calibration), out_dir=out / "runs" / "calibration"
-                                         / f"mi_{lam:g}", label=f"calibration_mi_{lam:g}", lambda_=lam,
-                                         backend_options=backend_options, **eval_options)
+        calibration_runs[lam] = evaluate(str(grid_models[lam]), task.replace(dataset=calibration),
+                                         out / "runs" / "calibration" / f"mi_{lam:g}", backend_options=backend_options,
+                                         label=f"calibration_mi_{lam:g}", lambda_=lam)
     outcomes = outcomes_of_runs(calibration_runs)
-    seed = eval_options.get("seed", 0)
+    test, seed = Path(task.dataset), task.seed
     docs = {split: _signals(routing_dir / f"signals_{split}.json", path, plan, instruct, thinking, seed, log)
             for split, path in (("calibration", calibration), ("test", test))}
     values = {split: {s: signal_values(doc, s) for s in plan.signals} for split, doc in docs.items()}
@@ -116,8 +116,8 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
                 continue
             seen[key] = name
             log(f"routed run {name}: test λ shares {shares}")
-            runs.append(routed_evaluate(router, grid, test, out / "runs" / name, values=values["test"][router.signal],
-                                        label=name, **eval_options))
+            runs.append(routed_evaluate(router, grid, task, out / "runs" / name, values=values["test"][router.signal],
+                                        label=name))
             rows.append(row + [""])
     from mi_mergekit.eval.report import markdown
 

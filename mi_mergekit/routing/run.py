@@ -3,7 +3,7 @@
     from mi_mergekit.routing.run import GridBackends, routed_evaluate
 
     with GridBackends({0.4: "models/mi_0.4", 1.0: "models/mi_1"}, batch_size=4) as grid:   # loaded once
-        routed_evaluate(router, grid, "test.jsonl", "runs/routed", values=signal_values)
+        routed_evaluate(router, grid, EvalTask("test.jsonl"), "runs/routed", values=signal_values)
 
 A grid entry is a model folder (transformers, loaded once for all the runs made with the
 :class:`GridBackends`) or the URL of an OpenAI-compatible server serving that λ's merge (a
@@ -137,24 +137,22 @@ class GridBackends:
         self.close()
 
 
-def routed_evaluate(router: Router, grid: GridBackends, dataset, out_dir, *, values: Mapping[str, float],
-                    benchmark: str = "boxed", label: Optional[str] = None, allow_calibration_overlap: bool = False,
-                    **eval_options) -> Path:
-    """Route every question of ``dataset`` by its signal ``values`` and evaluate the routed run.
+def routed_evaluate(router: Router, grid: GridBackends, task, out_dir, *, values: Mapping[str, float],
+                    label: Optional[str] = None, allow_calibration_overlap: bool = False,
+                    progress: bool = True) -> Path:
+    """Route every question of ``task`` (an :class:`~mi_mergekit.eval.task.EvalTask`) by its signal
+    ``values`` and evaluate the routed run.
 
     Refuses questions of the router's calibration split (unless ``allow_calibration_overlap``, which
     ``find-lambda`` uses: it tunes the router on its own calibration set).
     """
     from mi_mergekit.eval import evaluate
-    from mi_mergekit.eval.benchmarks import get_benchmark
-    from mi_mergekit.eval.datasets import load_examples
     from mi_mergekit.eval.prompts import build_message
 
     if set(router.grid) - set(grid.backends):
         raise RoutingError(f"the router routes to λ {sorted(router.grid)}; the grid has {sorted(grid.backends)}")
-    kind = get_benchmark(benchmark).kind
-    examples = load_examples(str(dataset), kind, columns=eval_options.get("columns"),
-                             split=eval_options.get("split") or "train", limit=eval_options.get("limit"))
+    kind = task.bench.kind
+    examples = task.examples()
     if not allow_calibration_overlap:
         check_disjoint(router, [build_message(kind, e)[0] for e in examples])
     missing = [e.id for e in examples if e.id not in values]
@@ -164,5 +162,4 @@ def routed_evaluate(router: Router, grid: GridBackends, dataset, out_dir, *, val
     assignment = router.assign({e.id: values[e.id] for e in examples})
     backend = grid.routed(assignment, router.describe())
     name = label or router.fit.get("name") or f"routed:{router.signal}"
-    return evaluate(f"routed:{name}", str(dataset), backend=backend, benchmark=benchmark, out_dir=str(out_dir),
-                    label=name, **eval_options)
+    return evaluate(f"routed:{name}", task, out_dir, backend, label=name, progress=progress)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mi_mergekit.eval import evaluate
+from mi_mergekit.eval import EvalTask, evaluate
 
 CLI = [sys.executable, "-m", "mi_mergekit.cli"]
 
@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, fixtures, tiny
 
     resumed = run_cli(*args, "--out", run_dir)
     assert resumed.returncode == 0, resumed.stderr
-    reference = evaluate(tiny_model, fixtures / "boxed.jsonl", n_samples=n, max_new_tokens=budget, seed=7,
+    reference = evaluate(tiny_model, EvalTask(fixtures / "boxed.jsonl", n_samples=n, max_new_tokens=budget, seed=7),
                          out_dir=tmp_path / "uninterrupted", backend_options={"batch_size": 1}, progress=False)
     assert sample_set(run_dir) == sample_set(reference)
     assert len(sample_set(run_dir)) == 3 * n

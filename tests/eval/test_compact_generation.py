@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mi_mergekit.eval import evaluate
+from mi_mergekit.eval import EvalTask, evaluate
 from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
 from mi_mergekit.eval.decoding import PRESETS, Decoding
 from tiny_model import stop_token, talkative_model
@@ -41,10 +41,10 @@ def test_deterministic_compact_decoding_is_generate(tiny_model, decoding, n):
 
 
 def test_sampled_compact_decoding_is_seeded_and_recorded(tmp_path, fixtures, tiny_model):
-    common = dict(n_samples=4, max_new_tokens=16, seed=5, backend="transformers", progress=False,
-                  backend_options={"batch_size": 2, "prompt_batch": 2, "compact": True})
-    first = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "a", **common)
-    again = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "b", **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=16, seed=5)
+    common = dict(progress=False, backend_options={"batch_size": 2, "prompt_batch": 2, "compact": True})
+    first = evaluate(tiny_model, task, tmp_path / "a", **common)
+    again = evaluate(tiny_model, task, tmp_path / "b", **common)
     rows = [json.loads(line) for line in (first / "samples.jsonl").read_text().splitlines()]
     assert (first / "samples.jsonl").read_text() == (again / "samples.jsonl").read_text()
     assert len(rows) == 12 and all(1 <= r["n_tokens"] <= 16 for r in rows)

@@ -10,7 +10,7 @@ import json
 import opencompass_gpqa
 import pytest
 
-from mi_mergekit.eval import evaluate, grade_run, load_run
+from mi_mergekit.eval import EvalTask, evaluate, grade_run, load_run
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.datasets import load_examples
 from mi_mergekit.eval.grading import extract_non_reasoning_content
@@ -136,7 +136,7 @@ def test_gpqa_run_records_its_mode_and_regrades_in_either(tmp_path, gpqa_csv, to
         return f"Done.</think>answer: {right.lower()}\nANSWER: {wrong}" if chunk.indices[0] == 0 else \
             f"Done.</think>ANSWER: {right}"
 
-    run = evaluate("m", gpqa_csv, benchmark="gpqa", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "run",
+    run = evaluate("m", EvalTask(gpqa_csv, benchmark="gpqa", n_samples=2, max_new_tokens=8), out_dir=tmp_path / "run",
                    backend=FunctionBackend(tokenizer, respond), progress=False)
     config = json.loads((run / "run.json").read_text())
     assert config["grading"] == "paper" and config["gpqa_options"] == "rotate"
@@ -154,14 +154,14 @@ def test_gpqa_run_records_its_mode_and_regrades_in_either(tmp_path, gpqa_csv, to
 
     # the option order is part of the prompts: a resume under the other mode is refused, with the way out
     with pytest.raises(RunMismatchError, match=r"gpqa_options: stored 'rotate', now 'shuffle'.*--grading paper"):
-        evaluate("m", gpqa_csv, benchmark="gpqa", n_samples=2, max_new_tokens=8, out_dir=run,
-                 backend=FunctionBackend(tokenizer, respond), grading="strict", progress=False)
+        evaluate("m", EvalTask(gpqa_csv, benchmark="gpqa", n_samples=2, max_new_tokens=8, grading="strict"),
+                 out_dir=run, backend=FunctionBackend(tokenizer, respond), progress=False)
 
 
 def test_strict_gpqa_run_shuffles_and_an_old_run_resumes_as_strict(tmp_path, gpqa_csv, tokenizer):
     respond = lambda chunk: "</think>ANSWER: A"  # noqa: E731
-    run = evaluate("m", gpqa_csv, benchmark="gpqa", n_samples=1, max_new_tokens=8, out_dir=tmp_path / "run",
-                   backend=FunctionBackend(tokenizer, respond), grading="strict", shuffle_seed=3, progress=False)
+    strict = EvalTask(gpqa_csv, benchmark="gpqa", n_samples=1, max_new_tokens=8, grading="strict", shuffle_seed=3)
+    run = evaluate("m", strict, tmp_path / "run", FunctionBackend(tokenizer, respond), progress=False)
     config = json.loads((run / "run.json").read_text())
     assert config["grading"] == "strict" and config["gpqa_options"] == "shuffle"
     prompts = [json.loads(line) for line in (run / "prompts.jsonl").read_text().splitlines()]
@@ -173,11 +173,9 @@ def test_strict_gpqa_run_shuffles_and_an_old_run_resumes_as_strict(tmp_path, gpq
     assert grade_run(run, progress=False)["grading"] == "strict"  # graded as it always was
     config.pop("grading", None)
     (run / "run.json").write_text(json.dumps(config))
-    evaluate("m", gpqa_csv, benchmark="gpqa", n_samples=1, max_new_tokens=8, out_dir=run,
-             backend=FunctionBackend(tokenizer, respond), grading="strict", shuffle_seed=3, progress=False)
+    evaluate("m", strict, run, FunctionBackend(tokenizer, respond), progress=False)
     with pytest.raises(RunMismatchError, match="--grading strict"):
-        evaluate("m", gpqa_csv, benchmark="gpqa", n_samples=1, max_new_tokens=8, out_dir=run,
-                 backend=FunctionBackend(tokenizer, respond), progress=False)
+        evaluate("m", strict.replace(grading=None), run, FunctionBackend(tokenizer, respond), progress=False)
 
 
 def test_defaults_per_benchmark_and_math_regrade(tmp_path, fixtures, tokenizer):
@@ -193,7 +191,7 @@ def test_defaults_per_benchmark_and_math_regrade(tmp_path, fixtures, tokenizer):
 
     data = tmp_path / "aime.jsonl"
     data.write_text(json.dumps({"id": "p1", "problem": "What is 6*7?", "answer": "42"}) + "\n")
-    run = evaluate("m", data, benchmark="aime25", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "aime",
+    run = evaluate("m", EvalTask(data, benchmark="aime25", n_samples=2, max_new_tokens=8), out_dir=tmp_path / "aime",
                    backend=Backend2(tokenizer, None), progress=False)
     m = load_run(run)["metrics"]
     assert m["grading"] == "paper" and m["mean"] == 0.5  # the bare 42 fails, the cut-off box counts
@@ -204,7 +202,7 @@ def test_defaults_per_benchmark_and_math_regrade(tmp_path, fixtures, tokenizer):
                   map(json.loads, (run / "grades.jsonl").read_text().splitlines())}
     assert per_sample == {0: True, 1: False}
 
-    boxed = evaluate("m", fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8, out_dir=tmp_path / "boxed",
+    boxed = evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8), out_dir=tmp_path / "boxed",
                      backend=FunctionBackend(tokenizer, lambda c: "</think>\\boxed{3}"), progress=False)
     assert json.loads((boxed / "run.json").read_text())["grading"] == "strict"
 
@@ -215,7 +213,7 @@ def test_grade_only_cli_regrades_in_the_mode_asked(tmp_path, tokenizer):
 
     data = tmp_path / "aime.jsonl"
     data.write_text(json.dumps({"id": "p1", "problem": "What is 6*7?", "answer": "42"}) + "\n")
-    run = evaluate("m", data, benchmark="aime25", n_samples=1, max_new_tokens=8, out_dir=tmp_path / "run",
+    run = evaluate("m", EvalTask(data, benchmark="aime25", n_samples=1, max_new_tokens=8), out_dir=tmp_path / "run",
                    backend=FunctionBackend(tokenizer, lambda c: "</think>The answer is 42."), progress=False)
     assert load_run(run)["metrics"]["mean"] == 0.0  # paper: a bare number is no answer
     cli = [sys.executable, "-m", "mi_mergekit.cli", "eval", "--out", str(run), "--grade-only", "--no-progress"]

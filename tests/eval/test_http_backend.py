@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mi_mergekit.eval import evaluate
+from mi_mergekit.eval import EvalTask, evaluate
 from mi_mergekit.eval.backends import Chunk
 from mi_mergekit.eval.backends.openai_http import HTTPStatusError, OpenAIHTTPBackend
 from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
@@ -20,14 +20,13 @@ def samples(run_dir):
 
 
 def test_http_run_equals_transformers_run(tmp_path, fixtures, tiny_model):
-    common = dict(n_samples=2, max_new_tokens=10, seed=11, progress=False)
-    local = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "local", backend="transformers",
-                     backend_options={"batch_size": 1}, **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=10, seed=11)
+    local = evaluate(tiny_model, task, tmp_path / "local", "transformers", backend_options={"batch_size": 1},
+                     progress=False)
     with CompletionServer(TransformersBackend(str(tiny_model)), fail_first=1, max_requests=20) as server:
-        remote = evaluate(
-            tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "remote", backend="openai",
-            backend_options={"base_url": server.base_url, "served_model": "tiny", "concurrency": 2,
-                             "timeout": 60, "retries": 2, "backoff": 0.05, "samples_per_request": 1}, **common)
+        remote = evaluate(tiny_model, task, tmp_path / "remote", "openai", progress=False, backend_options={
+            "base_url": server.base_url, "served_model": "tiny", "concurrency": 2, "timeout": 60, "retries": 2,
+            "backoff": 0.05, "samples_per_request": 1})
         requests = list(server.requests)
     assert samples(remote) == samples(local)
     # the probe (refused with 503, then retried), then the 6 samples

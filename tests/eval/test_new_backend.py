@@ -92,13 +92,14 @@ def test_eval_lists_its_options_and_hands_them_to_it(fixtures, tmp_path):
 
 def test_evaluate_makes_it_from_its_name(fixtures, tmp_path):
     from mi_mergekit.errors import EvalInputError
-    from mi_mergekit.eval import evaluate, load_run
+    from mi_mergekit.eval import EvalTask, evaluate, load_run
 
-    run = evaluate("any/model", fixtures / "boxed.jsonl", backend=NAME, backend_options={"text": "\\boxed{9}"},
-                   n_samples=2, out_dir=tmp_path / "run", progress=False)
+    run = evaluate("any/model", EvalTask(fixtures / "boxed.jsonl", n_samples=2), backend=NAME,
+                   backend_options={"text": "\\boxed{9}"}, out_dir=tmp_path / "run", progress=False)
     assert load_run(run)["config"]["backend"]["tokens"] == 3
     with pytest.raises(EvalInputError, match="the parrot backend needs a text"):
-        evaluate("any/model", fixtures / "boxed.jsonl", backend=NAME, out_dir=tmp_path / "bad", progress=False)
+        evaluate("any/model", EvalTask(fixtures / "boxed.jsonl"), backend=NAME, out_dir=tmp_path / "bad",
+                 progress=False)
 
 
 def test_no_file_of_the_package_names_it():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mi_mergekit.eval import evaluate, grade_run, load_run, write_report
+from mi_mergekit.eval import EvalTask, evaluate, grade_run, load_run, write_report
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.benchmarks import ALIASES, BENCHMARKS, Benchmark, get_benchmark, register_benchmark
 from mi_mergekit.eval.datasets import DatasetError, Example, load_examples
@@ -85,11 +85,11 @@ def dataset(tmp_path):
     return path
 
 
-def run(tmp_path, dataset, label, lam, **kwargs):
+def run(tmp_path, dataset, label, lam):
     from tiny_model import build_tokenizer
 
-    return evaluate("models/upper", dataset, benchmark="shout", backend=Capitals(build_tokenizer()),
-                    out_dir=tmp_path / label, label=label, lambda_=lam, progress=False, **kwargs)
+    return evaluate("models/upper", EvalTask(dataset, benchmark="shout"), tmp_path / label,
+                    Capitals(build_tokenizer()), label=label, lambda_=lam, progress=False)
 
 
 def test_the_benchmark_loads_prompts_and_grades(dataset, tmp_path):

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from mi_mergekit.eval import evaluate, grade_run, load_run, write_report
+from mi_mergekit.eval import EvalTask, evaluate, grade_run, load_run, write_report
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.run_folder import RunMismatchError
 
@@ -47,7 +47,7 @@ def tokenizer():
 
 def test_scripted_run_metrics_are_exact(tmp_path, fixtures, tokenizer):
     backend = ScriptedBackend(tokenizer)
-    run_dir = evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
+    run_dir = evaluate("models/scripted", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64),
                        out_dir=tmp_path / "run", backend=backend, lambda_=0.5, progress=False)
     assert len(backend.chunks) == 6 and {c.indices for c in backend.chunks} == {(0, 1), (2, 3)}
     m = load_run(run_dir)["metrics"]
@@ -66,20 +66,20 @@ def test_scripted_run_metrics_are_exact(tmp_path, fixtures, tokenizer):
 
     # resuming a complete run generates nothing; re-grading never generates
     again = ScriptedBackend(tokenizer)
-    evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
-             out_dir=run_dir, backend=again, lambda_=0.5, progress=False)
+    evaluate("models/scripted", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64), out_dir=run_dir,
+             backend=again, lambda_=0.5, progress=False)
     assert again.chunks == []
     assert grade_run(run_dir)["mean"] == pytest.approx(1 / 3)
 
     # other generation settings in the same directory are refused
     with pytest.raises(RunMismatchError, match="n_samples"):
-        evaluate("models/scripted", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=64,
-                 out_dir=run_dir, backend=ScriptedBackend(tokenizer), progress=False)
+        evaluate("models/scripted", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=64), out_dir=run_dir,
+                 backend=ScriptedBackend(tokenizer), progress=False)
 
 
 def test_partial_store_regenerates_only_missing_chunks(tmp_path, fixtures, tokenizer):
     run_dir = tmp_path / "run"
-    evaluate("m", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=run_dir,
+    evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64), out_dir=run_dir,
              backend=ScriptedBackend(tokenizer), progress=False)
     samples = (run_dir / "samples.jsonl").read_text().splitlines()
     kept = [line for line in samples if not (json.loads(line)["question_id"] == "half" and json.loads(line)["sample_index"] == 3)]
@@ -87,7 +87,8 @@ def test_partial_store_regenerates_only_missing_chunks(tmp_path, fixtures, token
     with pytest.raises(ValueError, match="incomplete: 1 of 12 samples missing"):
         grade_run(run_dir)
     backend = ScriptedBackend(tokenizer)
-    evaluate("m", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=run_dir, backend=backend, progress=False)
+    evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64), out_dir=run_dir, backend=backend,
+             progress=False)
     assert [(c.question_id, c.indices) for c in backend.chunks] == [("half", (2, 3))]
     assert sorted((run_dir / "samples.jsonl").read_text().splitlines()) == sorted(samples)
 
@@ -98,9 +99,9 @@ def sample_tuples(run_dir):
 
 
 def test_transformers_backend_end_to_end(tmp_path, fixtures, tiny_model):
-    common = dict(n_samples=4, max_new_tokens=12, seed=3, backend="transformers",
-                  backend_options={"batch_size": 2}, progress=False)
-    run_a = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "a", **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=12, seed=3)
+    common = dict(backend="transformers", backend_options={"batch_size": 2}, progress=False)
+    run_a = evaluate(tiny_model, task, tmp_path / "a", **common)
     samples = sample_tuples(run_a)
     assert len(samples) == 12
     for _qid, _index, _text, n_tokens, finish, _seed in samples:
@@ -119,19 +120,18 @@ def test_transformers_backend_end_to_end(tmp_path, fixtures, tiny_model):
 
     # a chunk's samples depend only on (seed, question, first index): the first question
     # alone reproduces exactly; another seed gives other samples
-    run_b = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "b", limit=1, **common)
+    run_b = evaluate(tiny_model, task.replace(limit=1), tmp_path / "b", **common)
     assert sample_tuples(run_b) == [s for s in samples if s[0] == "add"]
-    run_c = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "c", limit=1,
-                     **{**common, "seed": 4})
+    run_c = evaluate(tiny_model, task.replace(limit=1, seed=4), tmp_path / "c", **common)
     assert [s[2] for s in sample_tuples(run_c)] != [s[2] for s in samples if s[0] == "add"]
 
 
 def test_report_table_csv_and_lambda_plot(tmp_path, fixtures, tokenizer):
     runs = []
     for lam in (0.8, 0.2):
-        runs.append(evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64,
-                             out_dir=tmp_path / f"mi-{lam}", backend=ScriptedBackend(tokenizer),
-                             label=f"MI-{lam}", lambda_=lam, progress=False))
+        runs.append(evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64),
+                             out_dir=tmp_path / f"mi-{lam}", backend=ScriptedBackend(tokenizer), label=f"MI-{lam}",
+                             lambda_=lam, progress=False))
     result = write_report(runs, tmp_path / "report")
     lines = result["markdown"].splitlines()
     # the paper layout first (Tables 2 / 5: Mean/Pass@k, Token #N, Think #R per benchmark)
@@ -161,7 +161,7 @@ def test_report_table_csv_and_lambda_plot(tmp_path, fixtures, tokenizer):
 
 
 def test_report_refuses_two_runs_of_one_model_on_one_benchmark(tmp_path, fixtures, tokenizer):
-    runs = [evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8,
+    runs = [evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8),
                      out_dir=tmp_path / name, backend=ScriptedBackend(tokenizer), label="same", progress=False)
             for name in ("x", "y")]
     with pytest.raises(ValueError, match="two runs of 'same' on boxed"):
@@ -172,7 +172,7 @@ def test_lambda_from_mi_plan(tmp_path, fixtures, tokenizer):
     model_dir = tmp_path / "merged"
     model_dir.mkdir()
     (model_dir / "mi_plan.json").write_text(json.dumps({"lambda": 0.6}))
-    run = evaluate(model_dir, fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "r",
+    run = evaluate(model_dir, EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8), out_dir=tmp_path / "r",
                    backend=ScriptedBackend(tokenizer), progress=False)
     assert load_run(run)["metrics"]["lambda"] == 0.6
 
@@ -212,15 +212,15 @@ def test_gpqa_pipeline_grades_against_the_shuffled_gold_letter(tmp_path, fixture
             letter = next(x for x in "ABCD" if x != letter)
         return f"Thinking.</think>Reasoning done.\nANSWER: {letter}"
 
-    run = evaluate("m", fixtures / "gpqa_sample.csv", benchmark="gpqa", n_samples=2, max_new_tokens=8,
-                   out_dir=tmp_path / "gpqa", backend=FunctionBackend(tokenizer, respond), shuffle_seed=5, progress=False)
+    task = EvalTask(fixtures / "gpqa_sample.csv", benchmark="gpqa", n_samples=2, max_new_tokens=8, shuffle_seed=5)
+    run = evaluate("m", task, tmp_path / "gpqa", FunctionBackend(tokenizer, respond), progress=False)
     m = load_run(run)["metrics"]
     assert m["grader"] == "gpqa" and m["mean"] == 0.5 and m["pass@k"][2] == 1.0 and m["vote@k"][2] == 0.5
 
 
 def test_ifeval_pipeline_reports_strict_and_loose(tmp_path, fixtures, tokenizer):
     responses = {"1001": "</think>**Note**\nthe sea is calm. the waves are small.", "1002": "</think>A cat purrs softly."}
-    run = evaluate("m", fixtures / "ifeval_sample.jsonl", benchmark="ifeval", n_samples=1, max_new_tokens=8,
+    run = evaluate("m", EvalTask(fixtures / "ifeval_sample.jsonl", benchmark="ifeval", n_samples=1, max_new_tokens=8),
                    out_dir=tmp_path / "ifeval", backend=FunctionBackend(tokenizer, lambda c: responses[c.question_id]),
                    progress=False)
     m = load_run(run)["metrics"]
@@ -253,19 +253,19 @@ def test_hub_datasets_are_loaded_by_name(monkeypatch):
 def test_prompt_batches_resume_to_the_same_samples(tmp_path, fixtures, tiny_model):
     """Questions generated together (prompt_batch) in fixed groups: a run that lost samples
     regenerates whole groups and ends with exactly the samples of an uninterrupted run."""
-    common = dict(n_samples=4, max_new_tokens=12, seed=5, backend="transformers",
-                  backend_options={"batch_size": 2, "prompt_batch": 2}, progress=False)
-    full = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "full", **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=12, seed=5)
+    common = dict(backend="transformers", backend_options={"batch_size": 2, "prompt_batch": 2}, progress=False)
+    full = evaluate(tiny_model, task, tmp_path / "full", **common)
     samples = sample_tuples(full)
     assert len(samples) == 12
     assert json.loads((full / "run.json").read_text())["backend"]["prompt_batch"] == 2
 
     resumed = tmp_path / "resumed"
-    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=resumed, **common)
+    evaluate(tiny_model, task, resumed, **common)
     lines = (resumed / "samples.jsonl").read_text().splitlines()
     kept = [line for line in lines if json.loads(line)["sample_index"] != 3][:5]  # lose 7 samples
     (resumed / "samples.jsonl").write_text("\n".join(kept) + "\n")
-    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=resumed, **common)
+    evaluate(tiny_model, task, resumed, **common)
     assert sample_tuples(resumed) == samples
 
 
@@ -274,18 +274,18 @@ def test_a_finished_run_evaluated_again_never_loads_the_model(tmp_path, fixtures
     tokenizer only: the weights are loaded on the first generation, and there is none."""
     import transformers
 
-    common = dict(n_samples=2, max_new_tokens=8, seed=1, backend="transformers", progress=False)
-    run = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "r", **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8, seed=1)
+    run = evaluate(tiny_model, task, tmp_path / "r", progress=False)
     before = sample_tuples(run)
     loads = []
     real = transformers.AutoModelForCausalLM.from_pretrained
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         lambda *a, **k: loads.append(a) or real(*a, **k))
-    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=run, **common)
+    evaluate(tiny_model, task, run, progress=False)
     assert loads == [] and sample_tuples(run) == before
     lines = (run / "samples.jsonl").read_text().splitlines()
     (run / "samples.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # one sample lost: now it loads, once
-    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=run, **common)
+    evaluate(tiny_model, task, run, progress=False)
     assert len(loads) == 1 and sample_tuples(run) == before
 
 
@@ -303,8 +303,8 @@ def test_plan_chunks_groups_questions_in_fixed_batches():
 def test_run_records_timing_and_the_hashes_of_what_shapes_samples(tmp_path, fixtures, tokenizer):
     import hashlib
 
-    run = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16, out_dir=tmp_path / "r",
-                   backend=ScriptedBackend(tokenizer), progress=False)
+    run = evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16),
+                   out_dir=tmp_path / "r", backend=ScriptedBackend(tokenizer), progress=False)
     config = json.loads((run / "run.json").read_text())
     expected = "sha256:" + hashlib.sha256(tokenizer.chat_template.encode("utf-8")).hexdigest()
     assert config["chat_template_sha256"] == expected
@@ -316,11 +316,12 @@ def test_run_records_timing_and_the_hashes_of_what_shapes_samples(tmp_path, fixt
     assert timing["generation_seconds"] >= 0
     assert json.loads((run / "metrics.json").read_text())["timing"] == timing
 
-    again = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16, out_dir=tmp_path / "r",
-                     backend=ScriptedBackend(tokenizer), progress=False)  # resumes: nothing left to generate
+    again = evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=16),
+                     out_dir=tmp_path / "r", backend=ScriptedBackend(tokenizer),
+                     progress=False)  # resumes: nothing left to generate
     assert json.loads((again / "run.json").read_text())["timing"]["generated_samples"] == 6
-    other = evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=17, out_dir=tmp_path / "o",
-                     backend=ScriptedBackend(tokenizer), progress=False)
+    other = evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=17),
+                     out_dir=tmp_path / "o", backend=ScriptedBackend(tokenizer), progress=False)
     assert json.loads((other / "run.json").read_text())["generation_settings_sha256"] != config["generation_settings_sha256"]
 
 
@@ -329,8 +330,9 @@ def test_lm_eval_export_reads_back_with_lm_evals_own_tools(tmp_path, fixtures, t
 
     from mi_mergekit.eval.export import export_lm_eval
 
-    runs = [evaluate("models/mi", fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64, out_dir=tmp_path / "mi",
-                     backend=ScriptedBackend(tokenizer), label="MI-0.8", lambda_=0.8, progress=False)]
+    runs = [evaluate("models/mi", EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=64),
+                     out_dir=tmp_path / "mi", backend=ScriptedBackend(tokenizer), label="MI-0.8", lambda_=0.8,
+                     progress=False)]
     (written,) = export_lm_eval(runs, tmp_path / "lm")
     files = [str(p) for p in (tmp_path / "lm").rglob("*")]
     assert get_latest_filename(get_results_filenames(files)) == str(written)  # lm-eval finds it

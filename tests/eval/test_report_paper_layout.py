@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mi_mergekit.eval import evaluate, write_report
+from mi_mergekit.eval import EvalTask, evaluate, write_report
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.paper import TABLE_2, TABLE_5
 
@@ -66,16 +66,18 @@ def make_runs(tmp_path, tokenizer, datasets, n_aime=64, n_other=8):
         def aime(chunk, index, tokens=tokens):  # a0 always right, a1 right in the even samples
             value = int(chunk.question_id[1:]) + 1 + (index % 2 if chunk.question_id == "a1" else 0)
             return f"Work.</think>\\boxed{{{value}}}", tokens
-        runs.append(evaluate("m", datasets / "aime.jsonl", benchmark="aime25", n_samples=n_aime, max_new_tokens=8,
-                             out_dir=tmp_path / f"{label}-aime", backend=Scripted(tokenizer, aime), label=label,
-                             progress=False))
-        runs.append(evaluate("m", datasets / "ifeval.jsonl", benchmark="ifeval", n_samples=n_other, max_new_tokens=8,
-                             out_dir=tmp_path / f"{label}-ifeval", label=label, progress=False,
+        runs.append(evaluate("m", EvalTask(datasets / "aime.jsonl", benchmark="aime25", n_samples=n_aime,
+                                           max_new_tokens=8),
+                             tmp_path / f"{label}-aime", Scripted(tokenizer, aime), label=label, progress=False))
+        runs.append(evaluate("m", EvalTask(datasets / "ifeval.jsonl", benchmark="ifeval", n_samples=n_other,
+                                           max_new_tokens=8),
+                             tmp_path / f"{label}-ifeval", label=label, progress=False,
                              backend=Scripted(tokenizer, lambda c, i, t=tokens: ("Hm.</think>the weather today is calm and the sea is quiet." if i % 4 else
                                                                                  "Hm.</think>The Weather Today Is Calm.", t // 2))))
-        runs.append(evaluate("m", datasets / "gpqa.csv", benchmark="gpqa", n_samples=n_other, max_new_tokens=8,
-                             out_dir=tmp_path / f"{label}-gpqa", label=label, progress=False,
-                             backend=Scripted(tokenizer, gpqa_responder(label == "MI-0.8"))))
+        runs.append(evaluate("m", EvalTask(datasets / "gpqa.csv", benchmark="gpqa", n_samples=n_other,
+                                           max_new_tokens=8),
+                             tmp_path / f"{label}-gpqa", Scripted(tokenizer, gpqa_responder(label == "MI-0.8")),
+                             label=label, progress=False))
     return runs
 
 
@@ -129,7 +131,7 @@ def test_table_5_reference_has_two_decimals_and_mixed_k_is_marked(tmp_path, toke
 
 
 def test_reference_columns_come_first_for_a_custom_benchmark(tmp_path, tokenizer, fixtures):
-    run = evaluate("m", fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8, out_dir=tmp_path / "toy",
+    run = evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=8), out_dir=tmp_path / "toy",
                    label="toy", backend=Scripted(tokenizer, lambda c, i: ("</think>\\boxed{3}", 9)), progress=False)
     result = write_report([run], tmp_path / "report", paper_reference="4b")
     table = rows_of(result["markdown"].split("\n\n")[0])
@@ -141,8 +143,8 @@ def test_reference_columns_come_first_for_a_custom_benchmark(tmp_path, tokenizer
 
 
 def test_bad_report_options_fail_clearly(tmp_path, tokenizer, fixtures):
-    run = evaluate("m", fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8, out_dir=tmp_path / "r", label="r",
-                   backend=Scripted(tokenizer, lambda c, i: ("</think>\\boxed{3}", 9)), progress=False)
+    run = evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8), out_dir=tmp_path / "r",
+                   label="r", backend=Scripted(tokenizer, lambda c, i: ("</think>\\boxed{3}", 9)), progress=False)
     with pytest.raises(ValueError, match="no run is labelled 'Thinking'.*\\['r'\\]"):
         write_report([run], tmp_path / "report", thinking_run="Thinking")
     assert not (tmp_path / "report").exists()
@@ -158,7 +160,7 @@ def test_bad_report_options_fail_clearly(tmp_path, tokenizer, fixtures):
 def test_report_names_the_runs_its_lambda_plot_leaves_out(tmp_path, tokenizer, fixtures):
     """The endpoints evaluated from their own folders carry no λ unless eval is told it (--lambda 0 / 1);
     report says which runs its plot leaves out instead of dropping them silently."""
-    runs = [evaluate("m", fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8, out_dir=tmp_path / label,
+    runs = [evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=8), out_dir=tmp_path / label,
                      label=label, lambda_=lam, backend=Scripted(tokenizer, lambda c, i: ("</think>\\boxed{3}", 9)),
                      progress=False)
             for label, lam in (("mi_0.5", 0.5), ("Instruct", None), ("Thinking", None))]

@@ -14,7 +14,7 @@ import torch
 from common import merge, mi_config
 from mi_mergekit.analysis import stages
 from mi_mergekit.eval.frontier import frontier_rows, headline, paired_difference
-from mi_mergekit.eval import evaluate, load_run, write_report
+from mi_mergekit.eval import EvalTask, evaluate, load_run, write_report
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
 from mi_mergekit.eval.graders import get_grader
@@ -126,7 +126,7 @@ def test_divergence_is_the_mean_kl_over_the_question(dense_pair):
 # ------------------------------------------------------------------ routed runs, end to end
 
 QUESTIONS = {"calibration": ["w1 w2", "w3", "w4 w5 w6", "w7 w8"], "test": ["w9 w10", "w11", "w12 w13 w14", "w15"]}
-OPTIONS = dict(n_samples=2, max_new_tokens=4, seed=3, progress=False)
+SAMPLING = dict(n_samples=2, max_new_tokens=4, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +146,9 @@ def routing_setup(dense_pair, tmp_path_factory):
         files[split].write_text("".join(json.dumps({"id": f"{split[0]}{i}", "prompt": q, "answer": "3"}) + "\n"
                                         for i, q in enumerate(questions)))
         for lam, model in grid.items():
-            static[(split, lam)] = evaluate(model, files[split], out_dir=root / f"{split}_{lam:g}", lambda_=lam,
-                                            label=f"mi_{lam:g}", backend_options={"batch_size": 1}, **OPTIONS)
+            static[(split, lam)] = evaluate(model, EvalTask(files[split], **SAMPLING),
+                                            out_dir=root / f"{split}_{lam:g}", lambda_=lam, label=f"mi_{lam:g}",
+                                            backend_options={"batch_size": 1}, progress=False)
     signals = {split: compute_signals(str(path), instruct=instruct, thinking=thinking, samples=2, max_new_tokens=3,
                                       prompt_batch=2, progress=False) for split, path in files.items()}
     torch.set_num_threads(threads)
@@ -177,10 +178,11 @@ def test_routed_run_is_the_static_runs_picked_per_question(routing_setup, tmp_pa
     assignment = router.assign(values)
     assert set(assignment.values()) == {0.5, 1.0}  # both λ used
     with GridBackends(setup["grid"], batch_size=1) as grid:
-        run = routed_evaluate(router, grid, setup["files"]["test"], tmp_path / "routed", values=values, **OPTIONS)
+        run = routed_evaluate(router, grid, EvalTask(setup["files"]["test"], **SAMPLING), tmp_path / "routed",
+                              values=values, progress=False)
         with pytest.raises(RouterError, match="used to calibrate"):  # calibration questions are refused
-            routed_evaluate(router, grid, setup["files"]["calibration"], tmp_path / "refused",
-                            values=signal_values(setup["signals"]["calibration"], "divergence"), **OPTIONS)
+            routed_evaluate(router, grid, EvalTask(setup["files"]["calibration"], **SAMPLING), tmp_path / "refused",
+                            values=signal_values(setup["signals"]["calibration"], "divergence"), progress=False)
     routed = _samples(run)
     assert len(routed) == 8
     for (qid, index), sample in routed.items():
@@ -208,8 +210,8 @@ def test_routed_run_is_the_static_runs_picked_per_question(routing_setup, tmp_pa
         urls = {lam: server.base_url for lam, server in servers.items()}
         with GridBackends(urls, batch_size=1, tokenizer_path=str(setup["grid"][1.0]),
                           http_options={"concurrency": 2, "retries": 1, "backoff": 0.05}) as fleet:
-            remote = routed_evaluate(router, fleet, setup["files"]["test"], tmp_path / "fleet", values=values,
-                                     **OPTIONS)
+            remote = routed_evaluate(router, fleet, EvalTask(setup["files"]["test"], **SAMPLING), tmp_path / "fleet",
+                                     values=values, progress=False)
         requests = {lam: len(server.requests) for lam, server in servers.items()}
     finally:
         for server in servers.values():
@@ -241,8 +243,8 @@ def test_frontier_compares_with_the_best_static_at_no_more_tokens(routing_setup,
     runs = [load_run(setup["static"][("test", lam)]) for lam in (0.5, 1.0)]
     router = Router("divergence", (0.5, 1.0), (-math.inf,), fit={"name": "all_top"})  # every question at λ = 1
     with GridBackends(setup["grid"], batch_size=1) as grid:
-        routed = load_run(routed_evaluate(router, grid, setup["files"]["test"], tmp_path / "top",
-                                          values=signal_values(setup["signals"]["test"], "divergence"), **OPTIONS))
+        routed = load_run(routed_evaluate(router, grid, EvalTask(setup["files"]["test"], **SAMPLING), tmp_path / "top",
+                                          values=signal_values(setup["signals"]["test"], "divergence"), progress=False))
     rows = {r["label"]: r for r in frontier_rows(runs + [routed])}
     assert rows["all_top"]["tokens"] == rows["mi_1"]["tokens"]  # the same samples as the static λ = 1 run
     best = rows["all_top"]["best_static"]
@@ -281,8 +283,9 @@ def test_profiles_and_windows_are_frontier_rows_at_their_mean_lambda(routing_set
     try:
         for name, recipe in models.items():
             merge(recipe, tmp_path / name)
-            runs.append(load_run(evaluate(tmp_path / name, setup["files"]["test"], out_dir=tmp_path / f"run_{name}",
-                                          label=name, backend_options={"batch_size": 1}, **OPTIONS)))
+            runs.append(load_run(evaluate(tmp_path / name, EvalTask(setup["files"]["test"], **SAMPLING),
+                                          out_dir=tmp_path / f"run_{name}", label=name,
+                                          backend_options={"batch_size": 1}, progress=False)))
     finally:
         torch.set_num_threads(threads)
     plan = json.loads((tmp_path / "ramp" / "mi_plan.json").read_text())

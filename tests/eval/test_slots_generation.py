@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mi_mergekit.eval import evaluate
+from mi_mergekit.eval import EvalTask, evaluate
 from mi_mergekit.eval.backends.base import Chunk
 from mi_mergekit.eval.backends.sampling import choose, kept
 from mi_mergekit.eval.backends.transformers_backend import TransformersBackend
@@ -113,9 +113,9 @@ def test_kept_distribution_is_transformers_warpers(decoding):
 
 
 def test_slots_run_is_recorded_and_resumes_to_the_same_samples(tmp_path, fixtures, tiny_model):
-    common = dict(n_samples=4, max_new_tokens=12, seed=5, backend="transformers", progress=False,
-                  backend_options={"batch_size": 2, "slots": 3})
-    first = evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=tmp_path / "a", **common)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=4, max_new_tokens=12, seed=5)
+    common = dict(progress=False, backend_options={"batch_size": 2, "slots": 3})
+    first = evaluate(tiny_model, task, tmp_path / "a", **common)
     samples = (first / "samples.jsonl").read_text().splitlines()
     assert json.loads((first / "run.json").read_text())["backend"]["slots"] == 3
     resumed = tmp_path / "b"
@@ -123,7 +123,7 @@ def test_slots_run_is_recorded_and_resumes_to_the_same_samples(tmp_path, fixture
     for name in ("run.json", "prompts.jsonl"):
         (resumed / name).write_text((first / name).read_text())
     (resumed / "samples.jsonl").write_text("\n".join(samples[::3]) + "\n")  # an interrupted run
-    evaluate(tiny_model, fixtures / "boxed.jsonl", out_dir=resumed, **common)
+    evaluate(tiny_model, task, resumed, **common)
 
     def rows(run):
         return sorted(json.dumps(json.loads(line), sort_keys=True)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mi_mergekit.eval import evaluate
+from mi_mergekit.eval import EvalTask, evaluate
 from mi_mergekit.eval.backends import Chunk
 from mi_mergekit.eval.backends.openai_http import (
     CONTINUOUS_USAGE,
@@ -74,9 +74,9 @@ def test_retry_after_forms():
 
 def test_a_broken_stream_is_retried_and_stored_once(tmp_path, fixtures):
     with StreamServer(faults={2: "drop", 4: "drop"}) as server:  # request 1 is the probe
-        run = evaluate("m", fixtures / "boxed.jsonl", out_dir=tmp_path / "run", backend="openai",
-                       backend_options={"base_url": server.base_url, "api": "chat", "concurrency": 1,
-                                        "backoff": 0.01}, n_samples=2, max_new_tokens=100, progress=False)
+        run = evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=100), tmp_path / "run",
+                       "openai", backend_options={"base_url": server.base_url, "api": "chat", "concurrency": 1,
+                                                  "backoff": 0.01}, progress=False)
         n_requests = len(server.requests)
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     keys = [(r["question_id"], r["sample_index"]) for r in rows]
@@ -86,14 +86,13 @@ def test_a_broken_stream_is_retried_and_stored_once(tmp_path, fixtures):
 
 
 def test_reasoning_content_grades_like_the_completions_path(tmp_path, fixtures, tiny_model):
-    common = dict(n_samples=2, max_new_tokens=100, seed=3, progress=False)
+    task = EvalTask(fixtures / "boxed.jsonl", n_samples=2, max_new_tokens=100, seed=3)
     runs = {}
     for name, api, parser in (("completions", "completions", False), ("parser", "chat", True), ("plain", "chat", False)):
         with StreamServer(reasoning_parser=parser) as server:
-            runs[name] = evaluate(tiny_model if api == "completions" else "m", fixtures / "boxed.jsonl",
-                                  out_dir=tmp_path / name, backend="openai",
+            runs[name] = evaluate(tiny_model if api == "completions" else "m", task, tmp_path / name, "openai",
                                   backend_options={"base_url": server.base_url, "api": api, "backoff": 0.01,
-                                                   "samples_per_request": 1}, **common)
+                                                   "samples_per_request": 1}, progress=False)
 
     def graded(run):
         rows = [json.loads(line) for line in (run / "grades.jsonl").read_text().splitlines()]
@@ -114,9 +113,9 @@ def test_reasoning_content_grades_like_the_completions_path(tmp_path, fixtures, 
 
 def test_a_thought_cut_by_the_budget_is_no_answer_in_chat_mode(tmp_path, fixtures):
     with StreamServer(reasoning_parser=True, thought_words=20) as server:
-        run = evaluate("m", fixtures / "boxed.jsonl", out_dir=tmp_path / "run", backend="openai",
-                       backend_options={"base_url": server.base_url, "api": "chat", "backoff": 0.01},
-                       n_samples=1, max_new_tokens=5, progress=False)
+        run = evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=1, max_new_tokens=5), out_dir=tmp_path / "run",
+                       backend="openai", backend_options={"base_url": server.base_url, "api": "chat", "backoff": 0.01},
+                       progress=False)
     grades = [json.loads(line) for line in (run / "grades.jsonl").read_text().splitlines()]
     assert all(g["unterminated"] and not g["correct"] and g["finish_reason"] == "length" for g in grades)
     assert join_reasoning("hmm", "", "length") == "<think>hmm"
@@ -184,8 +183,8 @@ def test_several_samples_per_request_need_a_tokenizer():
 
 def run_eval(tmp_path, fixtures, server, name="run", n_samples=2, decoding="thinking", **options):
     options = {"base_url": server.base_url, "backoff": 0.01, "concurrency": 1, **options}
-    return evaluate("m", fixtures / "boxed.jsonl", out_dir=tmp_path / name, backend="openai", backend_options=options,
-                    n_samples=n_samples, max_new_tokens=100, progress=False, decoding=decoding)
+    return evaluate("m", EvalTask(fixtures / "boxed.jsonl", n_samples=n_samples, max_new_tokens=100, decoding=decoding),
+                    out_dir=tmp_path / name, backend="openai", backend_options=options, progress=False)
 
 
 def stored(run):
