@@ -26,214 +26,27 @@ ancestor's). Every row is then evaluated (:func:`mi_mergekit.eval.evaluate`, any
 ``OUT/report``: the Table-2 layout (:mod:`mi_mergekit.eval.comparison`), the usual report, and the
 accuracy-against-tokens frontier with TA and TIES set against the MI curve at equal tokens.
 
-``mi-mergekit compare`` runs it for a user's triple; ``mi-mergekit demo`` for the shipped ones.
+``mi-mergekit compare`` runs it for a user's triple; ``mi-mergekit demo`` for the shipped ones. The
+rows: :mod:`mi_mergekit.compare_rows`; a row's recipe and merge: :mod:`mi_mergekit.compare_merges`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
+from mi_mergekit.compare_merges import drop_weights, merge, thinking_template
+from mi_mergekit.compare_rows import PAPER_LAMBDAS, Row, Triple, baseline_rows, mi_rows, side_rows
 from mi_mergekit.errors import MiMergekitError
 
 if TYPE_CHECKING:
     from mi_mergekit.eval.task import EvalTask
 
-#: the MI rows of the paper's Table 2
-PAPER_LAMBDAS = (0.2, 0.4, 0.45, 0.5, 0.55, 0.6, 0.8)
-#: the λ of the window and module variants (the paper's Table 3 and Figure 5)
-VARIANT_LAMBDA = 0.8
-MODULE_ABLATIONS = ("nomlp", "noattention")
-BASELINES = ("ta", "ties")
-MERGED_FILE = "merged.json"
 #: what each run folder's settings file is called (a run is reused only with the same settings)
 SETTINGS_FILE = "demo.json"
-
-
-@dataclass(frozen=True)
-class Triple:
-    """The models of a comparison: folders (absolute) or hub ids."""
-
-    instruct: str
-    thinking: str
-    base: Optional[str] = None
-    pretrained: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the comparison: a model evaluated as it is (``side``), an MI merge (``lam``
-    with window/module ``parameters``) or a baseline merge (``baseline`` on ``ancestor``)."""
-
-    name: str
-    description: str
-    lam: Optional[float] = None
-    parameters: Dict[str, object] = field(default_factory=dict)
-    baseline: Optional[str] = None
-    ancestor: Optional[str] = None
-    side: Optional[str] = None
-
-    @property
-    def decoding(self) -> str:
-        return "instruct" if self.side == "instruct" else "thinking"
-
-    @property
-    def curve_lambda(self) -> Optional[float]:
-        """λ as a point of the MI curve (whole-model merges and the Thinking model), else None."""
-        if self.side == "thinking":
-            return 1.0
-        return self.lam if self.lam is not None and not self.parameters else None
-
-    def key(self) -> dict:
-        """What the row is, for the settings its run is reused with."""
-        return {k: v for k, v in (("lambda", self.lam), ("parameters", self.parameters), ("baseline", self.baseline),
-                                  ("side", self.side)) if v not in (None, {})}
-
-
-def choose(value: Optional[str], known: Sequence[str], option: str) -> Optional[List[str]]:
-    """A comma list of names from ``known`` (``none`` for the empty list); None when not given."""
-    from mi_mergekit.merge.recipes import RecipeOptionError
-
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise RecipeOptionError(f"unknown name(s) {unknown}; choose from {list(known)} or 'none'", option=option)
-    return names
-
-
-def paper_windows(num_layers: int) -> List[Tuple[str, int, int]]:
-    """The paper's windows (thirds of the decoder: first, middle, last, first two, last two), as
-    ``(name, start, end)``, from the one definition the recipes use
-    (:func:`mi_mergekit.merge.recipes.third_bounds`); for 36 layers they are the paper's [0,11] … [12,35]."""
-    from mi_mergekit.merge.recipes import THIRDS, third_bounds
-
-    return [(name, *third_bounds(name, num_layers)) for name in THIRDS]
-
-
-def mi_rows(lambdas: Sequence[float], windows: Sequence[Tuple[str, int, int]] = (),
-            modules: Sequence[str] = ()) -> List[Row]:
-    """The λ sweep, then the windows and the module ablations (``nomlp``, ``noattention``) at λ = 0.8."""
-    rows = [Row(f"mi_{lam:g}", f"whole model, λ={lam:g}", lam) for lam in lambdas]
-    rows += [Row(f"mi_{VARIANT_LAMBDA:g}_{name}", f"layers [{start},{end}] only, λ={VARIANT_LAMBDA:g}",
-                 VARIANT_LAMBDA, {"layer_start": start, "layer_end": end}) for name, start, end in windows]
-    ablations = {
-        "nomlp": Row(f"mi_{VARIANT_LAMBDA:g}_nomlp", f"attention only (MLP kept Instruct), λ={VARIANT_LAMBDA:g}",
-                     VARIANT_LAMBDA, {"exclude_modules": "mlp"}),
-        "noattention": Row(f"mi_{VARIANT_LAMBDA:g}_noattention",
-                           f"MLP only (attention kept Instruct), λ={VARIANT_LAMBDA:g}", VARIANT_LAMBDA,
-                           {"exclude_modules": "attention"}),
-    }
-    return rows + [ablations[name] for name in MODULE_ABLATIONS if name in modules]
-
-
-def baseline_rows(triple: Triple) -> List[Row]:
-    """TA and TIES on the ancestor, and on the pre-trained ancestor where there is one."""
-    from mi_mergekit.merge.baselines import TITLES
-
-    rows = []
-    for suffix, ancestor, what in (("", triple.base, "the ancestor"), ("_base", triple.pretrained,
-                                                                       "the pre-trained ancestor")):
-        if ancestor:
-            rows += [Row(f"{method}{suffix}", f"{TITLES[method + suffix]}: stock {method} on {what}",
-                         baseline=method, ancestor=ancestor) for method in ("ta", "ties")]
-    return rows
-
-
-def side_rows(thinking: bool = True) -> List[Row]:
-    """The Instruct model (its own template and decoding) and, unless λ = 1 stands for it, the Thinking model."""
-    rows = [Row("instruct", "the Instruct model as it is (its template, Instruct decoding)", side="instruct")]
-    if thinking:
-        rows.append(Row("thinking", "the Thinking model as it is (λ = 1)", side="thinking"))
-    return rows
-
-
-def thinking_template(thinking: str) -> str:
-    """The Thinking model's chat template (the tokenizer's, as transformers loads it)."""
-    from transformers import AutoTokenizer
-
-    template = AutoTokenizer.from_pretrained(thinking).chat_template
-    if not isinstance(template, str) or not template:
-        raise MiMergekitError("the Thinking model has no chat template to decode the baselines with", path=thinking)
-    return template
-
-
-def recipe_of(row: Row, triple: Triple, chat_template: Optional[str] = None) -> dict:
-    """The mergekit recipe of a merged row, as a mapping (what :func:`recipe_text` writes)."""
-    import yaml
-
-    return yaml.safe_load(recipe_text(row, triple, chat_template))
-
-
-def recipe_text(row: Row, triple: Triple, chat_template: Optional[str] = None) -> str:
-    """The recipe file of a merged row: an MI row through the recipe generator (the text that
-    ``mi-mergekit recipes`` writes for this pair, λ, window and modules, in float32), a baseline
-    as its stock mergekit config."""
-    import yaml
-
-    if row.baseline:
-        from mi_mergekit.merge.baselines import baseline_recipe
-
-        return yaml.safe_dump(baseline_recipe(row.baseline, row.ancestor, triple.instruct, triple.thinking,
-                                              dtype="float32", out_dtype=None, chat_template=chat_template),
-                              sort_keys=False)
-    from decimal import Decimal
-
-    from mi_mergekit.merge.recipes import ModelPair, Recipe
-
-    unknown = set(row.parameters) - {"layer_start", "layer_end", "modules", "exclude_modules"}
-    if unknown:
-        raise MiMergekitError(f"row {row.name}: no recipe form for the parameter(s) {sorted(unknown)}")
-    window = ((int(row.parameters["layer_start"]), int(row.parameters["layer_end"]))
-              if "layer_start" in row.parameters else None)
-    pair = ModelPair(None, triple.instruct, triple.thinking, None, "", f"{triple.instruct} + {triple.thinking}")
-    return Recipe(Decimal(repr(row.lam)), pair, window, row.parameters.get("modules"),
-                  row.parameters.get("exclude_modules"), dtype="float32").render(
-        origin=f"Row {row.name} of mi-mergekit's comparison (demo / compare): {row.description}.")
-
-
-def merge(row: Row, triple: Triple, out: Path, chat_template: Optional[str] = None) -> Path:
-    """Write ``OUT/recipes/<row>.yaml`` and run the real ``mergekit-yaml`` on it into
-    ``OUT/models/<row>`` (published when finished; skipped when a finished merge of the same
-    recipe is there)."""
-    recipe_dir, model_dir = out / "recipes", out / "models" / row.name
-    recipe_dir.mkdir(parents=True, exist_ok=True)
-    text = recipe_text(row, triple, chat_template)
-    recipe = recipe_dir / f"{row.name}.yaml"
-    recipe.write_text(text)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if merged_with(model_dir) == digest and any(model_dir.glob("*.safetensors")):
-        return model_dir
-    staging = model_dir.parent / f".{row.name}.partial"
-    for stale in (staging, model_dir):
-        if stale.exists():  # a killed merge, another recipe, or weights the demo dropped after evaluating
-            shutil.rmtree(stale)
-    script = Path(sys.executable).with_name("mergekit-yaml")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mergekit.scripts.run_yaml"]
-    result = subprocess.run(command + [str(recipe), str(staging), "--quiet"], capture_output=True, text=True)
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise MiMergekitError(f"mergekit-yaml failed on the recipe: {result.stderr.strip()[-2000:]}", path=recipe)
-    (staging / MERGED_FILE).write_text(json.dumps({"recipe_sha256": digest}) + "\n")
-    os.replace(staging, model_dir)
-    return model_dir
-
-
-def merged_with(model_dir: Path) -> Optional[str]:
-    """The recipe hash of a finished merge in ``model_dir``, else None."""
-    try:
-        return json.loads((model_dir / MERGED_FILE).read_text())["recipe_sha256"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def finished(run_dir: Path, settings: dict) -> bool:
@@ -243,13 +56,6 @@ def finished(run_dir: Path, settings: dict) -> bool:
                 and (run_dir / "metrics.json").exists())
     except (OSError, ValueError):
         return False
-
-
-def drop_weights(model: Path) -> None:
-    """Keep a merged folder's plan and config, drop its weights."""
-    for item in model.iterdir():
-        if item.suffix == ".safetensors" or item.name == "model.safetensors.index.json":
-            item.unlink()
 
 
 @dataclass
@@ -317,10 +123,6 @@ def run_rows(rows: Sequence[Row], triple: Triple, out: Path, task: EvalTask, set
         if drop and model is not None and row.name not in keep:
             drop_weights(model)
     return result
-
-
-__all__ = ["PAPER_LAMBDAS", "VARIANT_LAMBDA", "MODULE_ABLATIONS", "Triple", "Row", "paper_windows", "mi_rows",
-           "baseline_rows", "side_rows", "merge", "run_rows", "finished", "drop_weights", "thinking_template"]
 
 
 def write_table(rows: Sequence[Row], runs: Dict[str, Path], report_dir: Path, thinking: str,
@@ -409,3 +211,6 @@ def run_compare(triple: Triple, task: EvalTask, out: Path, *, backend: str = "tr
     table = write_table(rows, done.runs, report_dir, "thinking")
     (report_dir / "timings.json").write_text(json.dumps(done.timings, indent=1) + "\n")
     return {"rows": rows, "runs": done.runs, "models": done.models, "report": report, "table": table}
+
+
+__all__ = ["SETTINGS_FILE", "finished", "RowsResult", "run_rows", "write_table", "model_reference", "run_compare"]

@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from mi_mergekit.compare import run_rows, write_table
+from mi_mergekit.compare_merges import drop_weights
+from mi_mergekit.compare_rows import (BASELINES, MODULE_ABLATIONS, PAPER_LAMBDAS, Triple, baseline_rows, choose,
+                                      mi_rows, paper_windows, side_rows)
 from mi_mergekit.errors import MiMergekitError
-from mi_mergekit.compare import (BASELINES, MODULE_ABLATIONS, PAPER_LAMBDAS, Triple,
-                                 baseline_rows, choose, drop_weights, mi_rows, paper_windows, run_rows, side_rows,
-                                 write_table)
 from mi_mergekit.demo_tables import variants_table, work_table
 
 #: the λ sweep of both pairs, and the routing grid of the smollm2 pair (the toy has no calibration split)

@@ -460,7 +460,7 @@ def test_the_papers_windows_have_one_definition(layers):
     """The recipes' thirds and the demo's / compare's windows are the same numbers at every depth:
     the thirds tile the decoder with sizes at most one layer apart, and the two-thirds windows
     are unions of them; at 36 layers they are the paper's."""
-    from mi_mergekit.compare import paper_windows
+    from mi_mergekit.compare_rows import paper_windows
     from mi_mergekit.merge.recipes import THIRDS, parse_window, third_bounds
 
     windows = {name: (start, end) for name, start, end in paper_windows(layers)}

@@ -64,8 +64,8 @@ def compare_command(instruct, thinking, base, pretrained, lambdas, windows, modu
     reported in the paper's Table 2 layout (report/comparison.md) with the frontier (TA and TIES against
     the MI curve at equal tokens). Merged rows are decoded with the Thinking model's chat template and
     the --decoding preset (default: the paper's Thinking one); the Instruct row with the Instruct preset."""
-    from mi_mergekit.compare import (BASELINES, MODULE_ABLATIONS, Triple, choose, model_reference, paper_windows,
-                                     run_compare)
+    from mi_mergekit.compare import model_reference, run_compare
+    from mi_mergekit.compare_rows import BASELINES, MODULE_ABLATIONS, Triple, choose, paper_windows
     from mi_mergekit.merge.lambdas import parse_lambdas
 
     with usage_errors():

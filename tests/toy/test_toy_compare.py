@@ -116,7 +116,8 @@ def test_compare_refuses_one_served_model_for_every_row(tmp_path):
 
 def test_a_pretrained_ancestor_adds_the_base_rows():
     """--pretrained: TA-Base and TIES-Base, the paper's "-Base" rows, merged on that ancestor."""
-    from mi_mergekit.compare import Triple, baseline_rows, recipe_of
+    from mi_mergekit.compare_merges import recipe_of
+    from mi_mergekit.compare_rows import Triple, baseline_rows
     from mi_mergekit.eval.comparison import method_title
 
     rows = baseline_rows(Triple("i", "t", base="hybrid", pretrained="pre"))
@@ -134,7 +135,8 @@ def test_mi_rows_are_written_by_the_recipe_generator():
 
     from mergekit.config import MergeConfiguration
 
-    from mi_mergekit.compare import Row, Triple, mi_rows, recipe_text
+    from mi_mergekit.compare_merges import recipe_text
+    from mi_mergekit.compare_rows import Row, Triple, mi_rows
     from mi_mergekit.merge.recipes import ModelPair, Recipe
 
     triple = Triple("/pair/instruct", "/pair/thinking")
