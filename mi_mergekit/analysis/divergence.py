@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mi_mergekit.errors import AnalysisInputError
-from mi_mergekit.merge.layout import natural_key
 from mi_mergekit.merge.roles import PARTS
 
 LAYER_GROUPS = ("attention", "mlp", "mixer", "all")  # mixer: state-space/conv layers of hybrids
@@ -179,6 +178,8 @@ def sigma(models: List[str], pairs: Optional[List[Tuple[int, int]]] = None,
                 f"the checkpoints do not store the same decoder-layer tensors: only in {models[used[0]]} "
                 f"{only_a[:5]}, only in {models[i]} {only_b[:5]}")
     per_pair: Dict[Tuple[int, int], List[Tuple[int, float]]] = {pair: [] for pair in pairs}
+    from mi_mergekit.merge.layout import natural_key  # mergekit: imported by the work, not by `stages`
+
     for name in tqdm.tqdm(sorted(first, key=natural_key), desc="σ", unit="tensor", disable=not progress):
         tensors = {i: loaders[i].get_tensor(name, device=device) for i in used}
         if not tensors[used[0]].is_floating_point():
@@ -261,6 +262,8 @@ def divergence(instruct: str, thinking: str, chunk_elements: int = DEFAULT_CHUNK
     tags: Dict[Tuple[Optional[int], str], frozenset] = {}
     tensors: List[dict] = []
     total = Sums()
+    from mi_mergekit.merge.layout import natural_key
+
     for name in tqdm.tqdm(sorted(names_i, key=natural_key), desc="Divergence", unit="tensor",
                           disable=not progress):
         a, b = li.get_tensor(name, device=device), lt.get_tensor(name, device=device)

@@ -16,7 +16,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import click
 
-from mi_mergekit.errors import MiMergekitError, did_you_mean
+from mi_mergekit.errors import did_you_mean
 from mi_mergekit.merge.config import SubstitutionError, parse_substitutions
 from mi_mergekit.merge.lambdas import LambdaSpecError, parse_lambdas
 from mi_mergekit.merge.recipes import RecipeOptionError
@@ -149,9 +149,11 @@ def device_options(default: Optional[str] = "cpu", what: str = "compute"):
                                        f"else {fallback}).")
         @functools.wraps(function)
         def command(*args, cuda: bool, device: Optional[str], **kwargs):
-            from mi_mergekit.merge.checks import resolve_device  # torch is imported only when a command runs
+            chosen = default
+            if device or cuda:
+                from mi_mergekit.merge.checks import resolve_device  # imports torch: only when one is asked for
 
-            chosen = resolve_device(device, cuda) if (device or cuda) else default
+                chosen = resolve_device(device, cuda)
             return function(*args, device=chosen, **kwargs)
 
         return command

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
-
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from mi_mergekit.errors import MergeInputError, MiMergekitError, NonFiniteTensorError
+
+if TYPE_CHECKING:  # torch is imported by the functions that use it: a command refused early never loads it
+    import torch
 
 LOG = logging.getLogger("mi_mergekit")
 
@@ -72,7 +73,7 @@ def all_finite(tensor: torch.Tensor) -> bool:
     """
     if tensor.numel() == 0 or not tensor.is_floating_point():
         return True
-    low, high = torch.aminmax(tensor)
+    low, high = tensor.aminmax()
     return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
@@ -80,7 +81,7 @@ def check_finite(name: Optional[str], **tensors: torch.Tensor) -> None:
     """Raise NonFiniteTensorError naming the first role whose tensor has NaN/inf."""
     for role, tensor in tensors.items():
         if not all_finite(tensor):
-            bad = int((~torch.isfinite(tensor)).sum())
+            bad = int((~tensor.isfinite()).sum())
             raise NonFiniteTensorError(
                 f"{role} tensor {name!r} contains {bad} NaN/inf value(s); "
                 "refusing to write a merged model from non-finite weights"
@@ -90,6 +91,8 @@ def check_finite(name: Optional[str], **tensors: torch.Tensor) -> None:
 def resolve_device(device: Optional[str], cuda: bool = False) -> str:
     """mergekit's device options (``--cuda``, ``--device``) as a torch device name, checked
     before any work: an unknown device or CUDA on a machine without it is one clear error."""
+    import torch
+
     name = device or ("cuda" if cuda else "cpu")
     try:
         resolved = torch.device(name)
