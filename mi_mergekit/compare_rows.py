@@ -18,6 +18,7 @@ VARIANT_LAMBDA = 0.8
 MODULE_ABLATIONS = ("nomlp", "noattention")
 BASELINES = ("ta", "ties")
 
+
 @dataclass(frozen=True)
 class Triple:
     """The models of a comparison: folders (absolute) or hub ids."""
