@@ -73,9 +73,10 @@ def run_rows(rows: Sequence[Row], triple: Triple, out: Path, task: EvalTask, set
     """Merge (where the row is a merge) and evaluate every row on ``task`` into ``OUT/runs/<row>``.
 
     The decoding is the row's: Instruct for ``instruct``, the task's for the others (the merged
-    and Thinking rows); ``backend`` / ``backend_options``: what generates (:func:`mi_mergekit.eval.evaluate`'s); ``settings``:
-    what a reused run must have been made with, besides the row (:data:`SETTINGS_FILE`). A row whose
-    run is finished is not merged again, unless it is in ``keep`` (its model is needed later);
+    and Thinking rows); ``backend`` / ``backend_options``: what generates
+    (:func:`mi_mergekit.eval.evaluate`'s); ``settings``: what a reused run must have been made with,
+    besides the row (:data:`SETTINGS_FILE`). A row whose run is finished is not merged again,
+    unless it is in ``keep`` (its model is needed later);
     ``drop`` deletes each merged model's weights once it is evaluated (not those in ``keep``);
     ``served_models``: the model name the ``openai`` backend asks for, by row (default: the folder).
     """

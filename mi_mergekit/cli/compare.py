@@ -85,8 +85,8 @@ def compare_command(instruct, thinking, base, pretrained, lambdas, windows, modu
         chosen = [w for w in paper_windows(layers) if w[0] in window_names]
     task, backend, backend_options = evaluation({**opts, "served_model": None}, device)
     result = run_compare(triple, task, Path(out_dir), backend=backend, backend_options=backend_options,
-                         progress=not no_progress, lambdas=sweep, windows=chosen, modules=module_names, baselines=baseline_names,
-                         served_models=served, merge_only=merge_only, drop=drop_models,
+                         progress=not no_progress, lambdas=sweep, windows=chosen, modules=module_names,
+                         baselines=baseline_names, served_models=served, merge_only=merge_only, drop=drop_models,
                          log=lambda m: click.echo(m, err=True))
     if merge_only:
         for name, model in result["models"].items():

@@ -63,8 +63,9 @@ def run_experiment(plan: RoutingPlan, *, instruct: Path, thinking: Path, grid_mo
                    out: Path, task, backend_options: dict, log: Callable[[str], None] = print) -> dict:
     """Run steps 1–4 (module docstring); returns ``{"runs", "calibration_runs", "routers", "markdown"}``.
     ``task``: the static runs' :class:`~mi_mergekit.eval.task.EvalTask` (its dataset the test split);
-    the calibration runs are the same task on ``calibration``. ``backend_options``: the transformers backend's (``batch_size``, ``prompt_batch`` and the decode
-    loop, ``compact`` or ``slots``), the same for the calibration runs and the grid of the routed ones."""
+    the calibration runs are the same task on ``calibration``. ``backend_options``: the transformers
+    backend's (``batch_size``, ``prompt_batch`` and the decode loop, ``compact`` or ``slots``), the same
+    for the calibration runs and the grid of the routed ones."""
     from mi_mergekit.eval import evaluate
     from mi_mergekit.routing.run import GridBackends, routed_evaluate
 
