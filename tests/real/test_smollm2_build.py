@@ -278,3 +278,10 @@ def test_the_ancestor_is_converted_once_and_a_damaged_copy_again(tmp_path, smoll
     assert said[-1].startswith(f"ancestor from the cache ({damaged}")
     assert build.tensor_digest(damaged) == expected
     assert sorted(p.name for p in cache.iterdir()) == [damaged.name, damaged.name + ".lock"]  # no staging left
+
+    # a cache that cannot be written (here: under a file) only means converting every time
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "third").mkdir()
+    build.converted_ancestor(smollm2_wheel, tmp_path / "a-file" / "cache", tmp_path / "third" / "base", said.append)
+    assert len(converted) == 2 and build.tensor_digest(tmp_path / "third" / "base") == expected
+    assert said[-2].startswith(f"the ancestor is not kept: {tmp_path / 'a-file' / 'cache'} cannot be written")
