@@ -11,6 +11,7 @@ from typing import Dict, List, Sequence
 
 from mi_mergekit.compare_rows import VARIANT_LAMBDA, Row
 
+
 def write_table_files(out: Path, stem: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """``out/<stem>.csv`` and ``out/<stem>.md`` (``intro`` above the table); returns the Markdown."""
     from mi_mergekit.eval.report import markdown

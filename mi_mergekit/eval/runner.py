@@ -164,8 +164,6 @@ def _generate(out: Path, model: str, load_path: str, examples, task: EvalTask, b
 
 def _run_config(model: str, task: EvalTask, backend, *, label, lambda_, **extra) -> dict:
     described = backend.describe()
-    if lambda_ is None:
-        lambda_ = model_lambda(model)
     profile = model_profile(model) if lambda_ is None else None  # read once: an older plan reads a header
     decoding = task.decoding.to_dict()
     return {
