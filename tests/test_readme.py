@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from common import console, run
+from common import console
+from warm import WarmStart
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_FIXTURES = Path(__file__).parent / "eval" / "fixtures"
@@ -111,7 +112,7 @@ def test_parse_only_lines_name_real_commands_and_options():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, request):
     """Run every README line that runs, in order, in scratch folders; returns what ran."""
     from recipes_fixtures import NAMES_4B, SPEC_4B, _standins
     from test_hub_cache import cache, env
@@ -139,6 +140,10 @@ def world(tmp_path_factory):
         "/data/Qwen3-4B-Thinking-2507": str(models / "Qwen3-4B-Thinking-2507"), "out/mi_0.8": str(models / "mi_0.8"),
     }
     environment = env(str(home), False)
+    # each line runs in a process of its own, forked from one that made the imports every
+    # merge command makes (tests/warm.py: it prints and exits as the line started cold)
+    scripts = WarmStart(env=environment)
+    request.addfinalizer(scripts.close)
     ran = {}
 
     def substitute(arg):
@@ -156,7 +161,7 @@ def world(tmp_path_factory):
         for arg in args:
             expanded += sorted(glob.glob(os.path.join(cwd, arg))) if "*" in arg else [arg]
         program = os.path.basename(expanded[0])
-        result = run([console(program), *expanded[1:], *extra], cwd=cwd, env=environment)
+        result = scripts.run([console(program), *expanded[1:], *extra], cwd=cwd, env=environment)
         assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
         ran[line] = result
         return result
@@ -188,7 +193,7 @@ def world(tmp_path_factory):
     demo_dir = root / "demo"
     demo_dir.mkdir()
     for label in ("mi_0", "mi_1"):
-        result = run([console("mi-mergekit"), "eval", "--model", tiny, "--benchmark", "boxed", "--dataset",
+        result = scripts.run([console("mi-mergekit"), "eval", "--model", tiny, "--benchmark", "boxed", "--dataset",
                       str(EVAL_FIXTURES / "boxed.jsonl"), "--label", label, "--lambda", label[3:],
                       "--out", f"mi-demo/runs/{label}", *EVAL_BUDGET], cwd=demo_dir, env=environment)
         assert result.returncode == 0, result.stderr[-3000:]

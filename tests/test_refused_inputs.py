@@ -1,8 +1,10 @@
 """The bad-input table: every row is a command a user might run on bad input.
 
-Each row runs the real console script (``mergekit-yaml`` or ``mi-mergekit``) as a
-subprocess — a few rows with an in-process fault injected into that same
-command (disk full, permission denied) — and checks that
+Each row runs the real console script (``mergekit-yaml`` or ``mi-mergekit``) in a process of
+its own — a few rows with an in-process fault injected into that same command (disk full,
+permission denied) — forked from a server that imported torch, transformers and mergekit once
+(``tests/warm.py``; a row whose environment or limits a fork cannot give runs as a plain
+subprocess), and checks that
 
 * it exits with status 1 and its last stderr line is ``Error: <what> (<file>)``,
   containing the row's message fragment, with no traceback; a mistake in the command
@@ -38,6 +40,7 @@ import torch
 
 from common import console, run
 from synthetic import PairSpec, build_pair, recipe
+from warm import WarmStart
 
 sys.path.insert(0, str(Path(__file__).parent / "eval"))
 FIXTURES = Path(__file__).parent / "eval" / "fixtures"
@@ -484,6 +487,17 @@ def eval_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def scripts():
+    """The console scripts, their imports done once (rows run in processes forked from it)."""
+    with WarmStart(env=ROW_ENV) as server:
+        yield server
+
+
+#: every row's environment, beside what the row sets
+ROW_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
 def startup():
     """Seconds one start-up of each console script takes here, now (its --help, which imports
     what a merge imports): the yardstick of :func:`budget` on a loaded machine."""
@@ -503,13 +517,14 @@ def budget(argv, startup) -> float:
 
 
 @pytest.mark.parametrize("row_id, setup, message", ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, eval_model, tmp_path, startup):
+def test_bad_input_is_refused_in_one_line(row_id, setup, message, dense_pair, eval_model, tmp_path, startup,
+                                         scripts):
     world = World(tmp_path, dense_pair, eval_model)
     argv = setup(world)
     before = snapshot(tmp_path)
     started = time.monotonic()
     try:
-        result = run(argv, env={"OMP_NUM_THREADS": "1", **world.env}, preexec_fn=world.preexec, cwd=tmp_path)
+        result = scripts.run(argv, env={**ROW_ENV, **world.env}, preexec_fn=world.preexec, cwd=tmp_path)
     finally:
         if world.listener is not None:
             world.listener.close()
@@ -555,11 +570,11 @@ def test_table_has_at_least_25_rows():
     assert len(ROWS) >= 25 and len({r[0] for r in ROWS}) == len(ROWS)
 
 
-def test_verbose_adds_the_traceback(dense_pair, tmp_path):
+def test_verbose_adds_the_traceback(dense_pair, tmp_path, scripts):
     world = World(tmp_path, dense_pair, None)
-    result = run(mi("merge", world.recipe, world.instruct, "--verbose"))
+    result = scripts.run(mi("merge", world.recipe, world.instruct, "--verbose"), env=ROW_ENV)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "OutputPathError" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: the output folder is the Instruct")
-    result = run(mergekit_yaml(world.recipe, world.instruct, "-v"))
+    result = scripts.run(mergekit_yaml(world.recipe, world.instruct, "-v"), env=ROW_ENV)
     assert result.returncode == 1 and "Traceback" in result.stderr
