@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from architectures import ARCHS, BY_KEY, LAYERS, build_arch_pair, depth_of, in_ffn, layer_of
-from common import config_from, console, load_model, merge, mi_config, oracle, run
+from common import config_from, console, load_model, merge, mi_config, oracle
+from warm import run_warm
 
 from mi_mergekit.errors import SelectionError
 from mi_mergekit.merge.placement import name_pattern
@@ -186,7 +187,7 @@ def test_refused_module_selection_through_the_console_scripts(pairs, tmp_path):
                                                exclude_modules="mlp")))
     for command in ([console("mi-mergekit"), "plan", str(recipe)],
                     [console("mergekit-yaml"), str(recipe), str(tmp_path / "out")]):
-        result = run(command)
+        result = run_warm(command)
         assert result.returncode == 1, result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and "model.layers.N.enorm.weight" in errors[0], result.stderr

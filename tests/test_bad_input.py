@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 import mi_mergekit.merge.engine as engine
 from common import merge, mi_config
-from common import console, run
+from common import console
+from warm import run_warm
 from mi_mergekit.errors import MergeInputError, NonFiniteTensorError, OutputPathError
 from synthetic import PairSpec, build_pair
 
@@ -170,7 +171,7 @@ def test_killed_process_leaves_no_finished_looking_folder(dense_pair, tmp_path):
         "sys.argv = ['mergekit-yaml', sys.argv[1], sys.argv[2]]\n"
         "main()\n"
     )
-    result = run([sys.executable, "-c", script, str(recipe), str(tmp_path / "out")])
+    result = run_warm([sys.executable, "-c", script, str(recipe), str(tmp_path / "out")])
     assert result.returncode == -signal.SIGKILL
     assert not os.path.exists(tmp_path / "out")
     for name in os.listdir(tmp_path):
@@ -193,7 +194,7 @@ def test_mergekit_yaml_prints_a_clean_error_and_exits_nonzero(dense_pair, tmp_pa
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(make_recipe(instruct, thinking, layer_end=40))
-    result = run([console("mergekit-yaml"), str(recipe), str(tmp_path / "out")])
+    result = run_warm([console("mergekit-yaml"), str(recipe), str(tmp_path / "out")])
     assert result.returncode == 1
     assert "Error: layer_end=40 is outside the model's decoder layers [0, 3]" in result.stderr
     assert "Traceback" not in result.stderr

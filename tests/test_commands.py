@@ -7,7 +7,8 @@ import os
 import torch
 
 from common import load_model
-from common import console, run
+from common import console
+from warm import run_warm
 from synthetic import recipe
 
 
@@ -16,7 +17,7 @@ def test_mergekit_yaml_runs_model_interpolation(dense_pair, tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8, layer_start=1, layer_end=3))
     out = tmp_path / "out"
-    result = run([console("mergekit-yaml"), str(path), str(out)])
+    result = run_warm([console("mergekit-yaml"), str(path), str(out)])
     assert result.returncode == 0, result.stderr
     # the Thinking model's chat template and generation settings, byte for byte
     for name in ("chat_template.jinja", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
@@ -38,7 +39,7 @@ def test_template_from_instruct(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.5, template_from="instruct"))
-    result = run([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
+    result = run_warm([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
     assert result.returncode == 0, result.stderr
     for name in ("chat_template.jinja", "generation_config.json"):
         assert filecmp.cmp(tmp_path / "out" / name, os.path.join(instruct, name), shallow=False)
@@ -48,7 +49,7 @@ def test_plan_command_prints_table_and_json(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8, exclude_modules="mlp", layer_start=2))
-    result = run([console("mi-mergekit"), "plan", str(path), "--json", str(tmp_path / "plan.json")])
+    result = run_warm([console("mi-mergekit"), "plan", str(path), "--json", str(tmp_path / "plan.json")])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.split()[:1] == ["0-1"] and set(line.split()[1:]) == {"0"} for line in lines)
@@ -66,7 +67,7 @@ def test_plan_flags_a_typo(dense_pair, tmp_path):
     instruct, thinking = dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8, layer_star=12))
-    result = run([console("mi-mergekit"), "plan", str(path)])
+    result = run_warm([console("mi-mergekit"), "plan", str(path)])
     assert result.returncode == 1
     assert "unknown parameter(s) for model_interpolation: layer_star" in result.stderr
 
@@ -76,7 +77,7 @@ def test_merge_command_substitutes_local_models(dense_pair, tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(recipe("Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507", 0.6))
     out = tmp_path / "out"
-    result = run([
+    result = run_warm([
         console("mi-mergekit"), "merge", str(path), str(out),
         "--model", f"Qwen/Qwen3-4B-Instruct-2507={instruct}",
         "--model", f"Qwen/Qwen3-4B-Thinking-2507={thinking}",
@@ -86,7 +87,7 @@ def test_merge_command_substitutes_local_models(dense_pair, tmp_path):
     o, i = load_model(str(out)), load_model(instruct)
     assert sorted(o) == sorted(i)
 
-    bad = run([console("mi-mergekit"), "merge", str(path), str(tmp_path / "x"), "--model", "Qwen/Other=/nowhere"])
+    bad = run_warm([console("mi-mergekit"), "merge", str(path), str(tmp_path / "x"), "--model", "Qwen/Other=/nowhere"])
     assert bad.returncode != 0
     assert "--model names not found" in bad.stderr
 
@@ -100,13 +101,13 @@ def test_existing_output_folder_is_replaced_only_when_ours_or_allowed(dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.3))
 
-    refused = run([console("mergekit-yaml"), str(path), str(out)])
+    refused = run_warm([console("mergekit-yaml"), str(path), str(out)])
     assert refused.returncode == 1
     assert "holds files mi-mergekit did not write (model-00001-of-00002.safetensors, notes.txt)" in refused.stderr
     assert sorted(os.listdir(out)) == ["model-00001-of-00002.safetensors", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
 
-    allowed = run([console("mergekit-yaml"), str(path), str(out)], env={"MI_MERGEKIT_OVERWRITE": "1"})
+    allowed = run_warm([console("mergekit-yaml"), str(path), str(out)], env={"MI_MERGEKIT_OVERWRITE": "1"})
     assert allowed.returncode == 0, allowed.stderr
     names = set(os.listdir(out))
     assert "notes.txt" not in names and "model-00001-of-00002.safetensors" not in names
@@ -115,7 +116,7 @@ def test_existing_output_folder_is_replaced_only_when_ours_or_allowed(dense_pair
 
     # Our own output may be re-made without the opt-in; it is swapped in whole.
     path.write_text(recipe(instruct, thinking, 0.7))
-    again = run([console("mi-mergekit"), "merge", str(path), str(out)])
+    again = run_warm([console("mi-mergekit"), "merge", str(path), str(out)])
     assert again.returncode == 0, again.stderr
     second = load_model(str(out))
     assert sorted(second) == sorted(first)

@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 import torch
-from common import config_from, console, load_model, merge, mi_config, run
+from common import config_from, console, load_model, merge, mi_config
+from warm import run_warm
 from mergekit.merge import MergeOptions
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -141,7 +142,7 @@ def test_console_scripts_engines_write_identical_tensors(command, moe_pair, tmp_
         out = tmp_path / engine
         args = [console("mergekit-yaml"), str(recipe), str(out)] if command == "mergekit-yaml" else \
             [console("mi-mergekit"), "merge", str(recipe), str(out)]
-        result = run(args, env={**os.environ, "MI_MERGEKIT_ENGINE": engine})
+        result = run_warm(args, env={**os.environ, "MI_MERGEKIT_ENGINE": engine})
         assert result.returncode == 0, result.stderr
         outputs[engine] = result.stderr
     assert_same_tensors(tmp_path / "mergekit", tmp_path / "stream")

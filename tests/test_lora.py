@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from common import console, load_model, merge, run
+from common import console, load_model, merge
+from warm import run_warm
 from mi_mergekit import real
 
 ADAPTER = os.path.join(os.path.dirname(real.__file__), "adapter")
@@ -69,10 +70,10 @@ def test_mergekit_yaml_and_plan_take_a_lora_reference(tiny_base, tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(mi))
     cache = str(tmp_path / "lora-cache")
-    result = run([console("mi-mergekit"), "plan", str(path), "--lora-merge-cache", cache])
+    result = run_warm([console("mi-mergekit"), "plan", str(path), "--lora-merge-cache", cache])
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Thinking={tiny_base}+{ADAPTER}" in result.stdout
-    result = run([console("mergekit-yaml"), str(path), str(tmp_path / "out"), "--lora-merge-cache", cache])
+    result = run_warm([console("mergekit-yaml"), str(path), str(tmp_path / "out"), "--lora-merge-cache", cache])
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "mi_plan.json").exists()
 
@@ -81,7 +82,7 @@ def test_a_lora_reference_without_a_merge_cache_is_one_line(tiny_base, tmp_path)
     mi, _ = recipes(tiny_base)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(mi))
-    result = run([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
+    result = run_warm([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: model {tiny_base}+{ADAPTER} applies a LoRA adapter: pass --lora-merge-cache DIR "

@@ -3,7 +3,8 @@
 import torch
 import yaml
 
-from common import console, load_model, run
+from common import console, load_model
+from warm import run_warm
 
 
 def test_mergekit_multi_runs_our_methods_in_stages(dense_pair, tmp_path):
@@ -18,7 +19,7 @@ def test_mergekit_multi_runs_our_methods_in_stages(dense_pair, tmp_path):
     (tmp_path / "multi.yaml").write_text(yaml.safe_dump_all(stages))
     # a relative intermediate folder: stage 2 reads "work/half" (a path mergekit's model card
     # would otherwise ask the hub about)
-    result = run([console("mergekit-multi"), "multi.yaml", "--out-path", "out", "-I", "work"], cwd=tmp_path)
+    result = run_warm([console("mergekit-multi"), "multi.yaml", "--out-path", "out", "-I", "work"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     i, t = load_model(instruct), load_model(thinking)
     half, out = load_model(str(tmp_path / "work" / "half")), load_model(str(tmp_path / "out"))

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from common import config_from, load_model
-from common import console, run
+from common import console
+from warm import run_warm
 from mergekit import merge_methods
 from mergekit.merge import MergeOptions, run_merge
 from mergekit.merge_methods.base import TensorGroup
@@ -115,7 +116,7 @@ def test_mergekit_yaml_runs_nway(triple, tmp_path):
     data = _recipe(triple, WEIGHTS, dtype="bfloat16")
     data["base_model"] = triple[1]
     path.write_text(yaml.safe_dump(data))
-    result = run([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
+    result = run_warm([console("mergekit-yaml"), str(path), str(tmp_path / "out")])
     assert result.returncode == 0, result.stderr
     out = load_model(str(tmp_path / "out"))
     inputs = [load_model(m) for m in triple]

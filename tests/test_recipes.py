@@ -12,7 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from common import load_model, oracle
-from common import console, run
+from common import console
+from warm import run_warm
 from recipes_fixtures import (  # noqa: F401  (session fixtures)
     BASELINES,
     NAMES_4B,
@@ -225,7 +226,7 @@ def test_mi_mergekit_merge_runs_the_headline_recipe_with_local_models(standins_4
     for item in substitutions(path, standins_4b):
         args += ["--model", item]
     out = tmp_path / "out"
-    result = run([console("mi-mergekit"), "merge", path, str(out), *args])
+    result = run_warm([console("mi-mergekit"), "merge", path, str(out), *args])
     assert result.returncode == 0, result.stderr
     check_output("mi_0.8_last2of3.yaml", load_model(str(out)), standins_4b)
     assert "<think>" in (out / "chat_template.jinja").read_text()

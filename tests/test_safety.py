@@ -158,17 +158,18 @@ def test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder(dense_pair,
     import signal
     import sys
 
-    from common import console, load_model, run
+    from common import console, load_model
+    from warm import run_warm
     from synthetic import recipe
 
     instruct, thinking = dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8))
     out = tmp_path / "out"
-    assert run([console("mergekit-yaml"), str(path), str(out)]).returncode == 0
+    assert run_warm([console("mergekit-yaml"), str(path), str(out)]).returncode == 0
     before = load_model(str(out))
 
-    killed = run([sys.executable, "-c", KILL_AT_SLICE, str(path), str(out), "SIGKILL"])
+    killed = run_warm([sys.executable, "-c", KILL_AT_SLICE, str(path), str(out), "SIGKILL"])
     assert killed.returncode == -signal.SIGKILL
     (stage,) = _hidden(tmp_path)  # what a kill -9 leaves: the staging folder, and the old model whole
     assert stage.startswith(".out.incomplete-") and not (tmp_path / stage / "config.json").exists()
@@ -176,7 +177,7 @@ def test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder(dense_pair,
     assert left > 0
     assert all(torch_equal(load_model(str(out))[n], before[n]) for n in before)
 
-    again = run([console("mergekit-yaml"), str(path), str(out)])
+    again = run_warm([console("mergekit-yaml"), str(path), str(out)])
     assert again.returncode == 0, again.stderr
     assert _hidden(tmp_path) == []
     lines = [line for line in again.stderr.splitlines() if "left by a killed run" in line]
@@ -186,13 +187,13 @@ def test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder(dense_pair,
 def test_ctrl_c_removes_the_staging_folder(dense_pair, tmp_path):
     import sys
 
-    from common import run
+    from warm import run_warm
     from synthetic import recipe
 
     instruct, thinking = dense_pair
     path = tmp_path / "r.yaml"
     path.write_text(recipe(instruct, thinking, 0.8))
-    interrupted = run([sys.executable, "-c", KILL_AT_SLICE, str(path), str(tmp_path / "out"), "SIGINT"])
+    interrupted = run_warm([sys.executable, "-c", KILL_AT_SLICE, str(path), str(tmp_path / "out"), "SIGINT"])
     why = f"exit {interrupted.returncode}, left {os.listdir(tmp_path)}, stderr:\n{interrupted.stderr[-3000:]}"
     assert interrupted.returncode != 0 and "Traceback" not in interrupted.stderr, why
     assert os.listdir(tmp_path) == ["r.yaml"], why

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from common import config_from, load_model, merge, mi_config, run
+from common import config_from, load_model, merge, mi_config
+from warm import run_warm
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mergekit.options import MergeOptions
 from mi_mergekit.merge.lambdas import LambdaSpecError, format_lambda, output_name, parse_lambdas
@@ -191,7 +192,7 @@ def test_sweep_command_as_a_subprocess(dense_pair, tmp_path):
     recipe.write_text(yaml.safe_dump(mi_config("org/Instruct", "org/Thinking", lam=0.8,
                                                dtype="bfloat16", layer_start=1)))
     out = tmp_path / "sweep"
-    result = run([sys.executable, "-m", "mi_mergekit.cli", "sweep", str(recipe), "--lambdas", "0.2:0.6:0.2",
+    result = run_warm([sys.executable, "-m", "mi_mergekit.cli", "sweep", str(recipe), "--lambdas", "0.2:0.6:0.2",
                   str(out), "--model", f"org/Instruct={instruct}", "--model", f"org/Thinking={thinking}"])
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["lambda_0.2", "lambda_0.4", "lambda_0.6"]

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from common import load_model
-from common import run
+from warm import run_warm
 from mergekit.io.lazy_tensor_loader import LazyTensorLoader
 from mi_mergekit.analysis.divergence import divergence, tensor_sums
 from synthetic import PairSpec, build_pair
@@ -119,7 +119,7 @@ def test_chunked_reduction_matches_whole_tensor():
 
 def test_diverge_command_writes_json_and_png(known_pair, tmp_path):
     instruct, thinking, _, _ = known_pair
-    result = run([sys.executable, "-m", "mi_mergekit.cli", "diverge", instruct, thinking,
+    result = run_warm([sys.executable, "-m", "mi_mergekit.cli", "diverge", instruct, thinking,
                   "--json", str(tmp_path / "d.json"), "--png", str(tmp_path / "d.png")])
     assert result.returncode == 0, result.stderr
     doc = json.loads((tmp_path / "d.json").read_text())
@@ -138,15 +138,15 @@ def test_mismatched_checkpoints_are_refused(known_pair, tmp_path):
 def test_device_options(known_pair, tmp_path):
     instruct, thinking, _, _ = known_pair
     base = [sys.executable, "-m", "mi_mergekit.cli", "diverge", instruct, thinking]
-    default = run(base + ["--json", str(tmp_path / "a.json")])
-    on_cpu = run(base + ["--device", "cpu", "--json", str(tmp_path / "b.json")])
+    default = run_warm(base + ["--json", str(tmp_path / "a.json")])
+    on_cpu = run_warm(base + ["--device", "cpu", "--json", str(tmp_path / "b.json")])
     assert default.returncode == on_cpu.returncode == 0, on_cpu.stderr
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
     assert a == b
     if not torch.cuda.is_available():
-        refused = run(base + ["--cuda"])
+        refused = run_warm(base + ["--cuda"])
         assert refused.returncode == 1 and "CUDA is not available" in refused.stderr
-    bad = run(base + ["--device", "abacus"])
+    bad = run_warm(base + ["--device", "abacus"])
     assert bad.returncode == 1 and "unknown device 'abacus'" in bad.stderr
 
 
@@ -229,21 +229,21 @@ def test_sigma_matches_shadow_ft_on_a_random_pair(tmp_path):
 def test_diverge_sigma_command(sigma_models, tmp_path):
     a, b, c, _, _ = sigma_models
     base = [sys.executable, "-m", "mi_mergekit.cli", "diverge", "--sigma"]
-    result = run(base + [a, b, c, "--json", str(tmp_path / "s.json")])
+    result = run_warm(base + [a, b, c, "--json", str(tmp_path / "s.json")])
     assert result.returncode == 0, result.stderr
     assert "0.3333" in result.stdout and "Shadow-FT" in result.stdout
     doc = json.loads((tmp_path / "s.json").read_text())
     assert len(doc["pairs"]) == 3
-    only = run(base + ["--pair", b, c, "--json", str(tmp_path / "p.json")])
+    only = run_warm(base + ["--pair", b, c, "--json", str(tmp_path / "p.json")])
     assert only.returncode == 0, only.stderr
     (pair,) = json.loads((tmp_path / "p.json").read_text())["pairs"]
     assert (pair["a"], pair["b"]) == (b, c) and pair["sigma"] == pytest.approx(doc["pairs"][2]["sigma"])
     # bad input: one model, --png with --sigma, three models without --sigma, a different architecture
-    assert run(base + [a]).returncode == 2
-    assert "heatmap" in run(base + [a, b, "--png", str(tmp_path / "x.png")]).stderr
-    plain = run([sys.executable, "-m", "mi_mergekit.cli", "diverge", a, b, c])
+    assert run_warm(base + [a]).returncode == 2
+    assert "heatmap" in run_warm(base + [a, b, "--png", str(tmp_path / "x.png")]).stderr
+    plain = run_warm([sys.executable, "-m", "mi_mergekit.cli", "diverge", a, b, c])
     assert plain.returncode == 1 and "for σ of several pairs use --sigma" in plain.stderr
     other, _ = build_pair(str(tmp_path / "other"), PairSpec(num_layers=2))
-    mismatch = run(base + [a, other])
+    mismatch = run_warm(base + [a, other])
     assert mismatch.returncode == 1 and "same decoder-layer tensors" in mismatch.stderr
     assert "Traceback" not in mismatch.stderr

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from common import config_from, load_model, merge, mi_config, run
+from common import config_from, load_model, merge, mi_config
+from warm import run_warm
 from mi_mergekit.analysis.lambda_search import Target, find_lambda
 from mi_mergekit.analysis.live_merge import InMemoryInterpolation
 from mi_mergekit.errors import MiMergekitError
@@ -166,7 +167,7 @@ def test_find_lambda_command_with_the_real_harness(dense_pair, tmp_path):
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"id": "a", "prompt": "w1 w2", "answer": "3"}\n{"id": "b", "prompt": "w3", "answer": "4"}\n')
     out = tmp_path / "search"
-    result = run([sys.executable, "-m", "mi_mergekit.cli", "find-lambda", str(recipe),
+    result = run_warm([sys.executable, "-m", "mi_mergekit.cli", "find-lambda", str(recipe),
                   "--dataset", str(dataset), "--out", str(out), "--target", "think_ratio>=0.5",
                   "-n", "2", "--max-new-tokens", "3", "--batch-size", "2", "--device", "cpu"],
                  env={"OMP_NUM_THREADS": "1"})

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from common import config_from, console, load_model, merge, mi_config, oracle, run
+from common import config_from, console, load_model, merge, mi_config, oracle
+from warm import run_warm
 
 from mi_mergekit.analysis import profiles
 from mi_mergekit.analysis.estimators import normalized_mutual_information
@@ -139,7 +140,7 @@ def test_estimators_through_the_command(dense_pair, tmp_path):
     for estimator, extra in (("acm", ["--prompts", str(prompts)]), ("fisher", ["--sequences", "2"]),
                              ("divergence", [])):
         out = tmp_path / f"{estimator}.yaml"
-        result = run([console("mi-mergekit"), "profile", str(recipe), "--estimator", estimator,
+        result = run_warm([console("mi-mergekit"), "profile", str(recipe), "--estimator", estimator,
                       "--mean-lambda", "0.7", "--out", str(out), *extra])
         assert result.returncode == 0, result.stderr
         assert "mean λ (parameter-weighted): 0.7000" in result.stdout
@@ -161,7 +162,7 @@ def test_estimators_through_the_command(dense_pair, tmp_path):
 def test_profile_command_refuses_mixed_choices(dense_pair, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(mi_config(*dense_pair, 0.8)))
-    result = run([console("mi-mergekit"), "profile", str(recipe), "--ramp", "0.5,1", "--modules", "mlp=1",
+    result = run_warm([console("mi-mergekit"), "profile", str(recipe), "--ramp", "0.5,1", "--modules", "mlp=1",
                   "--out", str(tmp_path / "x.yaml")])
     assert result.returncode == 2 and "choose one of --estimator, --ramp or --modules" in result.stderr
     assert not (tmp_path / "x.yaml").exists()
@@ -212,7 +213,7 @@ def test_find_lambda_searches_a_profile_on_the_live_model(tmp_path):
     calib = tmp_path / "calib.jsonl"
     calib.write_text("".join(open(HELDOUT_PATH).readlines()[:2]))
     out = tmp_path / "search"
-    result = run([console("mi-mergekit"), "find-lambda", str(recipe), "--profile", "ramp", "--target", "tokens<=1000",
+    result = run_warm([console("mi-mergekit"), "find-lambda", str(recipe), "--profile", "ramp", "--target", "tokens<=1000",
                   "--dataset", str(calib), "-n", "1", "--max-new-tokens", "8", "--grid", "2", "--max-probes", "2",
                   "--out", str(out)])
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from common import run
+from warm import run_warm
 from mi_mergekit.analysis.stages import Point, Thresholds, analyse, find_stages
 
 GRID = [round(0.1 * i, 1) for i in range(11)]
@@ -109,7 +109,7 @@ def test_stages_command_on_eval_run_dirs(tmp_path):
     shifted.write_text(json.dumps({"rows": [
         {"lambda": p.lam, "think_ratio": p.think_ratio, "tokens_mean": p.mean_tokens,
          "mean": p.accuracy, "benchmark": "gpqa"} for p in curve(center=0.65)]}))
-    result = run([sys.executable, "-m", "mi_mergekit.cli", "stages", str(runs), str(shifted),
+    result = run_warm([sys.executable, "-m", "mi_mergekit.cli", "stages", str(runs), str(shifted),
                   "--json", str(tmp_path / "s.json"), "--png", str(tmp_path / "s.png")])
     assert result.returncode == 0, result.stderr
     doc = json.loads((tmp_path / "s.json").read_text())

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from mi_mergekit.eval import EvalTask, evaluate
+from warm import run_warm
 
 CLI = [sys.executable, "-m", "mi_mergekit.cli"]
 
@@ -22,8 +23,7 @@ def subprocess_env() -> dict:
 
 
 def run_cli(*args, timeout=240):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env())
+    return run_warm([*CLI, *map(str, args)], timeout=timeout, env=subprocess_env())
 
 
 def sample_set(run_dir):

@@ -18,6 +18,7 @@ from mi_mergekit.eval.graders import get_grader
 from mi_mergekit.eval.prompts import prompt_record
 from mi_mergekit.eval.run_folder import RunMismatchError
 from mi_mergekit.eval.runner import _grade_sample
+from warm import run_warm
 
 
 def load(fixtures, name):
@@ -208,7 +209,6 @@ def test_defaults_per_benchmark_and_math_regrade(tmp_path, fixtures, tokenizer):
 
 
 def test_grade_only_cli_regrades_in_the_mode_asked(tmp_path, tokenizer):
-    import subprocess
     import sys
 
     data = tmp_path / "aime.jsonl"
@@ -217,11 +217,11 @@ def test_grade_only_cli_regrades_in_the_mode_asked(tmp_path, tokenizer):
                    backend=FunctionBackend(tokenizer, lambda c: "</think>The answer is 42."), progress=False)
     assert load_run(run)["metrics"]["mean"] == 0.0  # paper: a bare number is no answer
     cli = [sys.executable, "-m", "mi_mergekit.cli", "eval", "--out", str(run), "--grade-only", "--no-progress"]
-    result = subprocess.run(cli + ["--grading", "strict"], capture_output=True, text=True, timeout=240)
+    result = run_warm(cli + ["--grading", "strict"], timeout=240)
     assert result.returncode == 0, result.stderr
     assert "Mean@1 100.0" in result.stdout and "[strict grading]" in result.stdout
     assert json.loads((run / "metrics.json").read_text())["grading"] == "strict"
-    result = subprocess.run(cli + ["--grading", "paper"], capture_output=True, text=True, timeout=240)
+    result = run_warm(cli + ["--grading", "paper"], timeout=240)
     assert result.returncode == 0 and "Mean@1 0.0" in result.stdout and "[paper grading]" in result.stdout
-    bad = subprocess.run(cli + ["--grading", "lenient"], capture_output=True, text=True, timeout=240)
+    bad = run_warm(cli + ["--grading", "lenient"], timeout=240)
     assert bad.returncode == 2 and "Invalid value for '--grading'" in bad.stderr

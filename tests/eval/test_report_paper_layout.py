@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from mi_mergekit.eval import EvalTask, evaluate, write_report
 from mi_mergekit.eval.backends import Backend, Completion
 from mi_mergekit.eval.paper import TABLE_2, TABLE_5
+from warm import run_warm
 
 
 class Scripted(Backend):
@@ -149,11 +149,11 @@ def test_bad_report_options_fail_clearly(tmp_path, tokenizer, fixtures):
         write_report([run], tmp_path / "report", thinking_run="Thinking")
     assert not (tmp_path / "report").exists()
     cli = [sys.executable, "-m", "mi_mergekit.cli", "report", str(run), "--out", str(tmp_path / "rep")]
-    result = subprocess.run(cli + ["--thinking-run", "nope"], capture_output=True, text=True, timeout=240)
+    result = run_warm(cli + ["--thinking-run", "nope"], timeout=240)
     assert result.returncode == 1 and "no run is labelled 'nope'" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run(cli + ["--paper-reference", "7b"], capture_output=True, text=True, timeout=240)
+    result = run_warm(cli + ["--paper-reference", "7b"], timeout=240)
     assert result.returncode == 2 and "Invalid value for '--paper-reference'" in result.stderr
-    result = subprocess.run(cli + ["--paper-reference", "4b"], capture_output=True, text=True, timeout=240)
+    result = run_warm(cli + ["--paper-reference", "4b"], timeout=240)
     assert result.returncode == 0 and "| paper: MI-0.55 | 67.6/90.0 | 11634 | 91.6 |" in result.stdout
 
 
@@ -166,8 +166,8 @@ def test_report_names_the_runs_its_lambda_plot_leaves_out(tmp_path, tokenizer, f
             for label, lam in (("mi_0.5", 0.5), ("Instruct", None), ("Thinking", None))]
     result = write_report(runs, tmp_path / "report")
     assert result["without_lambda"] == {"boxed": ["Instruct", "Thinking"]}
-    cli = subprocess.run([sys.executable, "-m", "mi_mergekit.cli", "report", *map(str, runs), "--out",
-                          str(tmp_path / "rep")], capture_output=True, text=True, timeout=240)
+    cli = run_warm([sys.executable, "-m", "mi_mergekit.cli", "report", *map(str, runs), "--out",
+                    str(tmp_path / "rep")], timeout=240)
     assert cli.returncode == 0
     assert ("note: lambda_boxed.png leaves out the runs without a λ: Instruct, Thinking (give eval --lambda: "
             "0 for the Instruct model, 1 for the Thinking model)") in cli.stderr

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from common import console, load_model, run
+from common import console, load_model
+from warm import run_warm
 from mi_mergekit.errors import MiMergekitError
 from mi_mergekit.merge.baselines import baseline_recipe
 from mi_mergekit.toy import BASE_DIR, HELDOUT_PATH, INSTRUCT_DIR, THINKING_DIR
@@ -19,7 +20,7 @@ ROWS = {"instruct", "thinking", "ta", "ties", "mi_0.5"}
 
 
 def compare(out, dataset):
-    return run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+    return run_warm([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
                 "--base", str(BASE_DIR), "--lambdas", "0.5", "--dataset", str(dataset), "-n", "1",
                 "--max-new-tokens", "80", "--out", str(out), "--no-progress"])
 
@@ -73,7 +74,7 @@ def test_compare_the_toy_triple_and_resume_a_killed_run(tmp_path):
         assert (report / name).stat().st_size > 0, name
     assert "| TIES |" in first.stdout
     # the same frontier from `report` over the run folders (runs evaluated by hand, say)
-    again = run([console("mi-mergekit"), "report", *sorted(map(str, (out / "runs").iterdir())), "--baseline", "ta",
+    again = run_warm([console("mi-mergekit"), "report", *sorted(map(str, (out / "runs").iterdir())), "--baseline", "ta",
                  "--baseline", "ties", "--out", str(tmp_path / "report")])
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "report" / "frontier.csv").read_text() == (report / "frontier.csv").read_text()
@@ -99,7 +100,7 @@ def test_compare_the_toy_triple_and_resume_a_killed_run(tmp_path):
 
 
 def test_compare_refuses_baselines_without_an_ancestor(tmp_path):
-    result = run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+    result = run_warm([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
                   "--dataset", str(HELDOUT_PATH), "--out", str(tmp_path / "cmp")])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: TA and TIES need the common ancestor")
@@ -107,7 +108,7 @@ def test_compare_refuses_baselines_without_an_ancestor(tmp_path):
 
 
 def test_compare_refuses_one_served_model_for_every_row(tmp_path):
-    result = run([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
+    result = run_warm([console("mi-mergekit"), "compare", "--instruct", str(INSTRUCT_DIR), "--thinking", str(THINKING_DIR),
                   "--base", str(BASE_DIR), "--dataset", str(HELDOUT_PATH), "--backend", "openai",
                   "--base-url", "http://127.0.0.1:9/v1", "--served-model", "one", "--out", str(tmp_path / "cmp")])
     assert result.returncode == 2 and "ROW=NAME" in result.stderr

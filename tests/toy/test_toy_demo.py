@@ -2,12 +2,13 @@
 
 import json
 
-from common import console, run
+from common import console
+from warm import run_warm
 
 
 def test_demo_reduced_grid(tmp_path):
     out = tmp_path / "demo"
-    result = run([
+    result = run_warm([
         console("mi-mergekit"), "demo", "--out", str(out), "--lambdas", "0,0.5,1",
         "--limit", "21", "--n-samples", "2", "--skip-variants",
     ])
