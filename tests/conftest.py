@@ -70,30 +70,26 @@ def copy_pair(tmp_path):
 #: (the whole suite still runs in CI)
 SLOW_FILES = (  # longest first (measured): the order they start in
     "tests/real/",
-    "tests/test_readme.py",
     "tests/eval/test_transformers_serve.py",
-    "tests/toy/test_toy_demo.py",
-    "tests/toy/test_toy_compare.py",
     "tests/test_refused_inputs.py",
-    "tests/toy/test_toy_train.py",
-    "tests/test_architectures.py",
-    "tests/eval/test_routing.py",
-    "tests/test_install.py",
     "tests/test_hub_cache.py",
+    "tests/test_readme.py",
+    "tests/test_install.py",
+    "tests/toy/test_toy_compare.py",
+    "tests/toy/test_toy_demo.py",
+    "tests/test_architectures.py",
+    "tests/test_warm.py",
     "tests/test_startup.py",
+    "tests/eval/test_routing.py",
+    "tests/toy/test_toy_train.py",
     "tests/eval/test_new_backend.py",
 )
 
 
-#: single tests of other files that take 8 s or more (measured): slow too
+#: single tests of other files that take 5 s or more (measured): slow too
 SLOW_TESTS = (
-    "tests/analysis/test_divergence.py::test_diverge_sigma_command",
-    "tests/analysis/test_divergence.py::test_device_options",
     "tests/analysis/test_profiles.py::test_estimators_through_the_command",
-    "tests/eval/test_cli_resume.py::test_eval_and_report_commands",
     "tests/eval/test_cli_resume.py::test_killed_run_resumes_to_the_uninterrupted_result",
-    "tests/test_safety.py::test_sigkill_mid_write_then_the_next_run_leaves_no_hidden_folder",
-    "tests/test_lora.py::test_mergekit_yaml_and_plan_take_a_lora_reference",
 )
 
 

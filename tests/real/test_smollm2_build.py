@@ -187,8 +187,6 @@ def test_the_earlier_adapters_still_build_their_verified_thinking_sides(smollm2_
 
 def test_training_rows_leave_the_slips_out_of_the_loss(smollm2_pair):
     """encode(): labels are -100 on the prompt and exactly on the tokens of a slip's wrong digits."""
-    import random
-
     from transformers import AutoTokenizer
 
     from mi_mergekit.real import task, train
