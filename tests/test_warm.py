@@ -5,6 +5,7 @@ reproduce runs cold."""
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -67,6 +68,21 @@ def test_what_a_fork_cannot_be_runs_cold(warm, tmp_path):
 
 
 def test_a_command_past_its_timeout_is_killed_and_the_server_goes_on(warm, tmp_path):
-    with pytest.raises(subprocess.TimeoutExpired):
+    with pytest.raises(subprocess.TimeoutExpired) as stopped:
         warm.run([sys.executable, "-c", "print('started', flush=True); import time; time.sleep(60)"], timeout=2)
+    assert stopped.value.output == "started\n"
     assert warm.run([sys.executable, "-c", "print('next')"]).stdout == "next\n"
+
+
+def test_commands_from_several_threads_each_get_their_own_answer(warm):
+    answers = {}
+
+    def ask(k):
+        answers[k] = warm.run([sys.executable, "-c", f"import sys; print({k}); sys.exit({k})"])
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {k: (r.returncode, r.stdout) for k, r in answers.items()} == {k: (k, f"{k}\n") for k in range(4)}

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def imported_with(env: dict) -> dict:
 
 class WarmStart:
     """A server that has imported ``modules`` in ``env`` (beside this process's environment);
-    :meth:`run` is :func:`common.run`, forked from it where that is the same process."""
+    :meth:`run` is :func:`common.run`, forked from it where that is the same process. It runs one
+    command at a time (a second thread's waits for the first)."""
 
     def __init__(self, modules=MERGE_COMMANDS, env: dict | None = None, start_timeout: float = 600):
         self.env = environment(env)
@@ -70,6 +72,7 @@ class WarmStart:
         os.close(requests_in)
         os.close(answers_out)
         self._pending = b""
+        self._one_at_a_time = threading.Lock()  # one request on the pipes at a time
         if self._answer(start_timeout, "ready") is None:
             self.close()
             raise RuntimeError(f"the warm-start server did not start within {start_timeout:.0f} s")
@@ -108,17 +111,19 @@ class WarmStart:
         if not self.servable(args, env, preexec_fn):
             self.cold += 1
             return run(args, timeout=timeout, env=env or {}, cwd=cwd, preexec_fn=preexec_fn)
-        self.warm += 1
-        out, err = (os.path.join(self._scratch, name) for name in ("stdout", "stderr"))
-        request = {"argv": args, "env": environment(env), "cwd": str(cwd or os.getcwd()), "stdout": out, "stderr": err}
-        os.write(self._requests, (json.dumps(request) + "\n").encode())
-        pid = self._answer(60, "pid")
-        returncode = self._answer(timeout, "returncode")
-        if returncode is None:
-            os.kill(pid, signal.SIGKILL)
-            self._answer(60, "returncode")
-            raise subprocess.TimeoutExpired(args, timeout, Path(out).read_text(), Path(err).read_text())
-        return subprocess.CompletedProcess(args, returncode, Path(out).read_text(), Path(err).read_text())
+        with self._one_at_a_time:
+            self.warm += 1
+            out, err = (os.path.join(self._scratch, name) for name in ("stdout", "stderr"))
+            request = {"argv": args, "env": environment(env), "cwd": str(cwd or os.getcwd()),
+                       "stdout": out, "stderr": err}
+            os.write(self._requests, (json.dumps(request) + "\n").encode())
+            pid = self._answer(60, "pid")
+            returncode = self._answer(timeout, "returncode")
+            if returncode is None:
+                os.kill(pid, signal.SIGKILL)
+                self._answer(60, "returncode")
+                raise subprocess.TimeoutExpired(args, timeout, Path(out).read_text(), Path(err).read_text())
+            return subprocess.CompletedProcess(args, returncode, Path(out).read_text(), Path(err).read_text())
 
     def close(self) -> None:
         if self._log.closed:  # closed already
