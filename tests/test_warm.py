@@ -56,6 +56,20 @@ def test_commands_print_and_exit_as_when_started_cold(warm, dense_pair, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_merge_through_plain_mergekit_yaml_writes_the_same_files(warm, dense_pair, tmp_path):
+    """Our method reaches stock mergekit's own console script through the start-up hook in both
+    ways; the merged folders are identical but for the path each names its output by."""
+    good = tmp_path / "good.yaml"
+    good.write_text(recipe(*dense_pair, 0.8, layer_start=1))
+    cold = run([console("mergekit-yaml"), good, tmp_path / "cold" / "out"])
+    forked = warm.run([console("mergekit-yaml"), good, tmp_path / "warm" / "out"])
+    assert cold.returncode == forked.returncode == 0, cold.stderr + forked.stderr
+    made = {way: {name: (tmp_path / way / "out" / name).read_bytes().replace(str(tmp_path / way).encode(), b"HERE")
+                  for name in os.listdir(tmp_path / way / "out")} for way in ("cold", "warm")}
+    assert "model.safetensors" in made["cold"] and "mi_plan.json" in made["cold"]
+    assert made["warm"] == made["cold"]
+
+
 def test_what_a_fork_cannot_be_runs_cold(warm, tmp_path):
     probe = [sys.executable, "-c", "import os; print(os.environ.get('HF_HUB_OFFLINE'))"]
     cold = warm.cold
