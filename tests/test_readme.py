@@ -193,9 +193,9 @@ def world(tmp_path_factory, request):
     demo_dir = root / "demo"
     demo_dir.mkdir()
     for label in ("mi_0", "mi_1"):
-        result = scripts.run([console("mi-mergekit"), "eval", "--model", tiny, "--benchmark", "boxed", "--dataset",
-                      str(EVAL_FIXTURES / "boxed.jsonl"), "--label", label, "--lambda", label[3:],
-                      "--out", f"mi-demo/runs/{label}", *EVAL_BUDGET], cwd=demo_dir, env=environment)
+        result = scripts.run([console("mi-mergekit"), "eval", "--model", tiny, "--benchmark", "boxed",
+                              "--dataset", str(EVAL_FIXTURES / "boxed.jsonl"), "--label", label, "--lambda", label[3:],
+                              "--out", f"mi-demo/runs/{label}", *EVAL_BUDGET], cwd=demo_dir, env=environment)
         assert result.returncode == 0, result.stderr[-3000:]
     for line in lines:
         if line.startswith("mi-mergekit report mi-demo/"):

@@ -486,15 +486,15 @@ def eval_model(tmp_path_factory):
     return build_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
+#: every row's environment, beside what the row sets
+ROW_ENV = {"OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def scripts():
     """The console scripts, their imports done once (rows run in processes forked from it)."""
     with WarmStart(env=ROW_ENV) as server:
         yield server
-
-
-#: every row's environment, beside what the row sets
-ROW_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
