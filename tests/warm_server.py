@@ -1,14 +1,15 @@
 """The server behind :class:`warm.WarmStart` (run as a script by it; not a test module).
 
-It imports the modules named on its command line once, then waits for requests on the file
-descriptor ``--requests``. Each request (one JSON line: argv, env, cwd and two output files)
+``warm_server.py REQUESTS ANSWERS MODULE...``: it imports the modules once, then reads requests
+on file descriptor REQUESTS. Each request (one JSON line: argv, env, cwd and two output files)
 is run in a process forked from this one: the child takes the request's working folder,
 environment and argv, points its stdin at ``/dev/null`` and its stdout/stderr at the two files,
 and runs the console script (or ``python -c CODE``, ``python -m MODULE``) as the interpreter
-would run it as ``__main__``. Its exit — ``sys.exit``, an uncaught exception, the end of the script — goes
-through the interpreter's own top level (the traceback, the atexit handlers, the flush of
-stdout and stderr), because nothing here catches it. The server answers on ``--answers`` with
-the child's pid, then its exit status (``subprocess``'s convention: ``-N`` for signal N).
+would run it as ``__main__``. ``sys.exit`` and Ctrl-C reach the interpreter's own top level
+(exit status, message, atexit handlers, flush of stdout and stderr); any other uncaught
+exception is printed by ``sys.excepthook`` from the script's frame down, then the child exits
+with 1, as the interpreter does. On file descriptor ANSWERS the server answers with the child's
+pid, then its exit status (``subprocess``'s convention: ``-N`` for signal N).
 """
 
 import gc
