@@ -62,8 +62,13 @@ def console(name: str) -> str:
     return path
 
 
+def command_env(env: Optional[dict] = None) -> dict:
+    """The environment :func:`run` gives a command: this process's, unbuffered, with ``env`` over it."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
 def run(args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run a command the way a user would; capture output for assertions. ``timeout`` only
     guards against a hang (a slow shared machine must not fail a correct run)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    env = command_env(kwargs.pop("env", None))
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, **kwargs)

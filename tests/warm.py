@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import run
+from common import command_env, run
 
 SERVER = str(Path(__file__).with_name("warm_server.py"))
 #: what a merge command of either console script imports before it reads its arguments
@@ -41,11 +41,6 @@ MERGE_COMMANDS = ("torch", "transformers", "mergekit.scripts.run_yaml", "mi_merg
 #: variables that change while the server lives, or that mi-mergekit reads only when a command
 #: runs: none is read when a module is imported
 RUN_TIME = {"PYTEST_CURRENT_TEST", "MI_MERGEKIT_ENGINE", "MI_MERGEKIT_OVERWRITE", "MI_MERGEKIT_NLTK_DATA"}
-
-
-def environment(env: dict | None = None) -> dict:
-    """The environment :func:`common.run` gives a command."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
 
 
 def imported_with(env: dict) -> dict:
@@ -59,7 +54,7 @@ class WarmStart:
     command at a time (a second thread's waits for the first)."""
 
     def __init__(self, modules=MERGE_COMMANDS, env: dict | None = None, start_timeout: float = 600):
-        self.env = environment(env)
+        self.env = command_env(env)
         self.cold = 0  # commands that ran as real subprocesses instead
         self.warm = 0
         self._scratch = tempfile.mkdtemp(prefix="warm-")
@@ -94,7 +89,7 @@ class WarmStart:
 
     def servable(self, args, env=None, preexec_fn=None) -> bool:
         """Whether a process forked from the server would be the process ``args`` starts."""
-        if preexec_fn is not None or imported_with(environment(env)) != imported_with(self.env):
+        if preexec_fn is not None or imported_with(command_env(env)) != imported_with(self.env):
             return False
         program = str(args[0])
         if program == sys.executable:
@@ -110,11 +105,11 @@ class WarmStart:
         args = [str(a) for a in args]
         if not self.servable(args, env, preexec_fn):
             self.cold += 1
-            return run(args, timeout=timeout, env=env or {}, cwd=cwd, preexec_fn=preexec_fn)
+            return run(args, timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
         with self._one_at_a_time:
             self.warm += 1
             out, err = (os.path.join(self._scratch, name) for name in ("stdout", "stderr"))
-            request = {"argv": args, "env": environment(env), "cwd": str(cwd or os.getcwd()),
+            request = {"argv": args, "env": command_env(env), "cwd": str(cwd or os.getcwd()),
                        "stdout": out, "stderr": err}
             os.write(self._requests, (json.dumps(request) + "\n").encode())
             pid = self._answer(60, "pid")
@@ -153,7 +148,7 @@ def shared() -> WarmStart:
     started again when that environment has changed since (a fixture set a variable, a library
     imported here set one); closed when the process ends."""
     global _SHARED
-    if _SHARED is not None and imported_with(environment()) != imported_with(_SHARED.env):
+    if _SHARED is not None and imported_with(command_env()) != imported_with(_SHARED.env):
         _SHARED.close()
         _SHARED = None
     if _SHARED is None:
